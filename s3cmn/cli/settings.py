@@ -1,0 +1,321 @@
+"""Settings for every CLI: flags generated from the config dataclasses, presets, files, overrides, prompts.
+
+Precedence, lowest first: the preset < the config file (``--config-path``) < ``--modify`` JSON < single
+flags (``--hidden-dim 96``). A config file is JSON or YAML with one section per settings class::
+
+    {"model": {...S3CMNConfig fields...}, "training": {...}, "data": {...}, "evaluation": {...}}
+
+A flat mapping of field names is accepted too (each name belongs to exactly one section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TextIO, Union, get_args, get_origin
+
+from s3cmn.config import PRESETS, S3CMNConfig, preset_fields, preset_training
+from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
+from s3cmn.utils.fields import (
+    ConfigError,
+    check_value,
+    closest_name,
+    describe_type,
+    field_types,
+    settings_fields,
+    unknown_key_error,
+)
+
+SECTIONS: dict[str, type] = {
+    "model": S3CMNConfig,
+    "training": TrainingConfig,
+    "data": DataConfig,
+    "evaluation": EvalConfig,
+}
+GROUP_ORDER = ["architecture", "spiking", "attention", "memory", "regularisation", "optional blocks",
+               "generation", "training", "data", "evaluation"]
+
+
+def _section_of() -> dict[str, str]:
+    owners: dict[str, str] = {}
+    for section, cls in SECTIONS.items():
+        for f in settings_fields(cls):
+            if f.name in owners:  # the flat namespace must stay unambiguous
+                raise RuntimeError(f"setting {f.name} is declared in both {owners[f.name]} and {section}")
+            owners[f.name] = section
+    return owners
+
+
+SECTION_OF = _section_of()
+
+
+@dataclass
+class Settings:
+    """Every setting of one run, by section; each section is validated on build."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    def update(self, values: dict[str, Any], source: str) -> None:
+        """Merge a sectioned or flat mapping; an unknown key is an error naming the closest valid key."""
+        for key, value in values.items():
+            if key in SECTIONS and isinstance(value, dict):
+                for k, v in value.items():
+                    if SECTION_OF.get(k) != key:
+                        raise unknown_key_error(f"{source} [{key}]", k, [n for n, s in SECTION_OF.items() if s == key])
+                    getattr(self, key)[k] = v
+                continue
+            section = SECTION_OF.get(key)
+            if section is None:
+                raise unknown_key_error(source, key, SECTION_OF)
+            getattr(self, section)[key] = value
+
+    def complete(self) -> Settings:
+        """Every field of every section, defaults included (what a saved file holds)."""
+        return Settings.from_objects(*self.build())
+
+    def build(self) -> tuple[S3CMNConfig, TrainingConfig, DataConfig, EvalConfig]:
+        """The validated config objects (errors name the field, the value and what is allowed)."""
+        return (
+            S3CMNConfig(**self.model),
+            TrainingConfig(**self.training),
+            DataConfig(**self.data),
+            EvalConfig(**self.evaluation),
+        )
+
+    @staticmethod
+    def from_objects(model: S3CMNConfig, training: TrainingConfig, data: DataConfig, ev: EvalConfig) -> Settings:
+        return Settings(model.settings_dict(), training.to_dict(), data.to_dict(), ev.to_dict())
+
+
+# --------------------------------------------------------------------------------------------------
+# files
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON or YAML settings file as a mapping (clear errors for missing, unreadable or malformed files)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {p} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except (json.JSONDecodeError, ValueError) as err:
+        raise ConfigError(f"config file {p} is not valid {p.suffix.lstrip('.').upper() or 'JSON'}: {err}") from None
+    except Exception as err:  # yaml.YAMLError without importing yaml at module level
+        if type(err).__module__.startswith("yaml"):
+            raise ConfigError(f"config file {p} is not valid YAML: {err}") from None
+        raise
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of settings, not {type(values).__name__}")
+    return values
+
+
+def write_config_file(settings: Settings, path: str | os.PathLike) -> None:
+    """Write every setting (sectioned, defaults included) as JSON or YAML by extension, atomically."""
+    p = Path(path)
+    data = dataclasses.asdict(settings.complete())
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        text = yaml.safe_dump(data, sort_keys=False)
+    else:
+        text = json.dumps(data, indent=2) + "\n"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, p)
+
+
+# --------------------------------------------------------------------------------------------------
+# flags
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parse_value(text: str, tp: Any) -> Any:
+    """Parse a flag or prompt answer for a field of type ``tp`` (JSON for lists and mappings)."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if type(None) in options and text.strip().lower() in ("none", "null", ""):
+            return None
+        tp = next(o for o in options if o is not type(None))
+        origin = get_origin(tp)
+    if tp is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "y", "on"):
+            return True
+        if lowered in ("0", "false", "no", "n", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {text!r}")
+    if tp is int:
+        return int(text)
+    if tp is float:
+        return float(text)
+    if origin is Literal or tp is str:
+        return text
+    if origin in (list, dict):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            if origin is list:  # also accept "0,2,-1"
+                return [int(v) for v in text.split(",") if v.strip()]
+            raise
+        return value
+    return text
+
+
+def _metavar(tp: Any) -> str:
+    options = [o for o in get_args(tp) if o is not type(None)] if get_origin(tp) in (Union, types.UnionType) else [tp]
+    tp = options[0]
+    if tp is bool:
+        return "BOOL"
+    if get_origin(tp) in (list, dict):
+        return "JSON"
+    return getattr(tp, "__name__", "VALUE").upper()
+
+
+def parse_args_strictly(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parse_args``, but an unknown flag is reported with the closest valid flag."""
+    argv = sys.argv[1:] if argv is None else argv
+    flags = [opt for action in parser._actions for opt in action.option_strings]
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if name.startswith("--") and name not in flags:
+            hint = closest_name(name, flags)
+            parser.error(f"unknown option {name}" + (f"; did you mean {hint}?" if hint else ""))
+    return parser.parse_args(argv)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
+    """One flag per field of the given sections, in help groups; defaults are left to the config objects."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    entries = []
+    for section in sections:
+        cls = SECTIONS[section]
+        hints = field_types(cls)
+        for f in settings_fields(cls):
+            entries.append((f, hints[f.name]))
+    entries.sort(key=lambda e: GROUP_ORDER.index(e[0].metadata["group"]))
+    for f, tp in entries:
+        group_name = f.metadata["group"]
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(f"{group_name} settings")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata['help']} ({describe_type(tp)}; default {default!r})"
+
+        def convert(text: str, tp: Any = tp) -> Any:
+            try:
+                return parse_value(text, tp)
+            except (ValueError, json.JSONDecodeError) as err:
+                raise argparse.ArgumentTypeError(f"{err}") from None
+
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if get_origin(tp) is Literal:
+            kwargs["choices"] = list(get_args(tp))
+        else:
+            kwargs["type"] = convert
+            kwargs["metavar"] = _metavar(tp)
+        groups[group_name].add_argument(_flag(f.name), **kwargs)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """--preset, --config-path, --modify, --save-config and --interactive (shared by every CLI)."""
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset (lowest precedence)")
+    group.add_argument("--config-path", help="a JSON or YAML settings file (overrides the preset)")
+    group.add_argument("--modify", help="JSON overrides, e.g. '{\"liquid_units\": 96}' (overrides the file)")
+    group.add_argument("--save-config", metavar="PATH", help="write the resulting settings (JSON or YAML)")
+    group.add_argument("--interactive", action="store_true", help="walk the settings and edit them at prompts")
+
+
+def settings_from_args(args: argparse.Namespace, sections: tuple[str, ...]) -> Settings:
+    """Apply preset < config file < --modify < flags, in that order."""
+    settings = Settings()
+    if getattr(args, "preset", None):
+        settings.update(preset_fields(args.preset), f"preset {args.preset}")
+        settings.update(preset_training(args.preset), f"preset {args.preset}")
+    if getattr(args, "config_path", None):
+        settings.update(read_config_file(args.config_path), str(args.config_path))
+    if getattr(args, "modify", None):
+        try:
+            overrides = json.loads(args.modify)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--modify is not valid JSON: {err}") from None
+        if not isinstance(overrides, dict):
+            raise ConfigError("--modify must be a JSON object, e.g. '{\"hidden_dim\": 96}'")
+        settings.update(overrides, "--modify")
+    flags = {}
+    for section in sections:
+        for f in settings_fields(SECTIONS[section]):
+            if f.name in vars(args):
+                flags[f.name] = getattr(args, f.name)
+    settings.update(flags, "flags")
+    return settings
+
+
+# --------------------------------------------------------------------------------------------------
+# interactive editing
+
+
+def interactive_edit(settings: Settings, sections: tuple[str, ...], stdin: TextIO | None = None,
+                     stdout: TextIO | None = None) -> Settings:
+    """Walk the fields group by group; an empty answer keeps the value, a bad one is explained and re-asked.
+
+    Works with piped stdin (one answer a line); at the end of input the remaining fields are kept.
+    """
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    stdout.write("Press Enter to keep a value. Lists and mappings are JSON.\n")
+    for section in sections:
+        cls = SECTIONS[section]
+        hints = field_types(cls)
+        current_obj = settings.build()[list(SECTIONS).index(section)]
+        last_group = None
+        for f in settings_fields(cls):
+            if f.metadata["group"] != last_group:
+                last_group = f.metadata["group"]
+                stdout.write(f"\n[{last_group}]\n")
+            while True:
+                current = getattr(current_obj, f.name)
+                stdout.write(f"{f.name} ({f.metadata['help']}) [{json.dumps(current)}]: ")
+                stdout.flush()
+                line = stdin.readline()
+                if not line:
+                    stdout.write("\n")
+                    return settings
+                answer = line.strip()
+                if not answer:
+                    break
+                try:
+                    value = check_value(cls.__name__, f.name, parse_value(answer, hints[f.name]), hints[f.name],
+                                        dict(f.metadata))
+                    trial = Settings(**{k: dict(v) for k, v in dataclasses.asdict(settings).items()})
+                    trial.update({f.name: value}, "interactive")
+                    current_obj = trial.build()[list(SECTIONS).index(section)]
+                except (ConfigError, ValueError, json.JSONDecodeError) as err:
+                    stdout.write(f"  not accepted: {err}\n")
+                    continue
+                settings = trial
+                break
+    return settings

@@ -1,0 +1,326 @@
+"""S3CMNConfig: the model's settings, their presets and their validation.
+
+The model's settings live in :class:`S3CMNConfig`, a ``transformers`` ``PreTrainedConfig`` so that it
+saves and loads with the model. The run's settings (training, data, evaluation) live in the typed
+dataclasses of :mod:`s3cmn.run_config`, re-exported here. Every field is checked once, at
+construction: an unknown key names the closest valid key, a wrong type or out-of-range value names
+the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar, Literal
+
+from transformers import PreTrainedConfig
+
+from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
+from s3cmn.utils.fields import ConfigError, setting, settings_fields, unknown_key_error, validate_fields
+
+__all__ = ["S3CMNConfig", "TrainingConfig", "DataConfig", "EvalConfig", "ConfigError", "PRESETS"]
+
+ARCH, SPIKE, ATTN, MEM, REG, OPT, GEN = (
+    "architecture",
+    "spiking",
+    "attention",
+    "memory",
+    "regularisation",
+    "optional blocks",
+    "generation",
+)
+
+# Keys that transformers itself passes to a config's constructor when loading; everything else must be a field.
+_TRANSFORMERS_KWARGS = {
+    "torch_dtype",
+    "name_or_path",
+    "_name_or_path",
+    "_commit_hash",
+    "output_attentions",
+    "attn_implementation",
+    "experts_implementation",
+    "per_layer_config",
+    "_attn_implementation_internal",
+    "_experts_implementation_internal",
+    "model_type",
+    "transformers_version",
+    "num_labels",
+}
+
+
+class S3CMNConfig(PreTrainedConfig):
+    """Settings of the S³CMN network (architecture, spiking, attention, memory, regularisation, optional blocks).
+
+    Build one from a preset (``S3CMNConfig.from_preset("tiny", hidden_dim=96)``) or from fields
+    (``S3CMNConfig(hidden_dim=256, num_layers=4)``). ``input_dim`` (the embedding width) and
+    ``output_dim`` (the vocabulary) are derived.
+    """
+
+    model_type: ClassVar[str] = "s3cmn"
+
+    # --- architecture -------------------------------------------------------------------------------
+    vocab_size: int = setting(50257, group=ARCH, help="vocabulary size (rows of the embedding)", ge=2)
+    embedding_dim: int = setting(768, group=ARCH, help="token embedding width; projected to hidden_dim", ge=1)
+    hidden_dim: int = setting(512, group=ARCH, help="block width D", ge=1)
+    num_layers: int = setting(6, group=ARCH, help="number of S3CMN blocks", ge=1)
+    max_position_embeddings: int = setting(512, group=ARCH, help="positions of the learned position table", ge=1)
+    position_embedding: Literal["none", "learned", "sinusoidal"] = setting(
+        "none", group=ARCH, help="positional encoding added to the embedding"
+    )
+    mlp_ratio: float = setting(4.0, group=ARCH, help="MLP hidden width as a multiple of hidden_dim", gt=0)
+    block_type: Literal["s3cmn", "reservoir"] = setting(
+        "s3cmn", group=ARCH, help="s3cmn block, or the LiquidLM attention -> reservoir -> MLP block"
+    )
+    use_hyena: bool = setting(True, group=ARCH, help="use the Hyena long-convolution operator")
+    hyena_order: int = setting(2, group=ARCH, help="Hyena recurrence order (number of gates)", ge=2, le=8)
+    hyena_filter_dim: int = setting(64, group=ARCH, help="width of Hyena's implicit filter MLP", ge=1)
+    hyena_filter_length: int = setting(
+        1024, group=ARCH, help="taps of Hyena's long filter (bounds the decoding history)", ge=1
+    )
+    hyena_short_conv: int = setting(3, group=ARCH, help="kernel size of Hyena's short depthwise conv", ge=1)
+    ssm_type: Literal["s4d", "mamba", "none"] = setting("mamba", group=ARCH, help="state-space mixer")
+    mamba_d_state: int = setting(16, group=ARCH, help="Mamba state size N", ge=1)
+    mamba_d_conv: int = setting(4, group=ARCH, help="Mamba depthwise conv kernel", ge=1)
+    mamba_expand: int = setting(2, group=ARCH, help="Mamba inner width as a multiple of hidden_dim", ge=1)
+    mamba_dt_rank: int = setting(0, group=ARCH, help="rank of Mamba's delta projection (0 = ceil(D/16))", ge=0)
+    s4d_d_state: int = setting(64, group=ARCH, help="S4D state size N", ge=2)
+    use_spiking: bool = setting(True, group=ARCH, help="use the LIF spiking layer")
+    spiking_units: int = setting(128, group=ARCH, help="LIF neurons per layer", ge=1)
+    liquid_units: int = setting(256, group=ARCH, help="liquid (CfC/LTC) units per layer", ge=1)
+    liquid_backbone: Literal["cfc", "ltc", "ncp"] = setting("cfc", group=ARCH, help="liquid cell")
+    integration_mode: Literal["sequential", "parallel", "bidirectional"] = setting(
+        "sequential", group=ARCH, help="how Mamba, liquid and spiking paths are combined"
+    )
+    tie_word_embeddings: bool = setting(True, group=ARCH, help="tie the LM head to the token embedding")
+
+    # --- spiking ------------------------------------------------------------------------------------
+    spike_threshold: float = setting(1.0, group=SPIKE, help="initial firing threshold theta", gt=0)
+    beta: float = setting(0.95, group=SPIKE, help="membrane decay beta, in (0, 1]", gt=0, le=1)
+    learn_beta: bool = setting(True, group=SPIKE, help="learn beta per neuron (kept in (0, 1))")
+    num_spike_steps: int = setting(1, group=SPIKE, help="LIF micro-steps per token", ge=1, le=64)
+    surrogate: Literal["atan", "fast_sigmoid", "triangular"] = setting(
+        "atan", group=SPIKE, help="surrogate gradient of the spike function"
+    )
+    surrogate_alpha: float = setting(2.0, group=SPIKE, help="surrogate slope", gt=0)
+    spike_reset: Literal["subtract", "zero"] = setting("subtract", group=SPIKE, help="membrane reset after a spike")
+    adaptive_threshold: bool = setting(True, group=SPIKE, help="homeostatic threshold toward target_spike_rate")
+    target_spike_rate: float = setting(0.1, group=SPIKE, help="homeostasis target firing rate", gt=0, lt=1)
+    threshold_adaptation_rate: float = setting(0.01, group=SPIKE, help="homeostasis step size", ge=0)
+
+    # --- attention ----------------------------------------------------------------------------------
+    num_attention_heads: int = setting(8, group=ATTN, help="heads of the attention layers", ge=1)
+    attention_dropout: float = setting(0.1, group=ATTN, help="dropout on attention weights", ge=0, lt=1)
+    cross_attention_heads: int = setting(4, group=ATTN, help="heads of cross-modal attention", ge=1)
+
+    # --- memory -------------------------------------------------------------------------------------
+    use_memory: bool = setting(True, group=MEM, help="read an external FAISS memory in memory_layers")
+    memory_layers: list[int] = setting(
+        group=MEM, help="blocks that read memory (negative counts from the end)", default_factory=lambda: [-1]
+    )
+    memory_size: int = setting(1024, group=MEM, help="memory capacity (entries)", ge=1)
+    num_clusters: int = setting(128, group=MEM, help="IVF lists of the FAISS index", ge=1)
+    max_retrieval_distance: float = setting(1.0, group=MEM, help="hits farther than this are misses", gt=0)
+    memory_metric: Literal["ip", "l2"] = setting("ip", group=MEM, help="inner product (cosine) or L2 search")
+    memory_top_k: int = setting(8, group=MEM, help="entries retrieved per query", ge=1)
+    memory_nprobe: int = setting(8, group=MEM, help="IVF lists searched per query", ge=1)
+    memory_compression: bool = setting(True, group=MEM, help="PCA-compress memory keys")
+    memory_compression_dim: int = setting(64, group=MEM, help="PCA key dimension (0 = adaptive)", ge=0)
+    memory_compression_variance: float = setting(
+        0.95, group=MEM, help="variance kept by the adaptive PCA dimension", gt=0, le=1
+    )
+    memory_full_policy: Literal["prune", "grow"] = setting("prune", group=MEM, help="what to do when full")
+    memory_growth_factor: float = setting(2.0, group=MEM, help="capacity multiplier when growing", gt=1)
+    memory_max_size: int = setting(8192, group=MEM, help="largest capacity growth may reach", ge=1)
+    memory_write_stride: int = setting(16, group=MEM, help="write every k-th position of a segment", ge=1)
+    memory_refit_drift: float = setting(0.25, group=MEM, help="relative PCA error increase that refits", gt=0)
+    memory_layer_settings: dict[str, dict] = setting(
+        group=MEM, help="per-layer overrides of memory_* settings, e.g. {\"5\": {\"memory_size\": 4096}}",
+        default_factory=dict,
+    )
+
+    # --- regularisation -----------------------------------------------------------------------------
+    dropout: float = setting(0.1, group=REG, help="dropout in the blocks", ge=0, lt=1)
+    embedding_dropout: float = setting(0.1, group=REG, help="dropout on the embedding", ge=0, lt=1)
+    layer_norm_eps: float = setting(1e-5, group=REG, help="LayerNorm epsilon", gt=0)
+    initializer_range: float = setting(0.02, group=REG, help="std of the normal weight init", gt=0)
+
+    # --- optional blocks ----------------------------------------------------------------------------
+    use_liquid: bool = setting(False, group=OPT, help="add the liquid (CfC/LTC/NCP) path")
+    liquid_tau_base: float = setting(1.0, group=OPT, help="base liquid time constant", gt=0)
+    ltc_ode_unfolds: int = setting(6, group=OPT, help="LTC solver unfolds per token", ge=1)
+    ncp_sparsity: float = setting(0.5, group=OPT, help="NCP wiring sparsity", ge=0, lt=1)
+    reservoir_size: int = setting(512, group=OPT, help="reservoir neurons", ge=1)
+    reservoir_sparsity: float = setting(0.9, group=OPT, help="fraction of zero reservoir weights", ge=0, lt=1)
+    reservoir_spectral_radius: float = setting(0.9, group=OPT, help="reservoir spectral radius", gt=0)
+    reservoir_num_ripples: int = setting(4, group=OPT, help="sinusoidal time ripples", ge=0)
+    use_population_coding: bool = setting(False, group=OPT, help="population-coded spike encoder")
+    population_size: int = setting(5, group=OPT, help="neurons per encoded value", ge=3, le=7)
+    population_threshold_spread: Literal["uniform", "gaussian", "log"] = setting(
+        "uniform", group=OPT, help="how population thresholds are spread"
+    )
+    population_decoding: Literal["rate", "timing", "hybrid"] = setting(
+        "rate", group=OPT, help="population decoding"
+    )
+    use_cross_modal_attention: bool = setting(False, group=OPT, help="cross-attention liquid <-> spiking")
+    cross_modal_mode: Literal["single", "bidirectional", "multiscale"] = setting(
+        "single", group=OPT, help="cross-modal attention variant"
+    )
+    spike_adapter: Literal["rate", "temporal", "potential"] = setting(
+        "rate", group=OPT, help="spike -> continuous adapter"
+    )
+    spike_adapter_tau: float = setting(2.0, group=OPT, help="time constant of temporal spike coding", gt=0)
+    gating_heads: int = setting(4, group=OPT, help="heads of the adaptive fusion gate", ge=1)
+    gating_temperature: float = setting(1.0, group=OPT, help="temperature of the fusion gate", gt=0)
+
+    # --- generation ---------------------------------------------------------------------------------
+    use_cache: bool = setting(True, group=GEN, help="use the recurrent cache in generate()")
+    pad_token_id: int | None = setting(None, group=GEN, help="padding token id")
+    bos_token_id: int | None = setting(None, group=GEN, help="beginning-of-sequence token id")
+    eos_token_id: int | None = setting(None, group=GEN, help="end-of-sequence token id")
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        unknown = [k for k in kwargs if k not in _TRANSFORMERS_KWARGS]
+        if unknown:
+            raise unknown_key_error("S3CMNConfig", unknown[0], self.field_names())
+        super().__post_init__(**kwargs)
+        self.validate_settings()
+
+    # ---------------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of every model setting."""
+        return [f.name for f in settings_fields(cls)]
+
+    @property
+    def input_dim(self) -> int:
+        """Width of the token embedding fed to the network (= embedding_dim)."""
+        return self.embedding_dim
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the logits (= vocab_size)."""
+        return self.vocab_size
+
+    @property
+    def mamba_dt_rank_resolved(self) -> int:
+        """The delta-projection rank, with 0 meaning ceil(hidden_dim / 16)."""
+        return self.mamba_dt_rank or -(-self.hidden_dim // 16)
+
+    def memory_layer_indices(self) -> list[int]:
+        """The non-negative block indices that read memory (empty when use_memory is off)."""
+        if not self.use_memory:
+            return []
+        return sorted({i % self.num_layers for i in self.memory_layers})
+
+    def validate_settings(self) -> None:
+        """Check every field and the combinations between them; raise ConfigError on the first problem."""
+        validate_fields(self, type(self))
+        if self.hidden_dim % self.num_attention_heads:
+            raise ConfigError(
+                f"S3CMNConfig.hidden_dim = {self.hidden_dim} must be divisible by "
+                f"num_attention_heads = {self.num_attention_heads}"
+            )
+        for i in self.memory_layers:
+            if not -self.num_layers <= i < self.num_layers:
+                raise ConfigError(
+                    f"S3CMNConfig.memory_layers contains {i}: a block index must be in "
+                    f"[{-self.num_layers}, {self.num_layers - 1}] for num_layers = {self.num_layers}"
+                )
+        if self.memory_max_size < self.memory_size:
+            raise ConfigError(
+                f"S3CMNConfig.memory_max_size = {self.memory_max_size} must be >= memory_size = {self.memory_size}"
+            )
+        if self.memory_compression and self.memory_compression_dim > self.hidden_dim:
+            raise ConfigError(
+                f"S3CMNConfig.memory_compression_dim = {self.memory_compression_dim} must be <= "
+                f"hidden_dim = {self.hidden_dim} (0 chooses it by explained variance)"
+            )
+        memory_fields = {name for name in self.field_names() if name.startswith("memory_")} | {
+            "num_clusters",
+            "max_retrieval_distance",
+        }
+        for layer, overrides in self.memory_layer_settings.items():
+            if not str(layer).lstrip("-").isdigit():
+                raise ConfigError(f"S3CMNConfig.memory_layer_settings key {layer!r} must be a block index")
+            for key in overrides:
+                if key not in memory_fields:
+                    raise unknown_key_error(f"S3CMNConfig.memory_layer_settings[{layer!r}]", key, memory_fields)
+        if self.block_type == "reservoir" and self.reservoir_size < 1:
+            raise ConfigError("S3CMNConfig.reservoir_size must be >= 1 for block_type = 'reservoir'")
+        if not (self.use_hyena or self.ssm_type != "none" or self.use_spiking or self.block_type == "reservoir"):
+            raise ConfigError(
+                "S3CMNConfig: the block mixes nothing: enable use_hyena, an ssm_type or use_spiking"
+            )
+        if self.position_embedding == "learned" and self.max_position_embeddings < 1:
+            raise ConfigError("S3CMNConfig.max_position_embeddings must be >= 1 for learned positions")
+
+    def settings_dict(self) -> dict[str, Any]:
+        """The model settings only (no transformers bookkeeping), JSON-ready."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in self.field_names()}
+
+    def replace(self, **changes: Any) -> S3CMNConfig:
+        """A new validated config with ``changes`` applied."""
+        return type(self)(**{**self.settings_dict(), **changes})
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> S3CMNConfig:
+        """The preset ``name`` (see ``PRESETS``) with ``overrides`` applied, validated."""
+        return cls(**{**preset_fields(name), **overrides})
+
+
+def preset_fields(name: str) -> dict[str, Any]:
+    """The model fields a preset sets (on top of the defaults)."""
+    if name not in PRESETS:
+        raise unknown_key_error("preset", name, PRESETS)
+    return dict(PRESETS[name]["model"])
+
+
+def preset_training(name: str) -> dict[str, Any]:
+    """The training fields a preset sets (on top of TrainingConfig's defaults)."""
+    if name not in PRESETS:
+        raise unknown_key_error("preset", name, PRESETS)
+    return dict(PRESETS[name].get("training", {}))
+
+
+# Each preset sets model fields and, optionally, training fields. "small-test" and "demo" are the two
+# configurations the original project documented as working.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "model": dict(
+            vocab_size=30522, embedding_dim=128, hidden_dim=128, num_layers=2, num_attention_heads=4,
+            liquid_units=64, spiking_units=64, s4d_d_state=32, hyena_filter_dim=32, hyena_filter_length=256,
+            memory_size=1024, num_clusters=16, memory_compression_dim=32, max_position_embeddings=512,
+        ),
+        "training": dict(learning_rate=1e-3, batch_size=8, sequence_length=128, warmup_steps=50, num_epochs=1),
+    },
+    "small": {
+        "model": dict(
+            vocab_size=30522, embedding_dim=256, hidden_dim=256, num_layers=4, num_attention_heads=4,
+            liquid_units=128, spiking_units=128, hyena_filter_length=512, num_clusters=32,
+            memory_compression_dim=64,
+        ),
+        "training": dict(learning_rate=6e-4, batch_size=16, sequence_length=256),
+    },
+    "base": {
+        "model": dict(vocab_size=30522, embedding_dim=512, hidden_dim=512, num_layers=6),
+        "training": dict(learning_rate=3e-4, batch_size=32, sequence_length=512),
+    },
+    "small-test": {
+        "model": dict(liquid_units=128, spiking_units=64, num_layers=4, hidden_dim=256, spike_threshold=1.0,
+                      beta=0.95),
+        "training": dict(learning_rate=3e-4, batch_size=4, sequence_length=32),
+    },
+    "demo": {
+        "model": dict(
+            liquid_units=96, spiking_units=48, num_layers=3, hidden_dim=192, embedding_dim=256,
+            num_attention_heads=3, spike_threshold=1.2, beta=0.8, vocab_size=30522, max_position_embeddings=256,
+        ),
+        "training": dict(learning_rate=5e-4, batch_size=8, sequence_length=64),
+    },
+    "liquidlm": {
+        "model": dict(
+            vocab_size=30522, embedding_dim=128, hidden_dim=128, num_layers=2, num_attention_heads=4,
+            block_type="reservoir", reservoir_size=256, use_memory=False, position_embedding="learned",
+        ),
+        "training": dict(learning_rate=1e-3, batch_size=8, sequence_length=128),
+    },
+}

@@ -1,0 +1,100 @@
+"""The run's settings: training, data and evaluation, as typed, validated dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from s3cmn.utils.fields import setting, settings_fields, unknown_key_error, validate_fields
+
+TRAIN, DATA, EVAL, REG = "training", "data", "evaluation", "regularisation"
+
+
+class _Settings:
+    """Validation shared by the run dataclasses."""
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in settings_fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Any:
+        """Build from a mapping; an unknown key is an error naming the closest valid key."""
+        for key in values:
+            if key not in cls.field_names():
+                raise unknown_key_error(cls.__name__, key, cls.field_names())
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass
+class TrainingConfig(_Settings):
+    """How a model is trained: optimisation, precision, limits, checkpoints and logging."""
+
+    learning_rate: float = setting(1e-4, group=TRAIN, help="peak learning rate", gt=0)
+    batch_size: int = setting(32, group=TRAIN, help="sequences per optimiser micro-batch", ge=1)
+    num_epochs: int = setting(15, group=TRAIN, help="passes over the training blocks", ge=1)
+    sequence_length: int = setting(512, group=TRAIN, help="tokens per training block", ge=2)
+    gradient_accumulation_steps: int = setting(1, group=TRAIN, help="micro-batches per optimiser step", ge=1)
+    warmup_steps: int = setting(100, group=TRAIN, help="linear warmup steps", ge=0)
+    scheduler: Literal["cosine", "linear", "constant"] = setting("cosine", group=TRAIN, help="LR schedule")
+    min_lr_ratio: float = setting(0.1, group=TRAIN, help="final LR as a fraction of the peak", ge=0, le=1)
+    weight_decay: float = setting(0.01, group=REG, help="AdamW weight decay (matrices only)", ge=0)
+    gradient_clip: float = setting(1.0, group=REG, help="max gradient norm (0 = off)", ge=0)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = setting(
+        "auto", group=TRAIN, help="autocast dtype (auto: bf16 on CPU and on CUDA when supported)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = setting("auto", group=TRAIN, help="training device")
+    seed: int = setting(42, group=TRAIN, help="random seed", ge=0)
+    compile: bool = setting(False, group=TRAIN, help="torch.compile the model")
+    max_steps: int = setting(0, group=TRAIN, help="stop after this many optimiser steps (0 = no limit)", ge=0)
+    max_time: float = setting(0.0, group=TRAIN, help="stop after this many seconds (0 = no limit)", ge=0)
+    max_tokens: int = setting(0, group=TRAIN, help="stop after this many training tokens (0 = no limit)", ge=0)
+    eval_interval: int = setting(200, group=TRAIN, help="validate every N optimiser steps", ge=1)
+    eval_batches: int = setting(0, group=TRAIN, help="validation batches per evaluation (0 = all)", ge=0)
+    early_stopping_patience: int = setting(0, group=TRAIN, help="evaluations without improvement (0 = off)", ge=0)
+    save_interval: int = setting(500, group=TRAIN, help="write the 'last' checkpoint every N steps", ge=1)
+    log_interval: int = setting(10, group=TRAIN, help="log metrics every N steps", ge=1)
+    output_dir: str = setting("runs/s3cmn", group=TRAIN, help="checkpoints, logs and samples go here")
+    resume: bool = setting(False, group=TRAIN, help="continue from output_dir/last")
+    nan_policy: Literal["stop", "skip"] = setting("stop", group=TRAIN, help="on a NaN/inf loss: stop or skip")
+    num_samples: int = setting(2, group=TRAIN, help="generated samples at each evaluation", ge=0)
+    sample_length: int = setting(32, group=TRAIN, help="tokens per generated sample", ge=1)
+
+
+@dataclass
+class DataConfig(_Settings):
+    """Where text and the tokenizer come from."""
+
+    dataset_name: str = setting("wikitext", group=DATA, help="Hugging Face dataset name")
+    dataset_config: str = setting("wikitext-2-raw-v1", group=DATA, help="Hugging Face dataset config")
+    data_dir: str | None = setting(None, group=DATA, help="local folder with wiki.{train,valid,test}.raw")
+    train_file: str | None = setting(None, group=DATA, help="training text file (UTF-8)")
+    validation_file: str | None = setting(None, group=DATA, help="validation text file (UTF-8)")
+    test_file: str | None = setting(None, group=DATA, help="test text file (UTF-8)")
+    tokenizer: str = setting(
+        "bert-base-uncased", group=DATA, help="tokenizer name, folder, vocab file, or bpe:N / wordpiece:N"
+    )
+    cache_dir: str | None = setting(None, group=DATA, help="token cache folder (default ~/.cache/s3cmn)")
+
+
+@dataclass
+class EvalConfig(_Settings):
+    """How a checkpoint is evaluated."""
+
+    split: Literal["test", "valid"] = setting("test", group=EVAL, help="WikiText-2 split to score")
+    context_length: int = setting(0, group=EVAL, help="sliding-window context (0 = sequence_length)", ge=0)
+    stride: int = setting(0, group=EVAL, help="sliding-window stride (0 = context_length // 2)", ge=0)
+    memory: Literal["on", "off", "both"] = setting("both", group=EVAL, help="score with memory on, off, or both")
+    quantize: Literal["none", "int8"] = setting("none", group=EVAL, help="also evaluate an 8-bit model")
+    backend: Literal["auto", "bnb", "torch"] = setting("auto", group=EVAL, help="8-bit backend")
+    eval_batch_size: int = setting(8, group=EVAL, help="windows per forward", ge=1)
+    max_eval_tokens: int = setting(0, group=EVAL, help="score only the first N tokens (0 = all)", ge=0)
+    report_dir: str | None = setting(None, group=EVAL, help="write report.json and report.md here")
+    plot_dir: str | None = setting(None, group=EVAL, help="write PNG charts here")

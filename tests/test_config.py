@@ -1,0 +1,87 @@
+"""S3CMNConfig and the run dataclasses: presets, validation, round trips."""
+
+from __future__ import annotations
+
+import pytest
+
+from s3cmn.config import PRESETS, ConfigError, S3CMNConfig
+from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_valid(name: str) -> None:
+    config = S3CMNConfig.from_preset(name)
+    assert config.hidden_dim % config.num_attention_heads == 0
+    TrainingConfig(**PRESETS[name].get("training", {}))
+
+
+def test_documented_presets_hold_the_documented_values() -> None:
+    demo = S3CMNConfig.from_preset("demo")
+    assert (demo.liquid_units, demo.spiking_units, demo.num_layers, demo.hidden_dim, demo.embedding_dim) == (
+        96, 48, 3, 192, 256)
+    assert (demo.num_attention_heads, demo.spike_threshold, demo.beta, demo.vocab_size) == (3, 1.2, 0.8, 30522)
+    assert demo.max_position_embeddings == 256
+    small_test = S3CMNConfig.from_preset("small-test")
+    assert (small_test.liquid_units, small_test.spiking_units, small_test.num_layers, small_test.hidden_dim) == (
+        128, 64, 4, 256)
+    assert PRESETS["small-test"]["training"] == dict(learning_rate=3e-4, batch_size=4, sequence_length=32)
+
+
+def test_defaults_match_the_spec() -> None:
+    c = S3CMNConfig()
+    assert (c.liquid_units, c.spiking_units, c.num_layers, c.hidden_dim, c.embedding_dim) == (256, 128, 6, 512, 768)
+    assert (c.vocab_size, c.max_position_embeddings, c.mamba_d_state, c.mamba_d_conv, c.mamba_expand) == (
+        50257, 512, 16, 4, 2)
+    assert (c.spike_threshold, c.beta, c.num_attention_heads, c.attention_dropout) == (1.0, 0.95, 8, 0.1)
+    assert (c.memory_size, c.num_clusters, c.max_retrieval_distance) == (1024, 128, 1.0)
+    assert (c.dropout, c.embedding_dropout, c.layer_norm_eps, c.initializer_range) == (0.1, 0.1, 1e-5, 0.02)
+    t = TrainingConfig()
+    assert (t.learning_rate, t.batch_size, t.num_epochs, t.sequence_length, t.seed) == (1e-4, 32, 15, 512, 42)
+    assert (t.weight_decay, t.gradient_clip) == (0.01, 1.0)
+    assert c.input_dim == 768 and c.output_dim == 50257
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    config = S3CMNConfig.from_preset("demo", memory_layers=[0, -1], memory_layer_settings={"0": {"memory_size": 64}})
+    config.save_pretrained(tmp_path)
+    loaded = S3CMNConfig.from_pretrained(tmp_path)
+    assert loaded.settings_dict() == config.settings_dict()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(hiden_dim=64), "did you mean 'hidden_dim'"),
+        (dict(beta=1.5), "beta = 1.5 is out of range: must be <= 1"),
+        (dict(beta=0.0), "beta = 0.0 is out of range: must be > 0"),
+        (dict(dropout=-0.1), "dropout = -0.1 is out of range"),
+        (dict(hidden_dim=100, num_attention_heads=8), "divisible by num_attention_heads"),
+        (dict(ssm_type="s5"), "one of 's4d', 'mamba', 'none'"),
+        (dict(hidden_dim="512"), "expected int"),
+        (dict(use_memory="yes"), "expected bool"),
+        (dict(memory_layers=[7]), "memory_layers contains 7"),
+        (dict(memory_layer_settings={"0": {"memory_sise": 3}}), "did you mean 'memory_size'"),
+        (dict(population_size=9), "population_size = 9 is out of range"),
+        (dict(memory_size=4096, memory_max_size=1024), "memory_max_size"),
+        (dict(use_hyena=False, ssm_type="none", use_spiking=False), "mixes nothing"),
+    ],
+)
+def test_bad_values_are_named(fields: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        S3CMNConfig(**fields)
+
+
+def test_run_configs_validate() -> None:
+    with pytest.raises(ConfigError, match="batch_size = 0"):
+        TrainingConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="scheduler"):
+        TrainingConfig(scheduler="exp")
+    with pytest.raises(ConfigError, match="did you mean 'tokenizer'"):
+        DataConfig.from_dict({"tokeniser": "gpt2"})
+    with pytest.raises(ConfigError, match="split"):
+        EvalConfig(split="train")
+
+
+def test_unknown_preset() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'tiny'"):
+        S3CMNConfig.from_preset("tinny")
