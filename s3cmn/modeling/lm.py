@@ -1,0 +1,378 @@
+"""S3CMNForCausalLM: embedding → N S³CMN blocks → norm → tied LM head, a transformers model with generate()."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import GenerationMixin, PreTrainedModel
+
+from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.block import S3CMNBlock
+from s3cmn.modeling.cache import S3CMNCache
+from s3cmn.modeling.outputs import S3CMNCausalLMOutput
+
+logger = logging.getLogger(__name__)
+
+MEMORY_DIR = "memory"
+WEIGHTS_NAME = "model.safetensors"
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+
+
+def sinusoidal_positions(positions: Tensor, dim: int) -> Tensor:
+    """Fixed sin/cos encodings (Vaswani et al. 2017) of integer positions (T,) -> (T, dim)."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device) / max(half, 1))
+    angles = positions.float()[:, None] * freq[None, :]  # (T, dim/2)
+    enc = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return F.pad(enc, (0, dim - enc.shape[-1]))  # (T, dim)
+
+
+class S3CMNPreTrainedModel(PreTrainedModel):
+    """Weight init and the transformers plumbing shared by S³CMN models."""
+
+    config_class = S3CMNConfig
+    config: S3CMNConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _is_stateful = True
+    _no_split_modules = ["S3CMNBlock"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Normal(0, initializer_range) for the embedding, the projections and the MLPs; ones/zeros for norms.
+
+        Mixers (Hyena, Mamba, S4D, LIF, memory reader) initialise their own parameters in their
+        constructors (dt bias, A_log, filters, thresholds), so they are left untouched here.
+        """
+        std = self.config.initializer_range
+        from s3cmn.modeling.mlp import MLP
+
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, (MLP, S3CMNModel)):
+            for child in module.children():
+                if isinstance(child, nn.Linear):
+                    nn.init.normal_(child.weight, std=std)
+                    if child.bias is not None:
+                        nn.init.zeros_(child.bias)
+            if isinstance(module, MLP):  # GPT-2's scaled init of the residual projection
+                nn.init.normal_(module.proj.weight, std=std / math.sqrt(2 * self.config.num_layers))
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # The recurrent states are not key/value caches: the model builds its own S3CMNCache.
+        return False
+
+
+class S3CMNModel(S3CMNPreTrainedModel):
+    """The backbone: token embedding (+ positions) → blocks → final norm, returning hidden states (B, T, D)."""
+
+    def __init__(self, config: S3CMNConfig) -> None:
+        super().__init__(config)
+        E, D = config.embedding_dim, config.hidden_dim
+        self.embed_tokens = nn.Embedding(config.vocab_size, E)
+        self.embed_positions = (
+            nn.Embedding(config.max_position_embeddings, E) if config.position_embedding == "learned" else None
+        )
+        self.embed_dropout = nn.Dropout(config.embedding_dropout)
+        self.in_proj = nn.Linear(E, D) if E != D else None
+        self.layers = nn.ModuleList(S3CMNBlock(config, i) for i in range(config.num_layers))
+        self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.out_proj = nn.Linear(D, E) if E != D else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def embed(self, input_ids: Tensor, start: int) -> Tensor:
+        """Token (+ position) embeddings of ids (B, T) whose first token sits at position ``start``."""
+        x = self.embed_tokens(input_ids)  # (B, T, E)
+        T = input_ids.shape[1]
+        if self.config.position_embedding != "none":
+            positions = torch.arange(start, start + T, device=input_ids.device)
+            if self.embed_positions is not None:
+                if start + T > self.config.max_position_embeddings:
+                    raise ValueError(
+                        f"position {start + T - 1} is beyond max_position_embeddings = "
+                        f"{self.config.max_position_embeddings} (learned positions); use a shorter context or "
+                        "position_embedding = 'none' / 'sinusoidal'"
+                    )
+                x = x + self.embed_positions(positions)
+            else:
+                x = x + sinusoidal_positions(positions, x.shape[-1]).to(x.dtype)
+        x = self.embed_dropout(x)
+        return self.in_proj(x) if self.in_proj is not None else x  # (B, T, D)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        cache: S3CMNCache | None = None,
+        use_cache: bool = False,
+        memories: dict[str, Any] | None = None,
+        output_hidden_states: bool = False,
+    ) -> dict[str, Any]:
+        """ids (B, T) -> {"hidden": (B, T, E), "cache", "blocks": [BlockOutput], "hidden_states"}.
+
+        With a cache and T == 1 each block runs its recurrent ``step``; otherwise the parallel ``forward``,
+        continuing from the cached state when there is one.
+        """
+        B, T = input_ids.shape
+        start = cache.seen_tokens if cache is not None else 0
+        if use_cache and cache is None:
+            cache = S3CMNCache(len(self.layers))
+        step = cache is not None and start > 0 and T == 1
+        x = self.embed(input_ids, start)  # (B, T, D)
+        if step:
+            x = x[:, 0]  # (B, D)
+        hidden_states: list[Tensor] = []
+        blocks = []
+        for i, block in enumerate(self.layers):
+            if output_hidden_states:
+                hidden_states.append(x if not step else x[:, None])
+            memory = memories.get(str(i)) if (memories and block.reads_memory) else None
+            layer_state = cache.layers[i] if cache is not None else None
+            out = block.step(x, layer_state, memory) if step else block(x, layer_state, memory)
+            if cache is not None:
+                cache.layers[i] = out.state
+            blocks.append(out)
+            x = out.hidden
+        if step:
+            x = x[:, None]  # (B, 1, D)
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        if self.out_proj is not None:
+            x = self.out_proj(x)  # (B, T, E)
+        if cache is not None:
+            cache.seen_tokens = start + T
+        return {"hidden": x, "cache": cache, "blocks": blocks, "hidden_states": tuple(hidden_states) or None}
+
+
+class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
+    """The S³CMN language model: ``forward(input_ids, labels=...)`` → loss and logits; ``generate()``.
+
+    The external FAISS memories (one per block in ``config.memory_layers``) live in ``self.memories``;
+    they are not parameters. ``forward(..., write_memory=True)`` writes the segment's states after the
+    whole forward pass, so no position of a segment can read what the segment itself wrote.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: S3CMNConfig) -> None:
+        super().__init__(config)
+        self.model = S3CMNModel(config)
+        self.lm_head = nn.Linear(config.embedding_dim, config.vocab_size, bias=False)
+        self.memories: dict[str, Any] = {}
+        if config.use_memory:
+            from s3cmn.memory import FaissMemory
+
+            self.memories = {str(i): FaissMemory.from_config(config, i) for i in config.memory_layer_indices()}
+        self.memory_writes = 0
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    # ------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        cache: S3CMNCache | None = None,
+        use_cache: bool | None = None,
+        attention_mask: Tensor | None = None,
+        output_hidden_states: bool = False,
+        logits_to_keep: int = 0,
+        use_memory: bool = True,
+        write_memory: bool = False,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> S3CMNCausalLMOutput:
+        """ids (B, T) -> S3CMNCausalLMOutput (loss when labels are given, logits (B, T, V), statistics).
+
+        ``cache`` continues from an earlier call (generation); ``use_memory`` False skips the memory read
+        (the ablation); ``write_memory`` True adds this segment's states to the memory after the forward.
+        ``attention_mask`` may only mark every token as real: padding is not supported by the recurrences.
+        """
+        cache = kwargs.pop("past_key_values", None) if cache is None else cache
+        for ignored in ("cache_position", "position_ids"):  # generate() may pass them; positions come from the cache
+            kwargs.pop(ignored, None)
+        if kwargs:
+            raise TypeError(f"S3CMNForCausalLM.forward got unexpected arguments: {sorted(kwargs)}")
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise ValueError(
+                "attention_mask contains padding: S3CMN's recurrent mixers do not support padded batches; "
+                "generate prompts of equal length or one at a time"
+            )
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
+        use_cache = self.config.use_cache and not self.training if use_cache is None else use_cache
+        memories = self.memories if use_memory else None
+
+        out = self.model(input_ids, cache, use_cache, memories, output_hidden_states)
+        hidden = out["hidden"]  # (B, T, E)
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden).float()  # (B, T, V)
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+            )
+        if write_memory and self.memories:
+            self.write_memory(out["blocks"], input_ids)
+
+        spike_stats = [b.spike_stats for b in out["blocks"] if b.spike_stats is not None]
+        memory_stats = [b.memory_stats for b in out["blocks"] if b.memory_stats is not None]
+        spike_rate = torch.stack([torch.as_tensor(s.firing_rate) for s in spike_stats]).mean() if spike_stats else None
+        hit_rate = (
+            torch.tensor([float(s.hit_rate) for s in memory_stats]).mean() if memory_stats else None
+        )
+        return S3CMNCausalLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=out["cache"] if use_cache else None,
+            hidden_states=out["hidden_states"],
+            spike_stats=spike_stats or None,
+            memory_stats=memory_stats or None,
+            spike_rate=spike_rate,
+            memory_hit_rate=hit_rate,
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def write_memory(self, blocks: list[Any], input_ids: Tensor) -> int:
+        """Add the segment's memory-layer states to the stores (detached; gathered across ranks). Returns entries written."""
+        from s3cmn.memory.distributed import gather_writes
+        from s3cmn.memory.reader import select_write
+
+        written = 0
+        for i, block_out in enumerate(blocks):
+            if block_out.memory_input is None or str(i) not in self.memories:
+                continue
+            memory = self.memories[str(i)]
+            values, provenance = select_write(block_out.memory_input, input_ids, memory.write_stride)
+            values, provenance = gather_writes(values, provenance)
+            written += memory.write(values, provenance, step=self.memory_writes)
+        self.memory_writes += 1
+        return written
+
+    def reset_memory(self) -> None:
+        """Empty every memory store."""
+        for memory in self.memories.values():
+            memory.reset()
+
+    def memory_stats(self) -> dict[str, Any]:
+        """``stats()`` of each memory store, by block index."""
+        return {layer: memory.stats() for layer, memory in self.memories.items()}
+
+    # ------------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """transformers' save (config + safetensors weights), plus each memory store under ``memory/<layer>/``."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        for layer, memory in self.memories.items():
+            memory.save(os.path.join(save_directory, MEMORY_DIR, layer))
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, config: S3CMNConfig | None = None,
+        **kwargs: Any,
+    ) -> S3CMNForCausalLM:
+        """Load config + safetensors weights (a local folder or a hub id), plus the saved memory stores.
+
+        The model is built normally and its ``state_dict`` loaded strictly (no meta-device construction, no
+        pickle): a missing, corrupt or mismatched checkpoint raises an error that names the file and the keys.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        from transformers.utils import cached_file
+
+        hub_kwargs = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+        for ignored in ("_from_auto", "trust_remote_code", "adapter_kwargs", "_commit_hash", "code_revision"):
+            kwargs.pop(ignored, None)
+        if args or kwargs:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unsupported arguments: {sorted(kwargs) or args}")
+        path = str(pretrained_model_name_or_path)
+        if config is None:
+            config = S3CMNConfig.from_pretrained(path, **hub_kwargs)
+        weights = cached_file(path, WEIGHTS_NAME, **hub_kwargs)
+        try:
+            state = load_file(weights)
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"checkpoint weights {weights} are unreadable or corrupt ({err}); re-save the model") from None
+        model = cls(config)
+        tied = set(cls._tied_weights_keys) if config.tie_word_embeddings else set()
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k not in tied]
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint {weights} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        model.tie_weights()
+        if dtype is not None and dtype != "auto":
+            model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        folder = os.path.join(path, MEMORY_DIR)
+        if os.path.isdir(folder):
+            model.load_memory(folder)
+        return model.eval()
+
+    def load_memory(self, folder: str) -> None:
+        """Load the stores saved by ``save_pretrained`` (a missing layer folder is an error)."""
+        from s3cmn.memory import FaissMemory
+
+        for layer in self.memories:
+            path = os.path.join(folder, layer)
+            if not os.path.isdir(path):
+                raise FileNotFoundError(
+                    f"memory of block {layer} is missing: expected the folder {path} (saved by save_pretrained)"
+                )
+            self.memories[layer] = FaissMemory.load(path)
+
+    # ------------------------------------------------------------------------------------------------
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: Tensor,
+        cache: S3CMNCache | None = None,
+        use_cache: bool | None = None,
+        attention_mask: Tensor | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Feed only the tokens the cache has not consumed yet (all of them at the first call)."""
+        cache = kwargs.get("past_key_values") if cache is None else cache
+        if cache is not None and cache.seen_tokens > 0:
+            input_ids = input_ids[:, cache.seen_tokens :]
+        return {"input_ids": input_ids, "cache": cache, "use_cache": use_cache, "attention_mask": attention_mask}
+
+    def _update_model_kwargs_for_generation(
+        self, outputs: Any, model_kwargs: dict[str, Any], is_encoder_decoder: bool = False, num_new_tokens: int = 1
+    ) -> dict[str, Any]:
+        model_kwargs["cache"] = outputs.cache
+        if (mask := model_kwargs.get("attention_mask")) is not None:
+            model_kwargs["attention_mask"] = torch.cat([mask, mask.new_ones((mask.shape[0], num_new_tokens))], -1)
+        return model_kwargs
+
+    def _reorder_cache(self, cache: S3CMNCache, beam_idx: torch.LongTensor) -> S3CMNCache:
+        cache.reorder_cache(beam_idx)
+        return cache
