@@ -1,0 +1,159 @@
+"""Tokenizers: a ``transformers`` tokenizer by hub name, folder or vocabulary file, or one trained here.
+
+``load_tokenizer(spec)`` accepts
+
+- ``"bpe:N"`` — byte-level BPE (GPT-2 style, no unknown tokens) with ``N`` tokens, trained on the
+  training text; ``<|endoftext|>`` is its eos / bos / pad / unk token;
+- ``"wordpiece:N"`` — BERT-style WordPiece (cased, ``##`` continuations) with ``N`` tokens, trained on
+  the training text; ``[PAD]`` / ``[UNK]`` / ``[CLS]`` (bos) / ``[SEP]`` (eos) / ``[MASK]``;
+- a folder: with ``tokenizer.json`` or ``tokenizer_config.json`` (a ``save_pretrained`` folder), else
+  GPT-2 ``vocab.json`` + ``merges.txt``, else a BERT ``vocab.txt``;
+- a file: a BERT ``vocab.txt`` (lower-cased when the vocabulary has no upper-case ASCII letters) or a
+  ``tokenizer.json``;
+- anything else: a hub name for ``AutoTokenizer`` (only the local cache when offline or unreachable).
+
+Trained tokenizers are deterministic (same text and size, same vocabulary) and are
+``PreTrainedTokenizerFast`` objects: ``save_pretrained(dir)`` beside the model, and
+``load_tokenizer(dir)`` gives identical ids. Every returned tokenizer has an eos and a pad token (see
+:func:`ensure_special_tokens`), so packed documents can be separated and batches padded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from s3cmn.data.errors import DataError
+from s3cmn.data.hub import hub_offline, hub_reachable
+from s3cmn.data.trained_tokenizer import BPE_EOS, train_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+_TRAINED_SPEC = re.compile(r"^(bpe|wordpiece):(\d+)$")
+
+HOW_TO_POINT_LOCAL = (
+    "Point --tokenizer to a local folder (a save_pretrained folder with tokenizer.json, a folder with "
+    "BERT vocab.txt or GPT-2 vocab.json + merges.txt, e.g. ../shared/data/tokenizers/bert-base-uncased), "
+    "to a vocab.txt file, or train one on the training text with --tokenizer bpe:8192 or wordpiece:8192."
+)
+
+
+def load_tokenizer(spec: str, train_text: str | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer named by ``spec`` (see the module docstring), with eos and pad tokens set.
+
+    ``train_text`` is needed (and only used) for ``bpe:N`` / ``wordpiece:N``.
+    """
+    trained = _TRAINED_SPEC.match(spec.strip().lower())
+    if trained is not None:
+        kind, size = trained.group(1), int(trained.group(2))
+        if train_text is None:
+            raise DataError(f"tokenizer '{spec}' is trained on the training text, but none was given")
+        tokenizer = train_tokenizer(kind, size, train_text)
+    elif spec.lower().startswith(("bpe:", "wordpiece:")):
+        raise DataError(
+            f"tokenizer '{spec}': expected bpe:N or wordpiece:N with N a whole number, e.g. bpe:8192"
+        )
+    else:
+        path = Path(spec).expanduser()
+        if path.is_file():
+            tokenizer = _from_file(path)
+        elif path.is_dir():
+            tokenizer = _from_folder(path)
+        elif _looks_like_path(spec):
+            raise DataError(f"tokenizer path {path} does not exist. {HOW_TO_POINT_LOCAL}")
+        else:
+            tokenizer = _from_hub(spec)
+    return ensure_special_tokens(tokenizer)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """Hub names are ``name`` or ``org/name``; anything else with a separator is meant as a local path."""
+    return spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
+def _bert_from_vocab(vocab_file: Path) -> PreTrainedTokenizerBase:
+    from transformers import BertTokenizerFast
+
+    tokens = vocab_file.read_text(encoding="utf-8").splitlines()
+    # An uncased vocabulary has no upper-case ASCII letters outside its [SPECIAL] tokens.
+    cased = any(re.search(r"[A-Z]", t) for t in tokens if not (t.startswith("[") and t.endswith("]")))
+    # transformers v5: the argument is `vocab` (a path or a dict); `vocab_file=` is silently ignored.
+    tokenizer = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=not cased)
+    if len(tokenizer) < len(tokens) // 2:
+        raise DataError(f"{vocab_file}: read only {len(tokenizer)} tokens from {len(tokens)} lines")
+    tokenizer.name_or_path = str(vocab_file)
+    logger.info(
+        "BERT WordPiece tokenizer from %s (%d tokens, lower-case=%s)", vocab_file, len(tokens), not cased
+    )
+    return tokenizer
+
+
+def _from_file(path: Path) -> PreTrainedTokenizerBase:
+    if path.name == "tokenizer.json":
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast(tokenizer_file=str(path))
+    if path.suffix == ".txt":
+        return _bert_from_vocab(path)
+    raise DataError(
+        f"tokenizer file {path}: expected a BERT vocab.txt or a tokenizer.json. {HOW_TO_POINT_LOCAL}"
+    )
+
+
+def _from_folder(folder: Path) -> PreTrainedTokenizerBase:
+    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise DataError(f"could not load the tokenizer saved in {folder}: {err}") from err
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        from transformers import GPT2TokenizerFast
+
+        tokenizer = GPT2TokenizerFast(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
+        tokenizer.name_or_path = str(folder)
+        logger.info("GPT-2 byte-level BPE tokenizer from %s (%d tokens)", folder, len(tokenizer))
+        return tokenizer
+    if (folder / "vocab.txt").is_file():
+        return _bert_from_vocab(folder / "vocab.txt")
+    raise DataError(
+        f"tokenizer folder {folder} holds none of tokenizer.json, tokenizer_config.json, "
+        f"vocab.json + merges.txt, vocab.txt. {HOW_TO_POINT_LOCAL}"
+    )
+
+
+def _from_hub(name: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    # Without the network only the local cache is tried: the hub client would retry for ~50 s.
+    local_only = hub_offline() or not hub_reachable()
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+    except (OSError, ValueError) as err:
+        why = (
+            "offline or the hub is unreachable, and it is not in the local cache" if local_only else str(err)
+        )
+        raise DataError(f"could not load tokenizer '{name}' ({why}). {HOW_TO_POINT_LOCAL}") from err
+
+
+def ensure_special_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give ``tokenizer`` an eos and a pad token if it lacks them, in place, and return it.
+
+    eos: the sep token if there is one (BERT's ``[SEP]``), else a new ``<|endoftext|>`` token (the
+    vocabulary grows by one: size the model with ``len(tokenizer)``). pad: the eos token.
+    """
+    if tokenizer.eos_token is None:
+        if tokenizer.sep_token is not None:
+            tokenizer.eos_token = tokenizer.sep_token
+        else:
+            tokenizer.add_special_tokens({"eos_token": BPE_EOS})
+            logger.warning("tokenizer had no eos token: added %s as id %d", BPE_EOS, tokenizer.eos_token_id)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
