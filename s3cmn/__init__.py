@@ -1,16 +1,16 @@
 """s3cmn: the S³CMN memory-augmented language model (Hyena, S4D/Mamba, LIF spiking, FAISS memory).
 
 ``import s3cmn`` registers ``S3CMNConfig`` and ``S3CMNForCausalLM`` with transformers' ``AutoConfig`` and
-``AutoModelForCausalLM``. FAISS, datasets, tokenizers and the other heavy optional libraries are imported
-only by the functions that need them.
+``AutoModelForCausalLM``. The model code, FAISS, datasets, tokenizers and the other heavy libraries are
+imported only when first used, so the import stays quick.
 """
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from typing import Any
 
 from s3cmn.config import PRESETS, ConfigError, DataConfig, EvalConfig, S3CMNConfig, TrainingConfig
-from s3cmn.modeling.lm import S3CMNForCausalLM, S3CMNModel
+from s3cmn.modeling.auto import register_auto_classes
 
 __version__ = "0.1.0"
 __all__ = [
@@ -25,5 +25,12 @@ __all__ = [
     "__version__",
 ]
 
-AutoConfig.register(S3CMNConfig.model_type, S3CMNConfig, exist_ok=True)
-AutoModelForCausalLM.register(S3CMNConfig, S3CMNForCausalLM, exist_ok=True)
+register_auto_classes()
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("S3CMNForCausalLM", "S3CMNModel"):
+        from s3cmn.modeling import lm
+
+        return getattr(lm, name)
+    raise AttributeError(f"module 's3cmn' has no attribute {name!r}")

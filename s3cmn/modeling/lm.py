@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from transformers import GenerationMixin, PreTrainedModel
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.auto import register_auto_classes
 from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import S3CMNCache
 from s3cmn.modeling.outputs import S3CMNCausalLMOutput
@@ -41,7 +42,7 @@ class S3CMNPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "input_ids"
     _is_stateful = True
-    _no_split_modules = ["S3CMNBlock"]
+    _no_split_modules = ["S3CMNBlock", "ReservoirBlock"]
 
     def _init_weights(self, module: nn.Module) -> None:
         """Normal(0, initializer_range) for the embedding, the projections and the MLPs; ones/zeros for norms.
@@ -84,7 +85,15 @@ class S3CMNModel(S3CMNPreTrainedModel):
         )
         self.embed_dropout = nn.Dropout(config.embedding_dropout)
         self.in_proj = nn.Linear(E, D) if E != D else None
-        self.layers = nn.ModuleList(S3CMNBlock(config, i) for i in range(config.num_layers))
+        from s3cmn.modeling.integration import check_optional_blocks
+
+        check_optional_blocks(config)  # combinations of the optional blocks (ConfigError)
+        if config.block_type == "reservoir":  # LiquidLM: attention -> time-aware reservoir -> MLP
+            from s3cmn.modeling.reservoir import ReservoirBlock
+
+            self.layers = nn.ModuleList(ReservoirBlock(config, i) for i in range(config.num_layers))
+        else:
+            self.layers = nn.ModuleList(S3CMNBlock(config, i) for i in range(config.num_layers))
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.out_proj = nn.Linear(D, E) if E != D else None
         self.post_init()
@@ -376,3 +385,6 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
     def _reorder_cache(self, cache: S3CMNCache, beam_idx: torch.LongTensor) -> S3CMNCache:
         cache.reorder_cache(beam_idx)
         return cache
+
+
+register_auto_classes(S3CMNForCausalLM)
