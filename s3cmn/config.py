@@ -229,7 +229,7 @@ class S3CMNConfig(PreTrainedConfig):
             raise ConfigError(
                 f"S3CMNConfig.memory_max_size = {self.memory_max_size} must be >= memory_size = {self.memory_size}"
             )
-        if self.memory_compression and self.memory_compression_dim > self.hidden_dim:
+        if self.use_memory and self.memory_compression and self.memory_compression_dim > self.hidden_dim:
             raise ConfigError(
                 f"S3CMNConfig.memory_compression_dim = {self.memory_compression_dim} must be <= "
                 f"hidden_dim = {self.hidden_dim} (0 chooses it by explained variance)"

@@ -64,6 +64,15 @@ class TrainingConfig(_Settings):
     output_dir: str = setting("runs/s3cmn", group=TRAIN, help="checkpoints, logs and samples go here")
     resume: bool = setting(False, group=TRAIN, help="continue from output_dir/last")
     nan_policy: Literal["stop", "skip"] = setting("stop", group=TRAIN, help="on a NaN/inf loss: stop or skip")
+    curriculum: Literal["none", "seq-length", "difficulty"] = setting(
+        "none", group=TRAIN, help="curriculum: sequence-length warm-up or easiest-first difficulty ordering"
+    )
+    curriculum_tokens: int = setting(0, group=TRAIN, help="training tokens over which the curriculum ramps", ge=0)
+    curriculum_min_length: int = setting(32, group=TRAIN, help="first sequence length of the warm-up", ge=8)
+    curriculum_min_fraction: float = setting(
+        0.1, group=TRAIN, help="easiest fraction of blocks available at the start (difficulty)", gt=0, le=1
+    )
+    curriculum_pacing: Literal["sqrt", "linear"] = setting("sqrt", group=TRAIN, help="curriculum pacing function")
     num_samples: int = setting(2, group=TRAIN, help="generated samples at each evaluation", ge=0)
     sample_length: int = setting(32, group=TRAIN, help="tokens per generated sample", ge=1)
 

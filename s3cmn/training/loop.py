@@ -25,6 +25,7 @@ import torch.distributed as dist
 from s3cmn.config import S3CMNConfig
 from s3cmn.run_config import DataConfig, TrainingConfig
 from s3cmn.training.checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
+from s3cmn.training.curriculum import DifficultyCurriculum, warmup_length
 from s3cmn.training.metrics import MetricsLogger
 from s3cmn.training.optim import build_optimizer, build_scheduler
 
@@ -217,6 +218,11 @@ def fit(
         train_model = torch.compile(train_model)
     metrics = MetricsLogger(out_dir, enabled=main)
     batches = _Batches(sampler)
+    difficulty = None
+    if training.curriculum == "difficulty":
+        difficulty = DifficultyCurriculum(train_blocks, model.config.vocab_size, training, rank)
+    if training.curriculum != "none" and not training.curriculum_tokens:
+        raise TrainingError(f"curriculum = {training.curriculum!r} needs --curriculum-tokens > 0 (its ramp length)")
     history: list[dict[str, Any]] = []
 
     def trainer_state() -> dict[str, Any]:
@@ -246,8 +252,8 @@ def fit(
         logger.info("step %d: validation loss %.4f, ppl %.2f", state["step"], val_loss, record["ppl"])
         return record
 
-    tokens_per_step = training.batch_size * training.gradient_accumulation_steps * train_blocks.shape[1] * world
     stopped, last_loss, val_loss = "max_epochs", float("nan"), None
+    tokens_per_step = 0
     window_start, window_tokens = time.perf_counter(), 0
     run_start = time.perf_counter() - state["elapsed"]
     progress = _progress_bar(total_steps, state["step"], enabled=main)
@@ -263,9 +269,17 @@ def fit(
                 stopped = "max_time"
                 break
             # 1. forward / backward over the accumulated micro-batches (the memory is written after each forward)
+            length = train_blocks.shape[1]
+            if training.curriculum == "seq-length":
+                length = warmup_length(state["tokens"], training)
+            tokens_per_step = training.batch_size * training.gradient_accumulation_steps * length * world
             loss_sum, spike, hit = 0.0, [], []
-            for _ in range(training.gradient_accumulation_steps):
-                batch = train_blocks[batches.next(training.batch_size)].to(device)  # (B, T)
+            for micro in range(training.gradient_accumulation_steps):
+                if difficulty is not None:
+                    indices = difficulty.indices(state["step"], micro, state["tokens"], training.batch_size)
+                else:
+                    indices = batches.next(training.batch_size)
+                batch = train_blocks[indices, :length].to(device)  # (B, T)
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     out = train_model(batch, labels=batch, use_cache=False, write_memory=True)
                 loss = out.loss / training.gradient_accumulation_steps
@@ -312,11 +326,16 @@ def fit(
                           "ppl": math.exp(min(last_loss, 50.0)), "lr": scheduler.get_last_lr()[0],
                           "tokens_per_s": window_tokens / max(now - window_start, 1e-9),
                           "spike_rate": float(np.mean(spike)) if spike else None,
-                          "memory_hit_rate": float(np.mean(hit)) if hit else None, "elapsed_s": state["elapsed"]}
+                          "memory_hit_rate": float(np.mean(hit)) if hit else None, "elapsed_s": state["elapsed"],
+                          "sequence_length": length}
+                if difficulty is not None:
+                    record["competence"] = difficulty.competence(state["tokens"])
                 metrics.log(record)
-                progress.set_postfix(loss=f"{last_loss:.3f}", ppl=f"{record['ppl']:.1f}",
-                                     tok_s=f"{record['tokens_per_s']:.0f}", lr=f"{record['lr']:.2e}",
-                                     spikes=f"{record['spike_rate'] or 0:.3f}", mem_hit=f"{record['memory_hit_rate'] or 0:.2f}")
+                progress.set_postfix(
+                    loss=f"{last_loss:.3f}", ppl=f"{record['ppl']:.1f}", tok_s=f"{record['tokens_per_s']:.0f}",
+                    lr=f"{record['lr']:.2e}", spikes=f"{record['spike_rate'] or 0:.3f}",
+                    mem_hit=f"{record['memory_hit_rate'] or 0:.2f}",
+                )
                 window_start, window_tokens = now, 0
             progress.update(1)
             if valid_blocks is not None and state["step"] % training.eval_interval == 0:
