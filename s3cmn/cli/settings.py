@@ -250,14 +250,18 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--interactive", action="store_true", help="walk the settings and edit them at prompts")
 
 
-def settings_from_args(args: argparse.Namespace, sections: tuple[str, ...]) -> Settings:
-    """Apply preset < config file < --modify < flags, in that order."""
+def settings_from_args(
+    args: argparse.Namespace, sections: tuple[str, ...], extra: dict[str, Any] | None = None, extra_source: str = ""
+) -> Settings:
+    """Apply preset < config file < ``extra`` (e.g. a sweep file's base) < --modify < flags, in that order."""
     settings = Settings()
     if getattr(args, "preset", None):
         settings.update(preset_fields(args.preset), f"preset {args.preset}")
         settings.update(preset_training(args.preset), f"preset {args.preset}")
     if getattr(args, "config_path", None):
         settings.update(read_config_file(args.config_path), str(args.config_path))
+    if extra:
+        settings.update(extra, extra_source)
     if getattr(args, "modify", None):
         try:
             overrides = json.loads(args.modify)
