@@ -272,8 +272,12 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def write_memory(self, blocks: list[Any], input_ids: Tensor) -> int:
-        """Add the segment's memory-layer states to the stores (detached; gathered across ranks). Returns entries written."""
-        from s3cmn.memory.distributed import gather_writes
+        """Add the segment's memory-layer states to the stores; returns the number of entries written.
+
+        The values are detached copies. Under torch.distributed every rank's writes (and usage counts) are
+        gathered first, so all replicas hold the same memory.
+        """
+        from s3cmn.memory.distributed import synced_write
         from s3cmn.memory.reader import select_write
 
         written = 0
@@ -282,8 +286,7 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
                 continue
             memory = self.memories[str(i)]
             values, provenance = select_write(block_out.memory_input, input_ids, memory.write_stride)
-            values, provenance = gather_writes(values, provenance)
-            written += memory.write(values, provenance, step=self.memory_writes)
+            written += len(synced_write(memory, values, provenance, step=self.memory_writes))
         self.memory_writes += 1
         return written
 

@@ -185,7 +185,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str, train_blocks, vo
                                   max_steps=3, save_interval=100, output_dir=out_dir, mixed_precision="no", seed=0)
         fit(model, train_blocks, None, settings)
         flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-        torch.save({"params": flat, "entries": model.memories["1"].stats().entries}, f"{out_dir}/rank{rank}.pt")
+        torch.save({"params": flat, "entries": model.memories["0"].stats().entries}, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 

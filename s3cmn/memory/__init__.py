@@ -1,0 +1,53 @@
+"""The external FAISS memory: store (FaissMemory), attention reader (MemoryReader), write selection
+(select_write), data-parallel sync (synced_write) and inspection (memory_report, query_report, plot_memory).
+
+Names are imported lazily (PEP 562) so ``import s3cmn`` does not import faiss.
+
+How the LM uses it (one memory per block in ``config.memory_layer_indices()``):
+    memory = FaissMemory.from_config(config, layer_idx)       # the store, with this layer's overrides
+    reader = MemoryReader(config, layer_idx)                   # in the block
+    delta, stats = reader(h, memory)                           # read: one FAISS search; h = h + delta
+    # after the whole forward of the segment, never before:
+    values, prov = select_write(h, input_ids, memory.write_stride)
+    ids = synced_write(memory, values, prov, step)             # = memory.write(...) on one process;
+                                                               # under DDP syncs usage + gathers writes
+    memory.save(dir); FaissMemory.load(dir)                    # with save_pretrained / checkpoints
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FaissMemory": "s3cmn.memory.store",
+    "layer_memory_settings": "s3cmn.memory.settings",
+    "MemoryReader": "s3cmn.memory.reader",
+    "MemoryReadStats": "s3cmn.memory.reader",
+    "select_write": "s3cmn.memory.reader",
+    "memory_attend": "s3cmn.memory.reader",
+    "memory_attend_ref": "s3cmn.memory.reader",
+    "gather_writes": "s3cmn.memory.distributed",
+    "sync_usage": "s3cmn.memory.distributed",
+    "synced_write": "s3cmn.memory.distributed",
+    "Provenance": "s3cmn.memory.records",
+    "SearchResult": "s3cmn.memory.records",
+    "MemoryStats": "s3cmn.memory.records",
+    "MemoryLoadError": "s3cmn.memory.records",
+    "PROVENANCE_WINDOW": "s3cmn.memory.records",
+    "PCA": "s3cmn.memory.pca",
+    "memory_report": "s3cmn.memory.inspect",
+    "plot_memory": "s3cmn.memory.inspect",
+    "query_report": "s3cmn.memory.inspect",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 's3cmn.memory' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,507 @@
+"""FaissMemory: the external memory of one layer, a FAISS index over compressed keys of past hidden states.
+
+Each entry holds a *value* (the detached hidden state, float32, width D), a *key* (the value compressed by
+PCA to width d, then L2-normalised), its provenance (token-id window, position, segment, write step) and
+usage statistics (times retrieved, attention mass received, last step used). Entry ids are slot indices in
+the store's arrays: stable while the entry lives, reused after it is pruned.
+
+Phases:
+1. *PCA buffering* (compression on, fewer than ``pca_min_samples`` entries stored; default D): writes are
+   kept but nothing is searchable; the write that brings the store to ``pca_min_samples`` entries fits the
+   PCA on all of them and indexes them (logged once). With compression off keys are the normalised values.
+2. *Exact search* (fewer than 39 * num_clusters entries): IndexIDMap(IndexFlat); logged once.
+3. *IVF*: an IndexIVFFlat trained (seeded k-means) on the stored keys; ``nprobe`` lists searched.
+
+Distances (``max_retrieval_distance``; a hit farther than it is a miss, id -1):
+- ``metric="ip"``: distance = 1 - cosine(query, key), in [0, 2];
+- ``metric="l2"``: distance = Euclidean distance between the normalised keys = sqrt(2 - 2 cos), in [0, 2].
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from s3cmn.memory import index as faiss_index
+from s3cmn.memory.pca import PCA
+from s3cmn.memory.records import PROVENANCE_WINDOW, MemoryStats, Provenance, SearchResult
+from s3cmn.memory.settings import CONFIG_TO_ARGUMENT, check_memory_args, layer_memory_settings
+
+if TYPE_CHECKING:
+    from s3cmn.config import S3CMNConfig
+
+logger = logging.getLogger(__name__)
+
+_REFIT_ERROR_FLOOR = 1e-3
+_LATENCY_WINDOW = 1024
+_SETTINGS = ("dim", "num_clusters", "top_k", "nprobe", "metric", "max_retrieval_distance", "compression",
+             "compression_dim", "compression_variance", "full_policy", "growth_factor", "max_size",
+             "refit_drift", "write_stride", "seed", "pca_min_samples", "layer_idx")  # fmt: skip
+# Per-entry arrays (dim 0 = slot) and the fill of an empty slot.
+_ARRAYS = {"_values": 0, "_keys": 0, "_occupied": 0, "_usage": 0, "_mass": 0, "_last_used": 0,
+           "_write_step": 0, "_positions": -1, "_segments": -1, "_tokens": -1, "_new_usage": 0,
+           "_new_mass": 0, "_new_last_used": 0}  # fmt: skip
+
+
+def _to_numpy(x: Tensor | np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """A detached CPU numpy copy in ``dtype``; float tensors go through float32 (numpy has no bfloat16)."""
+    if isinstance(x, Tensor):
+        x = x.detach().cpu()
+        x = (x.float() if x.is_floating_point() else x).numpy()
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+class FaissMemory:
+    """An attention-readable FAISS memory of hidden states (module docstring: phases and distances).
+
+    Entry points: ``search`` (batched, one FAISS call), ``write`` (after a segment's forward, detached),
+    ``record_usage``, ``stats``, ``reset``, ``refit_pca``, ``save`` / ``load``, ``to_gpu``.
+    When a write does not fit, ``full_policy="prune"`` removes the least useful entries (fewest retrievals,
+    then least attention mass, then least recently used); ``"grow"`` multiplies the capacity by
+    ``growth_factor`` up to ``max_size``, and prunes once ``max_size`` is reached. ``write_stride`` is not used
+    by the store: it is this layer's setting for :func:`~s3cmn.memory.reader.select_write`, kept here so that
+    per-layer overrides travel with the memory.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        capacity: int = 1024,
+        *,
+        num_clusters: int = 128,
+        top_k: int = 8,
+        nprobe: int = 8,
+        metric: str = "ip",
+        max_retrieval_distance: float = 1.0,
+        compression: bool = True,
+        compression_dim: int = 64,
+        compression_variance: float = 0.95,
+        full_policy: str = "prune",
+        growth_factor: float = 2.0,
+        max_size: int = 8192,
+        refit_drift: float = 0.25,
+        write_stride: int = 16,
+        seed: int = 0,
+        pca_min_samples: int | None = None,
+        layer_idx: int | None = None,
+    ) -> None:
+        if pca_min_samples is None:
+            pca_min_samples = dim if compression else 0
+        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        check_memory_args(args)
+        for name in _SETTINGS:
+            setattr(self, name, args[name])
+        self.initial_capacity = capacity
+        self._gpu: tuple[Any, int] | None = None  # (StandardGpuResources, device) after to_gpu()
+        self._logged: set[str] = set()
+        self.reset()
+        ivf_min = faiss_index.IVF_MIN_POINTS_PER_LIST * num_clusters
+        if self.max_capacity < ivf_min:
+            self._log_once("never_ivf", "%s: at most %d entries < 39*nlist = %d: always exact search",
+                           self._name, self.max_capacity, ivf_min)  # fmt: skip
+
+    @classmethod
+    def from_config(cls, config: S3CMNConfig, layer_idx: int) -> FaissMemory:
+        """The memory of block ``layer_idx``: D = hidden_dim, settings from ``layer_memory_settings``."""
+        settings = layer_memory_settings(config, layer_idx)
+        layer = layer_idx % config.num_layers
+        kwargs = {arg: settings[field] for field, arg in CONFIG_TO_ARGUMENT.items()}
+        return cls(config.hidden_dim, seed=layer, layer_idx=layer, **kwargs)
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments (JSON-ready) that rebuild an empty memory like this one."""
+        return {"capacity": self.initial_capacity, **{name: getattr(self, name) for name in _SETTINGS}}
+
+    # --- state ------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Empty the memory: entries, index, PCA, counters; capacity back to its initial value."""
+        c = self.capacity = self.initial_capacity
+        self._values = np.zeros((c, self.dim), np.float32)  # (M, D)
+        self._keys = np.zeros((c, 0 if self.compression else self.dim), np.float32)  # (M, d)
+        self._occupied = np.zeros(c, bool)
+        self._usage = np.zeros(c, np.int64)  # times retrieved as a hit
+        self._mass = np.zeros(c, np.float64)  # attention weight received
+        self._last_used = np.zeros(c, np.int64)  # step of the last retrieval (or the write)
+        self._write_step = np.zeros(c, np.int64)
+        self._positions = np.full(c, -1, np.int64)
+        self._segments = np.full(c, -1, np.int64)
+        self._tokens = np.full((c, PROVENANCE_WINDOW), -1, np.int64)
+        self.clear_pending_usage()
+        self.pca: PCA | None = None
+        self._index = None
+        self._gpu_index = None
+        self.step = 0
+        self.counters = {"prunes": 0, "pruned_entries": 0, "growths": 0, "refits": 0, "search_calls": 0}
+        self.reset_search_stats()
+
+    def clear_pending_usage(self) -> None:
+        """Zero the usage recorded since the last :meth:`commit_usage` (sized to the current capacity)."""
+        self._new_usage = np.zeros(self.capacity, np.int64)
+        self._new_mass = np.zeros(self.capacity, np.float64)
+        self._new_last_used = np.zeros(self.capacity, np.int64)
+
+    def commit_usage(self) -> None:
+        """Fold the usage recorded since the last commit into the entries' statistics. Done by ``write``,
+        ``prune``, ``entries`` and ``save``; kept apart so data-parallel ranks can all-reduce it first
+        (:func:`s3cmn.memory.distributed.sync_usage`) and stay identical."""
+        self._usage += self._new_usage
+        self._mass += self._new_mass
+        np.maximum(self._last_used, self._new_last_used, out=self._last_used)
+        self.clear_pending_usage()
+
+    def reset_search_stats(self) -> None:
+        """Zero the search counters (hit rate, similarity, latency) without touching the entries."""
+        self._search = {"queries": 0, "slots": 0, "hits": 0, "similarity": 0.0}
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+
+    @property
+    def _name(self) -> str:
+        return "memory" if self.layer_idx is None else f"memory layer {self.layer_idx}"
+
+    @property
+    def max_capacity(self) -> int:
+        return self.max_size if self.full_policy == "grow" else self.initial_capacity
+
+    @property
+    def num_entries(self) -> int:
+        return int(self._occupied.sum())
+
+    def __len__(self) -> int:
+        return self.num_entries
+
+    @property
+    def key_dim(self) -> int:
+        return int(self._keys.shape[1])
+
+    @property
+    def searchable(self) -> bool:
+        return self._index is not None and self._index.ntotal > 0
+
+    @property
+    def index(self):
+        """The FAISS index (CPU, the source of truth); None before the first keys are indexed."""
+        return self._index
+
+    @property
+    def is_ivf(self) -> bool:
+        return self._index is not None and faiss_index.is_ivf(self._index)
+
+    @property
+    def last_latency_ms(self) -> float:
+        """Wall time of the most recent FAISS search, in ms (0 before any)."""
+        return self._latencies[-1] if self._latencies else 0.0
+
+    def entries(self) -> dict[str, np.ndarray]:
+        """Copies of the live entries' arrays (ids, values, keys, provenance, usage), in id order."""
+        self.commit_usage()
+        ids = np.flatnonzero(self._occupied)
+        names = [name for name in _ARRAYS if name != "_occupied" and not name.startswith("_new")]
+        out = {name.lstrip("_"): getattr(self, name)[ids] for name in names}
+        return {"ids": ids, **out}
+
+    def _log_once(self, tag: str, msg: str, *args: Any) -> None:
+        if tag not in self._logged:
+            self._logged.add(tag)
+            logger.info(msg, *args)
+
+    def __repr__(self) -> str:
+        phase = "ivf" if self.is_ivf else ("exact" if self.searchable else "empty/buffering")
+        return (f"FaissMemory(layer={self.layer_idx}, entries={self.num_entries}/{self.capacity}, "
+                f"dim={self.dim}, key_dim={self.key_dim}, metric={self.metric}, phase={phase}, "
+                f"gpu={self._gpu is not None})")  # fmt: skip
+
+    # --- keys -------------------------------------------------------------------------------------------
+    def _require_pca(self) -> None:
+        if self.compression and self.pca is None:
+            raise RuntimeError(f"{self._name}: the PCA is not fitted yet ({self.num_entries} entries stored, "
+                               f"{self.pca_min_samples} needed); nothing is searchable")  # fmt: skip
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Keys of ``values`` (N, D): PCA-compressed (when on) and L2-normalised, (N, d) float32."""
+        self._require_pca()
+        return _normalise(self.pca.encode(values) if self.compression else values)
+
+    def encode_queries(self, queries: Tensor) -> Tensor:
+        """Differentiable twin of :meth:`encode` for torch queries (..., D) -> (..., d). The PCA is a
+        constant linear map: gradients flow through it into whatever produced ``queries``."""
+        self._require_pca()
+        queries = self.pca.encode_torch(queries) if self.compression else queries
+        return torch.nn.functional.normalize(queries, dim=-1, eps=1e-12)
+
+    def _fit_pca(self) -> None:
+        values = self._values[self._occupied]
+        self.pca = PCA.fit(values, self.compression_dim, self.compression_variance)
+        logger.info("%s: PCA fitted on %d entries: %d -> %d dims, explained variance %.4f", self._name,
+                    len(values), self.dim, self.pca.out_dim, self.pca.explained_variance)  # fmt: skip
+
+    def _rebuild(self) -> None:
+        """Re-encode every stored key and rebuild the index from scratch (after a PCA (re)fit)."""
+        self._keys = np.zeros((self.capacity, self.pca.out_dim if self.compression else self.dim), np.float32)
+        slots = np.flatnonzero(self._occupied)
+        self._keys[slots] = self.encode(self._values[slots])
+        self._build_index()
+
+    def _build_index(self) -> None:
+        slots = np.flatnonzero(self._occupied)
+        threshold = faiss_index.IVF_MIN_POINTS_PER_LIST * self.num_clusters
+        if len(slots) >= threshold:
+            self._index = faiss_index.build_ivf(self._keys[slots], slots, self.num_clusters, self.nprobe,
+                                                self.metric, self.seed)  # fmt: skip
+            logger.info("%s: trained IVFFlat (nlist=%d, nprobe=%d) on %d keys", self._name,
+                        self.num_clusters, self.nprobe, len(slots))  # fmt: skip
+        else:
+            self._index = faiss_index.build_exact(self.key_dim, self.metric)
+            if len(slots):
+                self._index.add_with_ids(self._keys[slots], slots.astype(np.int64))
+            self._log_once("exact", "%s: %d entries < 39*nlist = %d, exact search until then", self._name,
+                           len(slots), threshold)  # fmt: skip
+        self._gpu_index = None
+
+    def refit_pca(self) -> None:
+        """Refit the PCA on every stored value, re-encode all keys and rebuild the index (no-op without
+        compression). Called by ``write`` when a batch's relative reconstruction error exceeds
+        ``max(held_out_error, 1e-3) * (1 + refit_drift)`` (see :class:`PCA`)."""
+        if not self._can_refit():
+            return
+        self._fit_pca()
+        self._rebuild()
+        self.counters["refits"] += 1
+
+    def _can_refit(self) -> bool:
+        return self.compression and self.num_entries >= max(2, self.compression_dim)
+
+    def _drifted(self, values: np.ndarray) -> bool:
+        error = self.pca.reconstruction_error(values)
+        limit = max(self.pca.held_out_error, _REFIT_ERROR_FLOOR) * (1 + self.refit_drift)
+        if error > limit:
+            logger.info("%s: PCA reconstruction error %.4f > %.4f (held-out %.4f): refitting", self._name,
+                        error, limit, self.pca.held_out_error)  # fmt: skip
+        return error > limit
+
+    # --- write ------------------------------------------------------------------------------------------
+    def write(
+        self, values: Tensor | np.ndarray, provenance: Provenance | None = None, step: int | None = None
+    ) -> np.ndarray:
+        """Store ``values`` (M, D) (detached, copied to float32) with their provenance; return their ids.
+
+        ``step``: the caller's global step (default: previous step + 1), the write step and the clock for
+        recency. Call it after the forward pass of a segment, never before, so no segment reads itself.
+        """
+        x = _to_numpy(values)  # (M, D)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{self._name}.write: values must be (M, {self.dim}), got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{self._name}.write: values contain NaN or inf")
+        prov = provenance if provenance is not None else Provenance.empty(len(x))
+        if len(prov) != len(x):
+            raise ValueError(f"{self._name}.write: {len(x)} values but provenance for {len(prov)}")
+        self.step = int(step) if step is not None else self.step + 1
+        if len(x) > self.max_capacity:
+            n = self.max_capacity
+            logger.warning("%s: a write of %d entries exceeds the largest capacity %d; keeping the last %d",
+                           self._name, len(x), n, n)  # fmt: skip
+            x, prov = x[-n:], Provenance(prov.token_ids[-n:], prov.positions[-n:], prov.segment_ids[-n:])
+        if len(x) == 0:
+            return np.zeros(0, np.int64)
+        self.commit_usage()
+        self._make_room(len(x))
+        slots = np.flatnonzero(~self._occupied)[: len(x)]
+        self._values[slots] = x
+        self._occupied[slots] = True
+        self._usage[slots] = 0
+        self._mass[slots] = 0.0
+        self._last_used[slots] = self._write_step[slots] = self.step
+        self._positions[slots] = _to_numpy(prov.positions, np.int64)
+        self._segments[slots] = _to_numpy(prov.segment_ids, np.int64)
+        tokens = _to_numpy(prov.token_ids, np.int64)[:, -PROVENANCE_WINDOW:]
+        self._tokens[slots] = -1
+        self._tokens[slots, PROVENANCE_WINDOW - tokens.shape[1] :] = tokens
+
+        if self.compression and self.pca is None:
+            if self.num_entries < self.pca_min_samples:
+                msg = "%s: buffering writes until %d entries to fit the PCA; not searchable until then"
+                self._log_once("buffer", msg, self._name, self.pca_min_samples)
+                return slots
+            self._fit_pca()
+            self._rebuild()
+        elif self.compression and self._can_refit() and self._drifted(x):
+            self.refit_pca()
+        else:
+            keys = self.encode(x)
+            self._keys[slots] = keys
+            ivf_due = self.num_entries >= faiss_index.IVF_MIN_POINTS_PER_LIST * self.num_clusters
+            if self._index is None or (ivf_due and not self.is_ivf):
+                self._build_index()  # first keys, or enough entries to train the IVF quantizer
+            else:
+                with faiss_index.single_threaded():
+                    self._index.add_with_ids(keys, slots.astype(np.int64))
+                self._gpu_index = None
+        return slots
+
+    def _make_room(self, m: int) -> None:
+        def short() -> bool:
+            return self.num_entries + m > self.capacity
+
+        while self.full_policy == "grow" and short() and self.capacity < self.max_size:
+            self._grow(min(max(int(self.capacity * self.growth_factor), self.capacity + 1), self.max_size))
+        if short():
+            self.prune(self.num_entries + m - self.capacity)
+
+    def _grow(self, new_capacity: int) -> None:
+        extra = new_capacity - self.capacity
+        for name, fill in _ARRAYS.items():
+            old = getattr(self, name)
+            setattr(self, name, np.concatenate([old, np.full((extra, *old.shape[1:]), fill, old.dtype)]))
+        logger.info("%s: capacity %d -> %d", self._name, self.capacity, new_capacity)
+        self.capacity = new_capacity
+        self.counters["growths"] += 1
+
+    def prune(self, n: int) -> np.ndarray:
+        """Remove the ``n`` least useful entries (fewest retrievals, then least attention mass, then least
+        recently used, then lowest id) with the index's ``remove_ids``. Returns their ids."""
+        self.commit_usage()
+        slots = np.flatnonzero(self._occupied)
+        order = np.lexsort((slots, self._last_used[slots], self._mass[slots], self._usage[slots]))
+        victims = slots[order[:n]]
+        if self._index is not None and len(victims):
+            with faiss_index.single_threaded():
+                self._index.remove_ids(victims.astype(np.int64))
+            self._gpu_index = None
+        self._occupied[victims] = False
+        self._tokens[victims] = -1
+        self._positions[victims] = self._segments[victims] = -1
+        self.counters["prunes"] += 1
+        self.counters["pruned_entries"] += len(victims)
+        logger.debug("%s: pruned %d entries", self._name, len(victims))
+        return victims
+
+    # --- read -------------------------------------------------------------------------------------------
+    def search(self, queries: Tensor | np.ndarray, k: int | None = None, *, encoded: bool = False) -> SearchResult:
+        """Search all Q queries in one FAISS call (``k`` defaults to ``top_k``).
+
+        ``queries``: (Q, D) raw hidden states (encoded here), or with ``encoded=True`` (Q, d) keys already
+        passed through :meth:`encode` / :meth:`encode_queries`. Before anything is searchable: all misses.
+        """
+        k = self.top_k if k is None else k
+        q = _to_numpy(queries)
+        n = q.shape[0]
+        self._search["queries"] += n
+        self._search["slots"] += n * k
+        if not self.searchable:
+            return self._result(np.full((n, k), np.inf, np.float32), np.full((n, k), -1), np.zeros((n, k), bool))
+        q = q if encoded else self.encode(q)  # (Q, d)
+        if q.shape[1] != self.key_dim:
+            raise ValueError(f"{self._name}.search: encoded queries must be (Q, {self.key_dim}), got {q.shape}")
+        start = time.perf_counter()
+        raw, ids = self._search_index().search(q, k)  # (Q, k), (Q, k)
+        self.counters["search_calls"] += 1
+        cosine = raw if self.metric == "ip" else 1.0 - raw / 2.0  # raw = squared L2 for "l2"
+        dist = 1.0 - raw if self.metric == "ip" else np.sqrt(np.maximum(raw, 0.0))
+        hit = (ids >= 0) & (dist <= self.max_retrieval_distance)
+        result = self._result(np.where(hit, dist, np.inf).astype(np.float32), np.where(hit, ids, -1), hit)
+        self._latencies.append((time.perf_counter() - start) * 1e3)
+        self._search["hits"] += int(hit.sum())
+        self._search["similarity"] += float(cosine[hit].sum())
+        return result
+
+    def _result(self, dist: np.ndarray, ids: np.ndarray, hit: np.ndarray) -> SearchResult:
+        safe, miss = np.where(hit, ids, 0), ~hit
+        keys = self._keys[safe]  # (Q, k, d), a copy
+        values = self._values[safe]  # (Q, k, D), a copy
+        keys[miss] = 0.0
+        values[miss] = 0.0
+        arrays = (dist, ids.astype(np.int64), keys, values, hit)
+        return SearchResult(*(torch.from_numpy(a) for a in arrays))
+
+    def record_usage(self, ids: Tensor | np.ndarray, weights: Tensor | np.ndarray, step: int | None = None) -> None:
+        """Credit the entries ``ids`` (any shape, -1 ignored) with one retrieval each and attention mass
+        ``weights`` (same shape); mark them used at ``step`` (default: the current step). Recorded as
+        pending usage, folded in by :meth:`commit_usage`."""
+        ids = _to_numpy(ids, np.int64).reshape(-1)
+        w = _to_numpy(weights, np.float64).reshape(-1)
+        keep = (ids >= 0) & (ids < self.capacity)
+        ids, w = ids[keep], w[keep]
+        keep = self._occupied[ids]
+        ids, w = ids[keep], w[keep]
+        np.add.at(self._new_usage, ids, 1)
+        np.add.at(self._new_mass, ids, w)
+        self._new_last_used[ids] = self.step if step is None else step
+
+    # --- GPU --------------------------------------------------------------------------------------------
+    def to_gpu(self, device: int = 0) -> FaissMemory:
+        """Search on GPU ``device`` (faiss GPU build). The CPU index stays the source of truth (writes,
+        pruning, saving); the GPU replica is re-copied at the first search after a change. Raises
+        RuntimeError when faiss has no GPU support. Untestable on this CPU-only machine."""
+        if not faiss_index.gpu_available():
+            raise RuntimeError("FaissMemory.to_gpu: faiss reports no GPU (faiss.get_num_gpus() == 0 or a "
+                               "CPU-only build); install faiss-gpu on a CUDA machine or keep the memory on "
+                               "the CPU")  # fmt: skip
+        import faiss
+
+        self._gpu = (faiss.StandardGpuResources(), device)
+        self._gpu_index = None
+        logger.info("%s: searching on GPU %d", self._name, device)
+        return self
+
+    def to_cpu(self) -> FaissMemory:
+        self._gpu = self._gpu_index = None
+        return self
+
+    def _search_index(self):
+        if self._gpu is None:
+            return self._index
+        if self._gpu_index is None:
+            import faiss
+
+            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu[0], self._gpu[1], self._index)
+        return self._gpu_index
+
+    # --- statistics & persistence -----------------------------------------------------------------------
+    def stats(self) -> MemoryStats:
+        """Hit rate (hit slots / searched slots), mean cosine of hits, search latency p50/p95 (ms, last 1024
+        searches), entries, bytes (keys + values + index estimate), IVF list occupancy, prune/growth/refit
+        counts, PCA explained variance and compression ratio D / d."""
+        s, lat, n = self._search, np.asarray(self._latencies, np.float64), self.num_entries
+        bytes_keys, bytes_values = n * self.key_dim * 4, n * self.dim * 4
+        bytes_index = faiss_index.index_bytes(self._index)
+        explained = self.pca.explained_variance if self.pca else float(not self.compression)
+        return MemoryStats(
+            entries=n, capacity=self.capacity, max_size=self.max_capacity,
+            pending=n - (self._index.ntotal if self._index is not None else 0), searchable=self.searchable,
+            index_type="ivf" if self.is_ivf else ("exact" if self._index is not None else "none"),
+            key_dim=self.key_dim, value_dim=self.dim, queries=s["queries"],
+            hit_rate=s["hits"] / s["slots"] if s["slots"] else 0.0,
+            mean_similarity=s["similarity"] / s["hits"] if s["hits"] else 0.0,
+            latency_ms_p50=float(np.percentile(lat, 50)) if len(lat) else 0.0,
+            latency_ms_p95=float(np.percentile(lat, 95)) if len(lat) else 0.0,
+            bytes_keys=bytes_keys, bytes_values=bytes_values, bytes_index=bytes_index,
+            bytes_total=bytes_keys + bytes_values + bytes_index,
+            prunes=self.counters["prunes"], pruned_entries=self.counters["pruned_entries"],
+            growths=self.counters["growths"], refits=self.counters["refits"],
+            pca_explained_variance=explained,
+            compression_ratio=self.dim / self.key_dim if self.key_dim else 0.0,
+            cluster_occupancy=faiss_index.cluster_occupancy(self._index),
+        )  # fmt: skip
+
+    def save(self, directory: str) -> None:
+        """Write the memory to ``directory`` atomically (format: :mod:`s3cmn.memory.persist`)."""
+        from s3cmn.memory.persist import save_memory
+
+        save_memory(self, directory)
+
+    @classmethod
+    def load(cls, directory: str) -> FaissMemory:
+        """Read a memory written by :meth:`save`; MemoryLoadError names a missing or corrupt file."""
+        from s3cmn.memory.persist import load_memory
+
+        return load_memory(cls, directory)

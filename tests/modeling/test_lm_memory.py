@@ -1,0 +1,100 @@
+"""The LM with its FAISS memory: causality across segments, no self-reads, save/load, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s3cmn import S3CMNConfig, S3CMNForCausalLM
+
+V = 61
+
+
+def memory_model(**overrides) -> S3CMNForCausalLM:
+    fields = dict(
+        vocab_size=V, embedding_dim=32, hidden_dim=32, num_layers=2, num_attention_heads=4, spiking_units=16,
+        mamba_d_state=4, hyena_filter_dim=8, hyena_filter_length=16, memory_layers=[0, -1], memory_size=256,
+        num_clusters=2, memory_compression_dim=8, memory_write_stride=2, memory_top_k=4,
+        max_retrieval_distance=2.0, dropout=0.0, embedding_dropout=0.0, spike_threshold=0.05,
+    )
+    torch.manual_seed(0)
+    return S3CMNForCausalLM(S3CMNConfig.from_preset("tiny", **{**fields, **overrides})).eval()
+
+
+def run_segments(model: S3CMNForCausalLM, segments: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Score segment after segment, writing each into the memory after its forward (as training does)."""
+    return [model(seg, write_memory=True).logits for seg in segments]
+
+
+def test_memory_is_read_after_it_is_written() -> None:
+    model = memory_model()
+    segments = [torch.randint(0, V, (2, 24)) for _ in range(4)]
+    run_segments(model, segments)
+    assert all(m.stats().entries > 0 for m in model.memories.values())
+    out = model(segments[0])
+    assert out.memory_hit_rate.item() > 0
+    no_memory = model(segments[0], use_memory=False).logits
+    assert not torch.allclose(out.logits, no_memory)  # the read changes the output
+
+
+def test_causality_across_segments_with_memory() -> None:
+    torch.manual_seed(1)
+    segments = [torch.randint(0, V, (2, 24)) for _ in range(4)]
+    changed = [s.clone() for s in segments]
+    changed[2][:, 10:] = torch.randint(0, V, (2, 14))  # change the 3rd segment from position 10 on
+    changed[3] = torch.randint(0, V, (2, 24))  # and the whole 4th segment
+    a = run_segments(memory_model(), segments)
+    b = run_segments(memory_model(), changed)
+    for i in range(2):  # earlier segments: identical
+        torch.testing.assert_close(a[i], b[i], atol=1e-6, rtol=0)
+    torch.testing.assert_close(a[2][:, :10], b[2][:, :10], atol=1e-6, rtol=0)  # a segment never reads itself
+    assert not torch.allclose(a[2][:, 10:], b[2][:, 10:])
+
+
+def test_step_by_step_equals_forward_with_a_filled_memory() -> None:
+    model = memory_model()
+    run_segments(model, [torch.randint(0, V, (2, 24)) for _ in range(3)])
+    ids = torch.randint(0, V, (2, 20))
+    full = model(ids).logits
+    out = model(ids[:, :5], use_cache=True)
+    logits, cache = [out.logits], out.cache
+    for t in range(5, 20):
+        out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
+        logits.append(out.logits)
+        cache = out.cache
+    torch.testing.assert_close(torch.cat(logits, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_save_load_keeps_memory_and_logits(tmp_path) -> None:
+    model = memory_model()
+    run_segments(model, [torch.randint(0, V, (2, 24)) for _ in range(3)])
+    ids = torch.randint(0, V, (2, 16))
+    model.save_pretrained(tmp_path)
+    loaded = S3CMNForCausalLM.from_pretrained(tmp_path)
+    for layer, memory in model.memories.items():
+        assert loaded.memories[layer].stats().entries == memory.stats().entries
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
+
+
+def test_missing_memory_folder_is_a_clear_error(tmp_path) -> None:
+    import shutil
+
+    model = memory_model()
+    run_segments(model, [torch.randint(0, V, (2, 24))])
+    model.save_pretrained(tmp_path)
+    shutil.rmtree(tmp_path / "memory" / "0")
+    with pytest.raises(FileNotFoundError, match="memory of block 0 is missing"):
+        S3CMNForCausalLM.from_pretrained(tmp_path)
+
+
+def test_gradients_reach_the_reader_not_the_store() -> None:
+    model = memory_model().train()
+    run_segments(model, [torch.randint(0, V, (2, 24)) for _ in range(3)])
+    before = {k: m.entries()["values"].copy() for k, m in model.memories.items()}
+    ids = torch.randint(0, V, (2, 24))
+    model(ids, labels=ids).loss.backward()
+    for block in model.model.layers:
+        for name, p in block.memory_reader.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    for k, m in model.memories.items():
+        assert (m.entries()["values"] == before[k]).all()  # the stored values are untouched copies
