@@ -1,0 +1,143 @@
+"""s3cmn-memory: inspect a model's FAISS memories.
+
+    s3cmn-memory inspect CHECKPOINT [--tokenizer NAME_OR_DIR] [--top 5] [--query "some text"] [--plot DIR] [--json]
+
+Finds every saved memory (a ``memory.json`` manifest) under CHECKPOINT and prints its statistics, IVF occupancy,
+PCA explained variance and the most / least used entries decoded back to the text they came from. ``--query``
+runs the model on the text and shows what each memory layer returns for its last token (the same projected
+query the model reads with). ``--plot DIR`` writes PNG charts; ``--json`` prints the whole report as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def find_memories(path: Path) -> list[Path]:
+    """Folders at or under ``path`` holding a saved memory, sorted."""
+    if (path / "memory.json").is_file():
+        return [path]
+    return sorted(p.parent for p in path.rglob("memory.json"))
+
+
+def find_tokenizer(name: str | None, path: Path):
+    """``--tokenizer`` (any spec :func:`s3cmn.data.tokenizer.load_tokenizer` accepts), else the checkpoint's
+    own tokenizer files, else None."""
+    from s3cmn.data.tokenizer import load_tokenizer
+
+    if name is not None:
+        return load_tokenizer(name)
+    if any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+        return load_tokenizer(str(path))
+    return None
+
+
+def print_report(report: dict) -> None:
+    s = report["stats"]
+    print(f"## memory layer {report['layer']}")
+    print(f"entries {s['entries']:,} / capacity {s['capacity']:,} (max {s['max_size']:,}), index {s['index_type']}, "
+          f"keys {s['value_dim']} -> {s['key_dim']} (x{s['compression_ratio']:.1f}), "
+          f"{s['bytes_total'] / 2**20:.2f} MiB")  # fmt: skip
+    print(f"prunes {s['prunes']} ({s['pruned_entries']} entries), growths {s['growths']}, refits {s['refits']}")
+    occ = report["occupancy"]
+    if occ["lists"]:
+        print(f"IVF lists {occ['lists']}: min {occ['min']}, mean {occ['mean']:.1f}, max {occ['max']}, "
+              f"empty {occ['empty_lists']}")  # fmt: skip
+    if report["pca"]:
+        print(f"PCA explained variance {report['pca']['explained_variance']:.4f} "
+              f"(held-out error {report['pca']['held_out_error']:.4f})")  # fmt: skip
+    for title in ("most_used", "least_used"):
+        print(f"\n{title.replace('_', ' ')}:")
+        for e in report[title]:
+            text = e.get("text", " ".join(map(str, e["token_ids"])))
+            print(f"  id {e['id']:>6}  used {e['usage']:>5}  mass {e['attention_mass']:8.3f}  step {e['write_step']}"
+                  f"  | {text}")  # fmt: skip
+    print()
+
+
+
+@torch.no_grad()
+def query_memories(checkpoint: Path, text: str, tokenizer: Any, k: int | None) -> dict[str, list[dict]]:
+    """Per memory layer: the hits for the last token of ``text``, with the model's own projected query."""
+    from s3cmn.memory import query_report
+    from s3cmn.modeling.lm import S3CMNForCausalLM
+
+    if tokenizer is None:
+        raise ValueError("--query needs a tokenizer: the checkpoint has none; give --tokenizer")
+    model = S3CMNForCausalLM.from_pretrained(checkpoint)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    if ids.shape[1] == 0:
+        raise ValueError("--query text is empty after tokenisation")
+    out = model.model(ids, memories=model.memories)
+    hits = {}
+    for i, block_out in enumerate(out["blocks"]):
+        if block_out.memory_input is None:
+            continue
+        query = model.model.layers[i].memory_reader.q_proj(block_out.memory_input[0, -1:])  # (1, D)
+        hits[str(i)] = query_report(model.memories[str(i)], query, tokenizer, k)[0]
+    return hits
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s3cmn-memory", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    inspect = sub.add_parser("inspect", help="statistics, occupancy, most/least used entries, queries, plots")
+    inspect.add_argument("path", type=Path, help="a checkpoint / save_pretrained folder, or a saved memory folder")
+    inspect.add_argument("--tokenizer", default=None, help="tokenizer (name, folder, vocab.txt) to decode entries")
+    inspect.add_argument("--top", type=int, default=5, help="most / least used entries to show")
+    inspect.add_argument("--query", default=None, help="show what the memory returns for this text")
+    inspect.add_argument("--k", type=int, default=None, help="hits per query (default: the memory's top_k)")
+    inspect.add_argument("--plot", type=Path, default=None, help="write PNG charts into this folder")
+    inspect.add_argument("--json", action="store_true", help="print the reports as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from s3cmn.data.errors import DataError
+    from s3cmn.memory import FaissMemory, MemoryLoadError, memory_report, plot_memory
+
+    try:
+        folders = find_memories(args.path)
+        if not folders:
+            raise ValueError(f"no saved memory (memory.json) under {args.path}")
+        tokenizer = find_tokenizer(args.tokenizer, args.path)
+        reports = []
+        for folder in folders:
+            memory = FaissMemory.load(folder)
+            report = memory_report(memory, tokenizer, top=args.top)
+            report["folder"] = str(folder)
+            if args.plot is not None:
+                sub = args.plot / folder.relative_to(args.path) if folder != args.path else args.plot
+                report["plots"] = [str(p) for p in plot_memory(memory, sub)]
+            reports.append(report)
+        queries = query_memories(args.path, args.query, tokenizer, args.k) if args.query else None
+    except (MemoryLoadError, DataError, ValueError, OSError) as err:
+        parser.exit(2, f"s3cmn-memory: error: {err}\n")
+    if args.json:
+        print(json.dumps({"memories": reports, "query": queries}, indent=2))
+        return 0
+    for report in reports:
+        print_report(report)
+    if queries is not None:
+        print(f"## query: {args.query!r}")
+        for layer, hits in queries.items():
+            print(f"memory layer {layer}: {len(hits)} hits")
+            for h in hits:
+                text = h.get("text", " ".join(map(str, h["token_ids"])))
+                print(f"  distance {h['distance']:.3f}  id {h['id']:>6}  | {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
