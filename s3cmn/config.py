@@ -252,6 +252,41 @@ class S3CMNConfig(PreTrainedConfig):
             )
         if self.position_embedding == "learned" and self.max_position_embeddings < 1:
             raise ConfigError("S3CMNConfig.max_position_embeddings must be >= 1 for learned positions")
+        self._check_optional_blocks()
+
+    def _check_optional_blocks(self) -> None:
+        """Combinations of optional-block settings that cannot be built."""
+        config = self
+
+        def fail(message: str) -> None:
+            raise ConfigError(f"S3CMNConfig: {message}")
+
+        if config.block_type == "reservoir":
+            flags = dict(use_liquid=config.use_liquid, use_population_coding=config.use_population_coding,
+                         use_cross_modal_attention=config.use_cross_modal_attention, use_memory=config.use_memory)
+            for name, on in flags.items():
+                if on:
+                    fail(f"block_type = 'reservoir' (attention → reservoir → MLP) does not support {name} = True; "
+                         "set it to False or use block_type = 's3cmn'")
+        if config.use_population_coding and not config.use_spiking:
+            fail("use_population_coding = True replaces the LIF spike encoder: it needs use_spiking = True")
+        if config.use_liquid and config.ssm_type != "mamba":
+            fail(f"use_liquid = True integrates Mamba, liquid and spiking paths: it needs ssm_type = 'mamba', "
+                 f"got ssm_type = {config.ssm_type!r}")
+        if config.use_cross_modal_attention and not (config.use_liquid and config.use_spiking):
+            fail("use_cross_modal_attention = True attends between the liquid and the spiking paths: it needs "
+                 "use_liquid = True and use_spiking = True")
+        cross = config.use_cross_modal_attention or (config.use_liquid and config.integration_mode == "bidirectional")
+        if cross and config.hidden_dim % config.cross_attention_heads:
+            fail(f"hidden_dim = {config.hidden_dim} must be divisible by cross_attention_heads = "
+                 f"{config.cross_attention_heads}")
+        if config.use_liquid and config.integration_mode != "sequential" and config.hidden_dim % config.gating_heads:
+            fail(f"hidden_dim = {config.hidden_dim} must be divisible by gating_heads = {config.gating_heads} "
+                 f"(integration_mode = {config.integration_mode!r} fuses per head)")
+        if config.use_liquid and config.liquid_backbone == "ncp" and (config.liquid_units < 4 or
+                                                                      config.ncp_sparsity < 0.1):
+            fail(f"liquid_backbone = 'ncp' (AutoNCP wiring) needs liquid_units >= 4 and ncp_sparsity >= 0.1, got "
+                 f"liquid_units = {config.liquid_units}, ncp_sparsity = {config.ncp_sparsity}")
 
     def settings_dict(self) -> dict[str, Any]:
         """The model settings only (no transformers bookkeeping), JSON-ready."""

@@ -101,6 +101,9 @@ class EvalConfig(_Settings):
     context_length: int = setting(0, group=EVAL, help="sliding-window context (0 = sequence_length)", ge=0)
     stride: int = setting(0, group=EVAL, help="sliding-window stride (0 = context_length // 2)", ge=0)
     memory: Literal["on", "off", "both"] = setting("both", group=EVAL, help="score with memory on, off, or both")
+    memory_start: Literal["saved", "empty"] = setting(
+        "saved", group=EVAL, help="memory at the start of each memory-on run: as saved in the checkpoint, or empty"
+    )
     quantize: Literal["none", "int8"] = setting("none", group=EVAL, help="also evaluate an 8-bit model")
     backend: Literal["auto", "bnb", "torch"] = setting("auto", group=EVAL, help="8-bit backend")
     eval_batch_size: int = setting(8, group=EVAL, help="windows per forward", ge=1)

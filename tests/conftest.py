@@ -14,7 +14,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # The hub is never reached from the tests; the real data lives in ../shared/data.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Test tensors are tiny: one thread avoids the threading overhead that dominates them (and contention).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

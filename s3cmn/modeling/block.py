@@ -54,14 +54,21 @@ class S3CMNBlock(nn.Module):
 
             self.hyena_norm = nn.LayerNorm(D, eps=eps)
             self.hyena = HyenaOperator(config, layer_idx)
-        self.ssm = build_ssm(config, layer_idx)
+        self.integration_norm = self.integration = None
+        if config.use_liquid:  # steps 2-3 become one Mamba–liquid–spiking mixer (state key "integration")
+            from s3cmn.modeling.integration import IntegratedMixer
+
+            self.integration_norm = nn.LayerNorm(D, eps=eps)
+            self.integration = IntegratedMixer(config, layer_idx)
+        self.ssm = build_ssm(config, layer_idx) if not config.use_liquid else None
         self.ssm_norm = nn.LayerNorm(D, eps=eps) if self.ssm is not None else None
         self.spike_norm = self.spiking = None
-        if config.use_spiking:
+        if config.use_spiking and not config.use_liquid:
+            from s3cmn.modeling.population import PopulationLIFLayer
             from s3cmn.modeling.spiking import LIFLayer
 
             self.spike_norm = nn.LayerNorm(D, eps=eps)
-            self.spiking = LIFLayer(config, layer_idx)
+            self.spiking = (PopulationLIFLayer if config.use_population_coding else LIFLayer)(config, layer_idx)
         self.memory_norm = self.memory_reader = None
         if layer_idx in config.memory_layer_indices():
             from s3cmn.memory.reader import MemoryReader
@@ -104,6 +111,10 @@ class S3CMNBlock(nn.Module):
         spike_stats = None
         if self.spiking is not None:
             y, _, spike_stats = mix("spiking", self.spiking, self.spike_norm(x))
+            x = x + self.dropout(y)
+        # 2-3 with use_liquid: the Mamba–liquid–spiking integration in place of the two.
+        if self.integration is not None:
+            y, _, spike_stats = mix("integration", self.integration, self.integration_norm(x))
             x = x + self.dropout(y)
         # 4. Memory read: top-k retrieval from the external store, attention, gate (a delta to the residual).
         memory_stats = memory_input = None

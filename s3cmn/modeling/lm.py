@@ -85,9 +85,6 @@ class S3CMNModel(S3CMNPreTrainedModel):
         )
         self.embed_dropout = nn.Dropout(config.embedding_dropout)
         self.in_proj = nn.Linear(E, D) if E != D else None
-        from s3cmn.modeling.integration import check_optional_blocks
-
-        check_optional_blocks(config)  # combinations of the optional blocks (ConfigError)
         if config.block_type == "reservoir":  # LiquidLM: attention -> time-aware reservoir -> MLP
             from s3cmn.modeling.reservoir import ReservoirBlock
 
@@ -333,7 +330,9 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         try:
             state = load_file(weights)
         except (SafetensorError, OSError) as err:
-            raise ValueError(f"checkpoint weights {weights} are unreadable or corrupt ({err}); re-save the model") from None
+            raise ValueError(
+                f"checkpoint weights {weights} are unreadable or corrupt ({err}); re-save the model"
+            ) from None
         model = cls(config)
         tied = set(cls._tied_weights_keys) if config.tie_word_embeddings else set()
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -203,7 +203,7 @@ def fit(
     optimizer = build_optimizer(model, training)
     scheduler = build_scheduler(optimizer, training, total_steps)
     state: dict[str, Any] = {"step": 0, "tokens": 0, "elapsed": 0.0, "best_val_loss": None, "bad_evals": 0,
-                             "skipped": 0, "memory_writes": 0}
+                             "skipped": 0, "memory_writes": 0, "sequence_length": training.sequence_length}
     if training.resume:
         folder = resolve_checkpoint(out_dir / "last")
         _load_model_state(model, folder)
