@@ -1,0 +1,60 @@
+"""s3cmn-eval: evaluate a checkpoint: WikiText-2 perplexity (token, word, bits per byte; memory off and on),
+spike sparsity, memory statistics, speed, size and peak memory, optionally 8-bit side by side."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from s3cmn.cli.settings import add_settings_arguments, parse_args_strictly, settings_from_args
+
+SECTIONS = ("data", "evaluation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s3cmn-eval",
+        allow_abbrev=False,
+        usage="s3cmn-eval CHECKPOINT [--wikitext2] [--split test|valid] [--data-dir DIR] [--<setting> VALUE ...]",
+        description="Evaluate a checkpoint folder (save_pretrained, or a training checkpoint such as "
+        "runs/s3cmn/best) on WikiText-2 with sliding windows. Offline: --data-dir ../shared/data/wikitext-2-raw. "
+        "The tokenizer is the one saved in the checkpoint (else --tokenizer). Writes report.json and report.md "
+        "with --report-dir, PNG charts with --plot-dir; prints the Markdown summary.",
+    )
+    parser.add_argument("checkpoint", help="model folder: config.json, model.safetensors, memory/, tokenizer")
+    parser.add_argument("--wikitext2", action="store_true",
+                        help="score WikiText-2 raw (the default, and for now the only, text)")  # fmt: skip
+    parser.add_argument("--config-path", help="a JSON or YAML settings file with 'data' / 'evaluation' sections")
+    add_settings_arguments(parser, SECTIONS)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_args_strictly(parser, argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from s3cmn.data.errors import DataError
+    from s3cmn.evaluation.report import render_markdown, write_reports
+    from s3cmn.evaluation.run import EvaluationError, evaluate_checkpoint
+    from s3cmn.utils.fields import ConfigError
+
+    try:
+        settings = settings_from_args(args, SECTIONS)
+        _, _, data, evaluation = settings.build()
+        report = evaluate_checkpoint(args.checkpoint, data, evaluation, memory_start=evaluation.memory_start,
+                                     progress=not args.no_progress)  # fmt: skip
+        written = write_reports(report, evaluation.report_dir, evaluation.plot_dir)
+    except (EvaluationError, DataError, ConfigError, ImportError, OSError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        parser.exit(2, f"s3cmn-eval: error: {message}\n")
+    print(render_markdown(report), end="")
+    for kind, path in written.items():
+        print(f"{kind}: {', '.join(path) if isinstance(path, list) else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
