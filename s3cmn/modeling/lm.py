@@ -374,7 +374,8 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         cache = kwargs.get("past_key_values") if cache is None else cache
         if cache is not None and cache.seen_tokens > 0:
             input_ids = input_ids[:, cache.seen_tokens :]
-        return {"input_ids": input_ids, "cache": cache, "use_cache": use_cache, "attention_mask": attention_mask}
+        return {"input_ids": input_ids, "cache": cache, "use_cache": use_cache, "attention_mask": attention_mask,
+                "use_memory": kwargs.get("use_memory", True)}
 
     def _update_model_kwargs_for_generation(
         self, outputs: Any, model_kwargs: dict[str, Any], is_encoder_decoder: bool = False, num_new_tokens: int = 1

@@ -98,3 +98,14 @@ def test_gradients_reach_the_reader_not_the_store() -> None:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
     for k, m in model.memories.items():
         assert (m.entries()["values"] == before[k]).all()  # the stored values are untouched copies
+
+
+def test_generate_can_switch_the_memory_off() -> None:
+    model = memory_model()
+    run_segments(model, [torch.randint(0, V, (2, 24)) for _ in range(3)])
+    prompt = torch.randint(0, V, (1, 6))
+    off = model.generate(prompt, max_new_tokens=8, do_sample=False, use_memory=False)
+    ids = prompt
+    for _ in range(8):
+        ids = torch.cat([ids, model(ids, use_memory=False).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(off, ids)

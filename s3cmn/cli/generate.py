@@ -1,0 +1,81 @@
+"""s3cmn-generate: sample text from a checkpoint (fp32 or 8-bit), streaming it as it is produced."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from s3cmn.quantization.backends import BACKENDS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s3cmn-generate", allow_abbrev=False,
+        description="Generate text from a checkpoint folder (save_pretrained or save_quantized, with its "
+        "tokenizer). Prompts come from --prompt, or from stdin, one a line. The text is streamed to stdout; "
+        "tokens/s goes to stderr.",
+    )  # fmt: skip
+    parser.add_argument("checkpoint", help="model folder (config.json + weights + tokenizer)")
+    parser.add_argument("--prompt", action="append", help="a prompt (repeatable); default: read stdin, one a line")
+    parser.add_argument("--max-new-tokens", type=int, default=50)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = off)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--quantize",
+        choices=["none", "int8"],
+        default="none",
+        help="int8: quantise an fp32 checkpoint at load (an int8 checkpoint is always int8)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="8-bit backend: bnb (bitsandbytes LLM.int8), torch (dynamic int8, CPU), auto",
+    )
+    parser.add_argument("--threshold", type=float, default=6.0, help="LLM.int8 outlier threshold (bnb)")
+    parser.add_argument("--memory", choices=["on", "off"], default="on", help="read the model's FAISS memory")
+    parser.add_argument("--verbose", action="store_true", help="log at INFO level to stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    from s3cmn.quantization.inference import generate_text, load_for_inference
+
+    def fail(err: BaseException) -> int:
+        print(f"s3cmn-generate: error: {err}", file=sys.stderr)
+        return 2
+
+    try:
+        model, tokenizer, report = load_for_inference(args.checkpoint, args.quantize, args.backend, args.threshold)
+    except (ValueError, ImportError, RuntimeError) as err:  # missing / corrupt checkpoint, unavailable backend
+        return fail(err)
+    if report is not None:
+        print(f"s3cmn-generate: {report.summary()}", file=sys.stderr)
+    prompts = args.prompt if args.prompt else (line.rstrip("\n") for line in sys.stdin)
+    total_tokens, total_seconds = 0, 0.0
+    for prompt in prompts:
+        if not prompt.strip() and not args.prompt:
+            continue
+        try:
+            result = generate_text(
+                model, tokenizer, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                top_k=args.top_k, top_p=args.top_p, seed=args.seed, use_memory=args.memory == "on",
+                on_text=lambda text: print(text, end="", flush=True),
+            )  # fmt: skip
+        except ValueError as err:
+            return fail(err)
+        total_tokens += result.new_tokens
+        total_seconds += result.seconds
+    rate = total_tokens / total_seconds if total_seconds > 0 else 0.0
+    print(f"s3cmn-generate: {total_tokens} tokens in {total_seconds:.2f} s: {rate:.1f} tokens/s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
