@@ -238,6 +238,9 @@ def fit(
         val_loss = evaluate_loss(model, valid_blocks, training.batch_size, training.eval_batches, device, amp)
         record = {"kind": "validation", "step": state["step"], "tokens": state["tokens"], "loss": val_loss,
                   "ppl": math.exp(min(val_loss, 50.0)), "elapsed_s": state["elapsed"]}
+        if model.memories:  # the stores' health, logged at each validation (occupancy left to s3cmn-memory)
+            record["memory"] = {layer: {k: v for k, v in m.stats().to_dict().items() if k != "cluster_occupancy"}
+                                for layer, m in model.memories.items()}
         if tokenizer is not None and training.num_samples and main:
             record["samples"] = generate_samples(model, tokenizer, training.sample_length,
                                                  SAMPLE_PROMPTS[: training.num_samples])

@@ -91,6 +91,11 @@ def test_interrupt_and_resume_equals_uninterrupted(blocks, tmp_path, use_memory:
     if use_memory:
         ma, mb = straight.memories["0"], resumed.memories["0"]
         assert ma.stats().entries == mb.stats().entries > 0
+        for name, array in ma.entries().items():
+            assert (array == mb.entries()[name]).all(), name
+        records = [json.loads(line) for line in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
+        validation = [r for r in records if r["kind"] == "validation"]
+        assert validation[-1]["memory"]["0"]["entries"] == ma.stats().entries
 
 
 def test_resume_without_checkpoint_is_a_clear_error(blocks, tmp_path) -> None:
