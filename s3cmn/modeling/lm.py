@@ -230,6 +230,8 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
                 "attention_mask contains padding: S3CMN's recurrent mixers do not support padded batches; "
                 "generate prompts of equal length or one at a time"
             )
+        if labels is not None and logits_to_keep:
+            raise ValueError("logits_to_keep cannot be combined with labels: the loss needs every position's logits")
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
         use_cache = self.config.use_cache and not self.training if use_cache is None else use_cache
@@ -243,9 +245,9 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
-            )
+            # Shift the labels, not the logits: slicing (B, T, V) logits would copy them (the largest tensor).
+            targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T); the last position predicts nothing
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         if write_memory and self.memories:
             self.write_memory(out["blocks"], input_ids)
 

@@ -48,6 +48,16 @@ def test_shapes_and_loss(overrides: dict) -> None:
         assert len(out.spike_stats) == model.config.num_layers
 
 
+def test_loss_is_the_shifted_cross_entropy() -> None:
+    model = make()
+    ids = torch.randint(0, 97, (2, 12))
+    labels = ids.clone()
+    labels[0, 5] = -100
+    out = model(ids, labels=labels)
+    expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 97), labels[:, 1:].reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+
+
 @pytest.mark.parametrize("overrides", MIXERS, ids=str)
 def test_causality(overrides: dict) -> None:
     model = make(**overrides)
