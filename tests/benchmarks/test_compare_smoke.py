@@ -1,0 +1,97 @@
+"""Smoke tests of benchmarks/compare.py, scaling.py and memory_cost.py: each runs (--quick, toy sizes) and writes
+well-formed JSON and Markdown. They check structure and finiteness, never the numbers: timings on a shared CI
+machine are not a contract, and a toy model's perplexity means nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+# A toy s3cmn (the harness is under test, not the model); the vocabulary stays the tokenizer's.
+TOY = ["hidden_dim=32", "embedding_dim=32", "num_attention_heads=2", "hyena_filter_length=32", "hyena_filter_dim=8",
+       "spiking_units=16", "s4d_d_state=8", "memory_size=64", "num_clusters=1", "memory_compression_dim=8"]
+
+
+def load(name: str) -> ModuleType:
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def read_results(folder: Path, stem: str) -> dict:
+    result = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))  # strict JSON: no NaN written
+    assert (folder / f"{stem}.md").read_text(encoding="utf-8").startswith(("WikiText", "Batch", "Search"))
+    meta = result["meta"]
+    assert meta["quick"] is True and len(meta["loadavg_start"]) == 3 and len(meta["loadavg_end"]) == 3
+    assert positive(meta["wall_s"])
+    return result
+
+
+def test_compare_quick_writes_well_formed_json(tmp_path: Path, shared_data: Path) -> None:
+    compare = load("compare")
+    compare.main(["--quick", "--out", str(tmp_path), "--threads", "1", "--shared-data", str(shared_data),
+                  "--max-tokens", "128", "--eval-tokens", "48", "--batch-size", "2", "--seq-len", "32",
+                  "--override", *TOY])
+    result = read_results(tmp_path, "compare")
+
+    names = {r["name"] for r in result["rows"]}
+    assert names == {"s3cmn", "s3cmn+mem", "s3cmn+mem (read off at test)", "gpt2", "lstm", "mamba"}
+    params = {r["model"]: r["params"] for r in result["rows"]}
+    reference = params["s3cmn"]
+    for kind in ("gpt2", "lstm", "mamba"):  # matched to the reference (toy sizes: the MLP rounding is coarse)
+        assert abs(params[kind] - reference) / reference < 0.02, (kind, params)
+    for row in result["rows"]:
+        assert row["seeds"] == [0] and set(row["stopped"]) <= {"tokens", "time"}
+        for metric in ("word_perplexity", "bits_per_byte", "token_perplexity", "train_tokens_per_s"):
+            assert positive(row[metric]["mean"]) and row[metric]["std"] == 0.0, (row["name"], metric)
+    for run in result["runs"]:
+        assert run["train_tokens"] > 0 and run["curve"] and all(positive(p["loss"]) for p in run["curve"])
+        assert run["eval"]["default"]["tokens"] == result["settings"]["eval_tokens_scored"]
+        assert not (tmp_path / "runs" / f"{run['model']}-seed0" / "last").exists()  # checkpoints are removed
+    png = result["loss_curves_png"]
+    assert png is None or Path(png).is_file()
+
+
+@pytest.mark.parametrize("isolation", ["inline", "subprocess"])
+def test_scaling_quick_writes_well_formed_json(tmp_path: Path, isolation: str) -> None:
+    scaling = load("scaling")
+    models = ["s3cmn", "gpt2"] if isolation == "inline" else ["s3cmn"]
+    scaling.main(["--quick", "--out", str(tmp_path), "--threads", "1", "--isolation", isolation, "--lengths", "16",
+                  "32", "--new-tokens", "2", "--models", *models, "--override", *TOY])
+    result = read_results(tmp_path, "scaling")
+
+    assert [(p["model"], p["T"]) for p in result["points"]] == [(m, T) for m in models for T in (16, 32)]
+    for point in result["points"]:
+        assert "error" not in point and "skipped" not in point, point
+        assert positive(point["train"]["ms_per_token"]) and point["train"]["peak_extra_mib"] >= 0
+        assert positive(point["generation"]["ms_per_token"]) and positive(point["generation"]["prefill_s"])
+
+
+def test_memory_cost_quick_writes_well_formed_json(tmp_path: Path) -> None:
+    memory_cost = load("memory_cost")
+    memory_cost.main(["--quick", "--out", str(tmp_path), "--threads", "1", "--sizes", "2000", "--queries", "32",
+                      "--batch", "1", "--seq-len", "64", "--step-repeats", "1", "--override", *TOY])
+    result = read_results(tmp_path, "memory_cost")
+
+    assert [r["index"] for r in result["search"]] == ["Flat", "IVFFlat", "IVF-SQ8"]
+    for row in result["search"]:
+        assert 0.0 <= row["recall_at_k"] <= 1.0 and positive(row["us_per_query_batched"]) and positive(row["bytes"])
+    assert result["search"][0]["recall_at_k"] == 1.0  # exact search is its own ground truth
+    (step,) = result["training_step"]
+    assert positive(step["step_s_memory_on"]) and positive(step["step_s_memory_off"])
+    assert math.isfinite(step["overhead"]) and isinstance(step["met"], bool)
+    assert step["memory"]["entries"] == step["memory"]["capacity"]  # filled before timing
