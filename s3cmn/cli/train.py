@@ -54,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         result = train(model_config, training, data)
     except (ConfigError, DataError, TrainingError, CheckpointError, OSError) as err:
         parser.exit(2, f"s3cmn-train: error: {err}\n")
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
     val = f", validation loss {result.val_loss:.4f} (ppl {result.val_ppl:.2f})" if result.val_loss is not None else ""
     print(f"stopped ({result.stopped}) after {result.steps} steps, {result.tokens} tokens, "
           f"{result.tokens_per_s:.0f} tokens/s{val}; checkpoints in {result.output_dir}")

@@ -317,6 +317,9 @@ def fit(
                 optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if dist.is_initialized():  # buffers updated after the forward (homeostatic thresholds): rank 0's win
+                for buffer in model.buffers():
+                    dist.broadcast(buffer, src=0)
             state["step"] += 1
             state["tokens"] += tokens_per_step
             state["elapsed"] = time.perf_counter() - run_start

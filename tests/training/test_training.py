@@ -189,7 +189,8 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str, train_blocks, vo
         settings = TrainingConfig(learning_rate=3e-3, batch_size=2, sequence_length=SEQ, warmup_steps=1,
                                   max_steps=3, save_interval=100, output_dir=out_dir, mixed_precision="no", seed=0)
         fit(model, train_blocks, None, settings)
-        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        tensors = [*model.parameters(), *model.buffers()]  # buffers: e.g. the homeostatic thresholds
+        flat = torch.cat([t.detach().flatten().float() for t in tensors])
         torch.save({"params": flat, "entries": model.memories["0"].stats().entries}, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
