@@ -470,6 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     result["targets"] = summarise(rows, kernels, args.nominal_peak_tflops)
     result["meta"]["wall_s"] = time.perf_counter() - start
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
     print(markdown(result))
     print(f"\nwall {result['meta']['wall_s']:.0f} s; load average before {load_before[0]:.2f}, "
