@@ -196,15 +196,10 @@ class IntegratedMixer(nn.Module):
         self.spiking: nn.Module | None = None
         self.adapter: SpikeAdapter | None = None
         if config.use_spiking:
-            if config.use_population_coding:
-                from s3cmn.modeling.population import PopulationLIFLayer
+            from s3cmn.modeling.population import PopulationLIFLayer
 
-                self.spiking = PopulationLIFLayer(config, layer_idx)
-                neurons = self.spiking.num_neurons
-            else:
-                self.spiking = LIFLayer(config, layer_idx)
-                neurons = self.spiking.num_units
-            self.adapter = SpikeAdapter(config, neurons)
+            self.spiking = (PopulationLIFLayer if config.use_population_coding else LIFLayer)(config, layer_idx)
+            self.adapter = SpikeAdapter(config, self.spiking.num_neurons)
         self.liquid = LiquidMixer(config, layer_idx)
         self.mamba = MambaMixer(config, layer_idx)
         self.cross_modal = CrossModalAttention(config, layer_idx) if config.use_cross_modal_attention else None

@@ -30,7 +30,6 @@ a learned parameter, or with ``adaptive_threshold`` a buffer moved by homeostasi
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -38,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
-from s3cmn.modeling.spiking import BETA_EPS, DETACH_RESET, MIN_THRESHOLD, SpikeStats
+from s3cmn.modeling.spiking import DETACH_RESET, MIN_THRESHOLD, LIFLayer, SpikeStats
 from s3cmn.ops.lif import lif_scan, lif_scan_ref
 
 logger = logging.getLogger(__name__)
@@ -145,75 +144,29 @@ def decode_population(spikes: Tensor, decoding: str) -> Tensor:
     return torch.cat(feats, dim=-1) if len(feats) > 1 else feats[0]
 
 
-class PopulationLIFLayer(nn.Module):
-    """Population-coded LIF mixer (module docstring); the ``LIFLayer`` interface ``(y, state, stats)``."""
+class PopulationLIFLayer(LIFLayer):
+    """Population-coded LIF mixer (module docstring); the ``LIFLayer`` interface ``(y, state, stats)``.
+
+    It shares ``LIFLayer``'s input projection, β and ``forward``/``step``; ``threshold`` (N,) is the per-input
+    threshold scale, multiplied by the fixed ``spread`` (P,) of the population.
+    """
 
     def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
-        super().__init__()
-        self.layer_idx = layer_idx
-        D, N, P = config.hidden_dim, config.spiking_units, config.population_size
-        self.num_units, self.population_size, self.num_neurons = N, P, N * P
+        super().__init__(config, layer_idx)
+        N, P = config.spiking_units, config.population_size
+        self.population_size, self.num_neurons = P, N * P
         self.decoding = config.population_decoding
         if self.decoding not in DECODINGS:
             raise ValueError(f"unknown population_decoding {self.decoding!r}: choose one of {DECODINGS}")
         self.spread_kind = config.population_threshold_spread
-        self.reset_mode = config.spike_reset
-        self.surrogate = config.surrogate
-        self.alpha = config.surrogate_alpha
-        self.num_spike_steps = config.num_spike_steps
-        self.adaptive_threshold = config.adaptive_threshold
-        self.target_spike_rate = config.target_spike_rate
-        self.threshold_adaptation_rate = config.threshold_adaptation_rate
-        self.learn_beta = config.learn_beta
-
-        self.in_proj = nn.Linear(D, N)
-        if self.learn_beta:
-            p = (config.beta - BETA_EPS) / (1 - 2 * BETA_EPS)
-            p = min(max(p, 1e-6), 1 - 1e-6)
-            self.beta_logit = nn.Parameter(torch.full((N,), math.log(p / (1 - p))))
-            self.beta_logit._no_weight_decay = True
-        else:
-            self.register_buffer("beta", torch.full((N,), float(config.beta)))
         self.register_buffer("spread", threshold_spread(P, self.spread_kind))  # (P,)
-        scale = torch.full((N,), float(config.spike_threshold))
-        if self.adaptive_threshold:
-            self.register_buffer("threshold_scale", scale)
-        else:
-            self.threshold_scale = nn.Parameter(scale)
-            self.threshold_scale._no_weight_decay = True
         features = 2 * N * P if self.decoding == "hybrid" else N * P
-        self.out_proj = nn.Linear(features, D)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def decay(self) -> Tensor:
-        """β (N,), as ``LIFLayer.decay``."""
-        if self.learn_beta:
-            return BETA_EPS + (1 - 2 * BETA_EPS) * torch.sigmoid(self.beta_logit)
-        return self.beta
+        self.out_proj = nn.Linear(features, config.hidden_dim)  # reads the decoded population
 
     def thresholds(self) -> Tensor:
         """θ (N, P) = scale[n] · spread[p]."""
-        scale = self.threshold_scale.clone() if self.adaptive_threshold else self.threshold_scale
+        scale = self.threshold.clone() if self.adaptive_threshold else self.threshold
         return scale[:, None] * self.spread[None, :]
-
-    def init_state(
-        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> dict[str, Tensor]:
-        p = self.in_proj.weight
-        return {"v": torch.zeros(batch_size, self.num_neurons, device=device or p.device, dtype=dtype or p.dtype)}
-
-    def forward(
-        self, x: Tensor, state: dict[str, Tensor] | None = None
-    ) -> tuple[Tensor, dict[str, Tensor], PopulationSpikeStats]:
-        """x (B, T, D) -> y (B, T, D); continues from ``state``; then homeostasis (training, adaptive only)."""
-        return self._run(x, state, update_threshold=self.training and self.adaptive_threshold)
-
-    def step(
-        self, x: Tensor, state: dict[str, Tensor] | None
-    ) -> tuple[Tensor, dict[str, Tensor], PopulationSpikeStats]:
-        """x (B, D) -> y (B, D): one token (never adapts the threshold)."""
-        y, state, stats = self._run(x[:, None], state, update_threshold=False)
-        return y[:, 0], state, stats
 
     def _run(
         self, x: Tensor, state: dict[str, Tensor] | None, update_threshold: bool, ref: bool = False
@@ -252,7 +205,7 @@ class PopulationLIFLayer(nn.Module):
         mean_rate = rate.view(self.num_units, self.population_size).mean(dim=1)  # (N,)
         delta = self.threshold_adaptation_rate * (mean_rate - self.target_spike_rate)
         floor = MIN_THRESHOLD / float(self.spread.min())
-        self.threshold_scale.add_(delta.to(self.threshold_scale.dtype)).clamp_(min=floor)
+        self.threshold.add_(delta.to(self.threshold.dtype)).clamp_(min=floor)
 
     def extra_repr(self) -> str:
         return (

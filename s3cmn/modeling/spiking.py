@@ -94,6 +94,7 @@ class LIFLayer(nn.Module):
         self.layer_idx = layer_idx
         D, N = config.hidden_dim, config.spiking_units
         self.num_units = N
+        self.num_neurons = N  # membrane potentials per token (a population layer has more)
         self.reset_mode = config.spike_reset
         self.surrogate = config.surrogate
         self.alpha = config.surrogate_alpha
@@ -131,7 +132,7 @@ class LIFLayer(nn.Module):
     ) -> dict[str, Tensor]:
         """The zero state: membrane at rest."""
         p = self.in_proj.weight
-        v = torch.zeros(batch_size, self.num_units, device=device or p.device, dtype=dtype or p.dtype)
+        v = torch.zeros(batch_size, self.num_neurons, device=device or p.device, dtype=dtype or p.dtype)
         return {"v": v}
 
     def forward(
