@@ -10,8 +10,7 @@ Names are imported lazily (PEP 562), so ``import s3cmn.evaluation`` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from s3cmn.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "evaluate_checkpoint": "s3cmn.evaluation.run",
@@ -33,12 +32,4 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 's3cmn.evaluation' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,8 +16,7 @@ How the LM uses it (one memory per block in ``config.memory_layer_indices()``):
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from s3cmn.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "FaissMemory": "s3cmn.memory.store",
@@ -42,12 +41,4 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 's3cmn.memory' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

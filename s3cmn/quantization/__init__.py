@@ -12,8 +12,7 @@ runs in torch 2.13; its deprecation warnings are silenced where it is called, no
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from s3cmn.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "quantize_model": "s3cmn.quantization.backends",
@@ -37,12 +36,4 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 's3cmn.quantization' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
