@@ -42,7 +42,9 @@ def test_auto_on_avx2_names_the_measured_ratio() -> None:
     assert "275x slower" in choice.reason  # 82.5 / 0.3
 
 
-@pytest.mark.parametrize(("cuda_bf16", "dtype", "scaler"), [(True, torch.bfloat16, False), (False, torch.float16, True)])
+@pytest.mark.parametrize(
+    ("cuda_bf16", "dtype", "scaler"), [(True, torch.bfloat16, False), (False, torch.float16, True)]
+)
 def test_auto_on_cuda(cuda_bf16: bool, dtype: torch.dtype, scaler: bool) -> None:
     choice = resolve_precision("auto", "cuda", cuda_bf16=cuda_bf16)
     assert choice.autocast_dtype is dtype
