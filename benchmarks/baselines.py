@@ -11,7 +11,8 @@ How each baseline is matched to the reference s3cmn config (``reference``: width
 memory off), so that the total parameter counts agree within ~1%:
 
 - **gpt2**: ``transformers.GPT2LMHeadModel`` with n_embd = D, n_layer = L, n_head = num_attention_heads, tied
-  embeddings, learned positions for the training length, the same dropout; the MLP inner width ``n_inner`` is
+  embeddings, learned positions for the training length, the same residual/embedding dropout and no attention
+  dropout (it would push torch off its fused SDPA kernel); the MLP inner width ``n_inner`` is
   solved so the total parameters match (a Transformer layer of width D has fewer parameters than an s3cmn
   block of width D, so its MLP gets wider).
 - **lstm**: PyTorch's ``word_language_model`` ``RNNModel`` with ``--tied`` (embedding -> dropout -> LSTM ->
@@ -114,7 +115,9 @@ def gpt2_config(reference: S3CMNConfig, n_inner: int, positions: int) -> Any:
     return GPT2Config(
         vocab_size=r.vocab_size, n_embd=r.hidden_dim, n_layer=r.num_layers, n_head=r.num_attention_heads,
         n_inner=n_inner, n_positions=positions, resid_pdrop=r.dropout, embd_pdrop=r.embedding_dropout,
-        attn_pdrop=r.dropout, tie_word_embeddings=True, bos_token_id=r.bos_token_id, eos_token_id=r.eos_token_id,
+        # attn_pdrop 0: attention dropout pushes PyTorch's CPU attention off its fused SDPA kernel (about 4x
+        # slower per forward + backward at T = 2048); a user would not pay that, so neither does the baseline.
+        attn_pdrop=0.0, tie_word_embeddings=True, bos_token_id=r.bos_token_id, eos_token_id=r.eos_token_id,
         pad_token_id=r.pad_token_id,
     )
 

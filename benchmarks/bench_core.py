@@ -11,8 +11,9 @@ tied embeddings, n_positions >= the longest sequence), and one
 
 Measurements, each the median of several timed iterations (``time.perf_counter``) after warm-up:
 
-- training tokens/s: forward + backward + AdamW step, fp32 and bf16 autocast, at the preset's (batch, length)
-  and at (1, ``--long-T``);
+- training tokens/s: forward + backward + AdamW step in the precision s3cmn's policy picks on this CPU
+  (``--precisions auto``: bf16 autocast only where the CPU runs bf16 natively, else fp32; ``no`` / ``bf16``
+  force one), at (the preset's batch, ``--short-T`` = 512) and at (1, ``--long-T`` = 4096);
 - prefill tokens/s (``use_cache=True``, ``logits_to_keep=1`` as ``generate`` does) and per-token generation
   latency (greedy, one token at a time through the recurrent cache / GPT-2's KV cache) at each context;
 - peak memory: each model row runs in a fresh subprocess (``--isolation subprocess``); before each
@@ -20,9 +21,13 @@ Measurements, each the median of several timed iterations (``time.perf_counter``
   peak-RSS counter (``echo 5 > /proc/self/clear_refs``) and reads VmRSS; after it, VmHWM − that baseline is
   the measurement's peak extra resident memory (activations, gradients, AdamW state, caches). This sees every
   allocator (torch, FAISS, numpy), unlike tracemalloc or torch's profiler, and needs no sampling thread.
-- kernels: a 2048³ bf16 (and fp32) matmul rate, the CPU's practical peak; ``MambaMixer`` vs ``S4DMixer``
+- kernels: a 2048³ matmul rate in each precision trained in, the CPU's practical peak (a precision not
+  trained in, e.g. emulated bf16, is timed at 256³ only); ``MambaMixer`` vs ``S4DMixer``
   forward + backward at T = 2048 (plus the bare ``selective_scan`` with ``bench_scan.scan_inputs``).
-- MFU: analytic training FLOPs per token (``flops.py``) × tokens/s / the bf16 matmul rate (and / the nominal
+- the machine: CPU model, capability (AVX2 / AVX512 / ...), native-bf16 flags (AVX512-BF16, AMX), the
+  policy's bf16 probe, threads, and the precision actually used with the policy's reason;
+- MFU: analytic training FLOPs per token (``flops.py``) × tokens/s / the measured matmul rate of the precision
+  the measurement ran in (and / the nominal
   ``--nominal-peak-tflops``, which does not move when other jobs load the machine).
 
 The JSON (``--out``) holds every number, the FLOP breakdown per component and the machine's load average.
@@ -157,7 +162,7 @@ def measure_train(model: torch.nn.Module, config: Any, spec: dict[str, Any], bat
     """Training tokens/s (forward + backward + AdamW step) at (batch, T) in fp32 or bf16 autocast."""
     model.train()
     ids = torch.randint(0, config.vocab_size, (batch, T), generator=torch.Generator().manual_seed(0))
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()  # fp32: none
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)  # its state is allocated at the first step, inside
 
     def step() -> None:
@@ -248,13 +253,18 @@ def run_kernels(spec: dict[str, Any]) -> dict[str, Any]:
     from s3cmn.modeling.mamba import MambaMixer
     from s3cmn.modeling.s4d import S4DMixer
 
-    quick, n = spec["quick"], spec["matmul_n"]
-    out: dict[str, Any] = {"matmul_n": n}
+    quick = spec["quick"]
+    out: dict[str, Any] = {"matmul_n": {}}
     for dtype in ("bf16", "fp32"):
+        # The peak of a precision the run trains in is measured at full size; an emulated bf16 (AVX2: ~0.3
+        # GFLOP/s, a minute per 2048^3 matmul) only at 256^3, enough for its rate.
+        n = spec["matmul_n"] if dtype in spec["dtypes"] else 256
+        out["matmul_n"][dtype] = n
         a = torch.randn(n, n, dtype=getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[dtype]))
         b = torch.randn_like(a)
-        t = statistics.median(timed(lambda a=a, b=b: a @ b, warmup=2, min_iters=3 if quick else 7, max_iters=10,
-                                    budget_s=2.0))
+        few = quick or dtype not in spec["dtypes"]
+        t = statistics.median(timed(lambda a=a, b=b: a @ b, warmup=1 if few else 2, min_iters=1 if few else 7,
+                                    max_iters=1 if few else 10, budget_s=2.0))
         out[f"matmul_{dtype}_tflops"] = 2 * n**3 / t / 1e12
 
     T, B = spec["scan_T"], spec["scan_batch"]
@@ -300,8 +310,8 @@ def plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]
     presets = [(p, False) for p in args.presets] + ([(args.memory_preset, True)] if args.memory_preset else [])
     for preset, memory in presets:
         tr = preset_training(preset)
-        short = (2, 64) if args.quick else (tr["batch_size"], tr["sequence_length"])
-        train = [(b, t, d) for b, t in (short, (1, args.long_T)) for d in ("fp32", "bf16")]
+        short = (2 if args.quick else tr["batch_size"], args.short_T)
+        train = [(b, t, d) for b, t in (short, (1, args.long_T)) for d in args.dtypes]
         max_positions = max(short[1], args.long_T, max(args.contexts) + args.new_tokens + 2)  # GPT-2's table
         kinds = ["s3cmn"] if memory else ["s3cmn", "gpt2"]
         for kind in kinds:
@@ -311,7 +321,7 @@ def plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]
                              long_T=args.long_T, quick=args.quick, overrides=args.overrides))
     kernels = dict(job="kernels", quick=args.quick, matmul_n=512 if args.quick else 2048, overrides=args.overrides,
                    scan_T=256 if args.quick else 2048, scan_batch=1 if args.quick else 2,
-                   scan_preset=args.presets[-1])
+                   scan_preset=args.presets[-1], dtypes=args.dtypes)
     return rows, kernels
 
 
@@ -343,13 +353,14 @@ def _target(value: float | None, met: bool) -> dict[str, Any]:
     return {"value": value, "met": value is not None and met}
 
 
-def summarise(rows: list[dict[str, Any]], kernels: dict[str, Any], nominal_tflops: float) -> dict[str, Any]:
-    """MFU of every training measurement (against the measured bf16 matmul rate, and against the nominal
-    peak, which a loaded machine does not drag down) and the four targets of issue 3 (value None: not measured)."""
+def summarise(rows: list[dict[str, Any]], kernels: dict[str, Any], nominal_tflops: float,
+              short_T: int) -> dict[str, Any]:
+    """MFU of every training measurement (against the measured matmul rate *of the precision it ran in*, and
+    against the nominal peak, which a loaded machine does not drag down) and the targets (None: not measured)."""
     for row in rows:
         for m in _ok(row["train"]):
             m["achieved_tflops"] = m["train_flops_per_token"] * m["tokens_per_s"] / 1e12
-            m["mfu"] = m["achieved_tflops"] / kernels["matmul_bf16_tflops"]
+            m["mfu"] = m["achieved_tflops"] / kernels[f"matmul_{m['dtype']}_tflops"]
             m["mfu_nominal"] = m["achieved_tflops"] / nominal_tflops
     by_name = {r["name"]: r for r in rows}
     targets: dict[str, Any] = {}
@@ -361,12 +372,17 @@ def summarise(rows: list[dict[str, Any]], kernels: dict[str, Any], nominal_tflop
         gpt = by_name.get(f"gpt2-{row['preset']}")
         if gpt is None or row["use_memory"]:
             continue
-        long_T = row["long_T"]
-        for dtype in ("fp32", "bf16"):
-            ours, theirs = (next(m for m in r["train"] if (m["batch"], m["seq_len"], m["dtype"]) == (1, long_T, dtype))
-                            .get("tokens_per_s") for r in (row, gpt))
+        for m in row["train"]:
+            shape = (m["batch"], m["seq_len"], m["dtype"])
+            goal = 1.5 if m["seq_len"] == row["long_T"] else 1.0 if m["seq_len"] == short_T else None
+            if goal is None:
+                continue
+            ours = m.get("tokens_per_s")
+            same = [g for g in gpt["train"] if (g["batch"], g["seq_len"], g["dtype"]) == shape]
+            theirs = same[0].get("tokens_per_s") if same else None
             r = ours / theirs if ours and theirs else None
-            targets[f"{row['name']}: train tok/s at T={long_T} {dtype} / GPT-2 >= 1.5"] = _target(r, r and r >= 1.5)
+            targets[f"{row['name']}: train tok/s B={shape[0]} T={shape[1]} {shape[2]} / GPT-2 >= {goal}"] = _target(
+                r, bool(r and r >= goal))
     scan = kernels["scan"]
     targets[f"MambaMixer / S4DMixer fwd+bwd at T={scan['T']} <= 3"] = _target(
         scan["mamba_over_s4d"], scan["mamba_over_s4d"] <= 3)
@@ -397,9 +413,12 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{m['ms_per_token_best']:.2f} | {m['peak_rss_mib']:,.0f} |"))
     k = result["kernels"]
     s = k["scan"]
+    m = result["meta"]
     bare = f", bare selective_scan {s['selective_scan_fwd_bwd_ms']:.1f} ms" if "selective_scan_fwd_bwd_ms" in s else ""
-    lines += ["", f"matmul {k['matmul_n']}^3: bf16 {k['matmul_bf16_tflops']:.3f} TFLOP/s, "
-              f"fp32 {k['matmul_fp32_tflops']:.3f} TFLOP/s", "",
+    lines += ["", f"machine: {m['cpu']}, capability {m['cpu_capability']}, {m['threads']} threads; "
+              f"precision {m['precision']['used']} ({m['precision']['reason']})", "",
+              f"matmul: bf16 {k['matmul_bf16_tflops']:.4f} TFLOP/s ({k['matmul_n']['bf16']}^3), "
+              f"fp32 {k['matmul_fp32_tflops']:.4f} TFLOP/s ({k['matmul_n']['fp32']}^3)", "",
               f"mixers fwd+bwd at B={s['batch']}, T={s['T']}, D={s['hidden_dim']}: MambaMixer "
               f"{s['mamba_fwd_bwd_ms']:.1f} ms, S4DMixer {s['s4d_fwd_bwd_ms']:.1f} ms{bare}",
               "", "| target | value | met |", "|---|---:|---|"]
@@ -418,6 +437,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--contexts", type=int, nargs="+", default=None, help="prefill/generation contexts")
     p.add_argument("--long-T", type=int, default=None, help="long training length (batch 1)")
     p.add_argument("--new-tokens", type=int, default=None, help="generated tokens per latency measurement")
+    p.add_argument("--short-T", type=int, default=None, help="training length at the preset's batch size (512)")
+    p.add_argument("--precisions", nargs="+", default=["auto"], choices=("auto", "no", "bf16"),
+                   help="training precisions, resolved by s3cmn's policy (auto: what s3cmn-train picks here)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--nominal-peak-tflops", type=float, default=0.8,
                    help="the CPU's nominal bf16 matmul rate, a second MFU denominator (issue 3: about 0.8 here)")
@@ -428,11 +450,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    defaults = ((["tiny"], "tiny", [32, 128], 256, 4) if args.quick else (["tiny", "small"], "tiny",
-                                                                          [128, 1024, 4096], 4096, 32))
-    for name, value in zip(("presets", "memory_preset", "contexts", "long_T", "new_tokens"), defaults, strict=True):
+    defaults = ((["tiny"], "tiny", [32, 128], 256, 4, 64) if args.quick else (["tiny", "small"], "tiny",
+                                                                              [128, 1024, 4096], 4096, 32, 512))
+    for name, value in zip(("presets", "memory_preset", "contexts", "long_T", "new_tokens", "short_T"), defaults,
+                           strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
+    from s3cmn.utils.precision import resolve_precision
+
+    args.precision_choices = [resolve_precision(p, "cpu") for p in args.precisions]
+    args.dtypes = list(dict.fromkeys(c.name for c in args.precision_choices))  # fp32 / bf16, deduplicated
     args.overrides = {}
     for item in args.override:
         field, sep, value = item.partition("=")
@@ -463,11 +490,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                  "torch": torch.__version__, "python": platform.python_version(), "cpu": _cpu_name(),
                  "cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                  "date": time.strftime("%Y-%m-%d %H:%M:%S"), "peak_memory": "VmHWM - VmRSS after clear_refs",
-                 "nominal_peak_tflops": args.nominal_peak_tflops},
+                 "nominal_peak_tflops": args.nominal_peak_tflops, **_machine(args)},
         "rows": rows,
         "kernels": kernels,
     }
-    result["targets"] = summarise(rows, kernels, args.nominal_peak_tflops)
+    result["targets"] = summarise(rows, kernels, args.nominal_peak_tflops, args.short_T)
     result["meta"]["wall_s"] = time.perf_counter() - start
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -479,10 +506,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
 
 def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+    from s3cmn.utils.precision import cpu_model_name
+
+    return cpu_model_name()
+
+
+def _machine(args: argparse.Namespace) -> dict[str, Any]:
+    """What the numbers depend on: capability, native-bf16 flags, the probe, the precision actually used."""
+    from s3cmn.utils.precision import cpu_bf16_support
+
+    support = cpu_bf16_support()
+    first = args.precision_choices[0]
+    return {"cpu_capability": support.capability, "cpu_bf16_flags": list(support.flags),
+            "bf16_probe": {"fp32_gflops": support.fp32_gflops, "bf16_gflops": support.bf16_gflops,
+                           "bf16_slowdown": support.slowdown, "native": support.native},
+            "precision": {**first.as_dict(), "all": [c.as_dict() for c in args.precision_choices]}}
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from types import ModuleType
 
 import pytest
 
+from s3cmn.utils.precision import resolve_precision
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_core.py"
 # Toy model sizes: the harness is under test, not the model (1 thread: robust on an oversubscribed machine).
 TOY = [
@@ -43,8 +45,8 @@ def _check_rows(rows: list[dict], names: set[str]) -> None:
     assert {r["name"] for r in rows} == names
     for row in rows:
         assert _positive(row["params"])
-        assert [(m["batch"], m["seq_len"], m["dtype"]) for m in row["train"]] == [
-            (2, 64, "fp32"), (2, 64, "bf16"), (1, 32, "fp32"), (1, 32, "bf16")]
+        used = resolve_precision("auto", "cpu").name  # the policy's pick on this machine: fp32 unless native bf16
+        assert [(m["batch"], m["seq_len"], m["dtype"]) for m in row["train"]] == [(2, 64, used), (1, 32, used)]
         assert [m["context"] for m in row["inference"]] == [8, 16]
         for m in row["train"] + row["inference"]:
             assert "error" not in m, f"{row['name']}: {m}"
@@ -72,7 +74,11 @@ def test_quick_run_writes_well_formed_json(bench: ModuleType, tmp_path: Path, ca
     assert _positive(kernels["matmul_bf16_tflops"]) and _positive(kernels["matmul_fp32_tflops"])
     scan = kernels["scan"]
     assert all(_positive(scan[k]) for k in ("mamba_fwd_bwd_ms", "s4d_fwd_bwd_ms", "mamba_over_s4d"))
-    assert len(result["targets"]) == 6  # 2 x latency ratio, 2 x long-T training ratio, scan ratio, MFU
+    assert len(result["targets"]) == 6  # 2 x latency ratio, short- and long-T training ratio, scan ratio, MFU
+    meta = result["meta"]
+    assert meta["cpu_capability"] and meta["cpu"] and meta["threads"] == 1
+    assert meta["precision"]["used"] == resolve_precision("auto", "cpu").name and meta["precision"]["reason"]
+    assert _positive(meta["bf16_probe"]["fp32_gflops"])
     for target in result["targets"].values():
         assert _positive(target["value"]) and isinstance(target["met"], bool)
     printed = capsys.readouterr().out
