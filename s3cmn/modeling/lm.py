@@ -17,6 +17,7 @@ from s3cmn.modeling.auto import register_auto_classes
 from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import S3CMNCache
 from s3cmn.modeling.outputs import S3CMNCausalLMOutput
+from s3cmn.ops.linear_cross_entropy import linear_cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -241,13 +242,19 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         hidden = out["hidden"]  # (B, T, E)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden).float()  # (B, T, V)
 
-        loss = None
+        loss = logits = None
         if labels is not None:
             # Shift the labels, not the logits: slicing (B, T, V) logits would copy them (the largest tensor).
-            targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T); the last position predicts nothing
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+            targets = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1)  # (B*T,); the last predicts nothing
+            if self.training and torch.is_grad_enabled():
+                # Training: the head and its loss in row chunks, never the (B, T, V) float32 logits (logits=None).
+                loss = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), self.lm_head.weight, targets)
+            else:
+                logits = self.lm_head(hidden).float()  # (B, T, V)
+                loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets, ignore_index=-100)
+        else:
+            logits = self.lm_head(hidden).float()  # (B, T, V)
         if write_memory and self.memories:
             self.write_memory(out["blocks"], input_ids)
 
