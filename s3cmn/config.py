@@ -205,6 +205,16 @@ class S3CMNConfig(PreTrainedConfig):
         """The delta-projection rank, with 0 meaning ceil(hidden_dim / 16)."""
         return self.mamba_dt_rank or -(-self.hidden_dim // 16)
 
+    def check_sequence_length(self, length: int, setting: str = "sequence_length") -> None:
+        """A learned position table must have an entry for every position of a ``length``-token block."""
+        if self.position_embedding == "learned" and length > self.max_position_embeddings:
+            raise ConfigError(
+                f"{setting} = {length} is longer than max_position_embeddings = {self.max_position_embeddings} "
+                f"(position_embedding = 'learned' has no entry past it): set --max-position-embeddings {length} "
+                f"or more, a --{setting.replace('_', '-')} of at most {self.max_position_embeddings}, or "
+                "--position-embedding sinusoidal"
+            )
+
     def memory_layer_indices(self) -> list[int]:
         """The non-negative block indices that read memory (empty when use_memory is off)."""
         if not self.use_memory:

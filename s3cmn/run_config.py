@@ -53,7 +53,10 @@ class TrainingConfig(_Settings):
     device: Literal["auto", "cpu", "cuda"] = setting("auto", group=TRAIN, help="training device")
     seed: int = setting(42, group=TRAIN, help="random seed", ge=0)
     compile: bool = setting(False, group=TRAIN, help="torch.compile the model")
-    max_steps: int = setting(0, group=TRAIN, help="stop after this many optimiser steps (0 = no limit)", ge=0)
+    max_steps: int = setting(
+        0, group=TRAIN, help="stop after this many optimiser steps, batches skipped for a NaN loss included "
+        "(0 = no limit)", ge=0,
+    )
     max_time: float = setting(0.0, group=TRAIN, help="stop after this many seconds (0 = no limit)", ge=0)
     max_tokens: int = setting(0, group=TRAIN, help="stop after this many training tokens (0 = no limit)", ge=0)
     eval_interval: int = setting(200, group=TRAIN, help="validate every N optimiser steps", ge=1)
@@ -62,7 +65,10 @@ class TrainingConfig(_Settings):
     save_interval: int = setting(500, group=TRAIN, help="write the 'last' checkpoint every N steps", ge=1)
     log_interval: int = setting(10, group=TRAIN, help="log metrics every N steps", ge=1)
     output_dir: str = setting("runs/s3cmn", group=TRAIN, help="checkpoints, logs and samples go here")
-    resume: bool = setting(False, group=TRAIN, help="continue from output_dir/last")
+    resume: bool = setting(False, group=TRAIN, help="continue from output_dir/last (a bare --resume means true)")
+    overwrite: bool = setting(
+        False, group=TRAIN, help="replace the checkpoints and metrics in output_dir (else such a run is refused)"
+    )
     nan_policy: Literal["stop", "skip"] = setting("stop", group=TRAIN, help="on a NaN/inf loss: stop or skip")
     curriculum: Literal["none", "seq-length", "difficulty"] = setting(
         "none", group=TRAIN, help="curriculum: sequence-length warm-up or easiest-first difficulty ordering"

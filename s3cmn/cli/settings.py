@@ -237,6 +237,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, sections: tuple[str,
         else:
             kwargs["type"] = convert
             kwargs["metavar"] = _metavar(tp)
+        if tp is bool:  # a bare --resume means --resume true
+            kwargs.update(nargs="?", const=True, metavar="BOOL")
         groups[group_name].add_argument(_flag(f.name), **kwargs)
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from s3cmn.cli.settings import (
+    SECTION_OF,
+    Settings,
     add_config_options,
     add_settings_arguments,
     interactive_edit,
@@ -16,6 +19,7 @@ from s3cmn.cli.settings import (
 )
 
 SECTIONS = ("model", "training", "data")
+logger = logging.getLogger("s3cmn.cli.train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,10 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     from s3cmn.training import CheckpointError, TrainingError, train
     from s3cmn.utils.fields import ConfigError
 
-    if not args.preset and not args.config_path:
+    implicit_preset = not args.preset and not args.config_path
+    if implicit_preset:
         args.preset = "tiny"
     try:
         settings = settings_from_args(args, SECTIONS)
+        if settings.build()[1].resume:
+            settings = resumed_settings(args, settings, implicit_preset)
         if args.interactive:
             settings = interactive_edit(settings, SECTIONS)
         model_config, training, data, _ = settings.build()
@@ -54,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         result = train(model_config, training, data)
     except (ConfigError, DataError, TrainingError, CheckpointError, OSError) as err:
         parser.exit(2, f"s3cmn-train: error: {err}\n")
+    except KeyboardInterrupt:  # a third Ctrl-C: the checkpoints on disk are whole (they are written atomically)
+        parser.exit(130, "s3cmn-train: interrupted; the checkpoints already written are intact\n")
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -61,10 +70,39 @@ def main(argv: list[str] | None = None) -> int:
         dist.destroy_process_group()
         if rank != 0:
             return 0
-    val = f", validation loss {result.val_loss:.4f} (ppl {result.val_ppl:.2f})" if result.val_loss is not None else ""
+    val = ""
+    if result.val_loss is not None:
+        last = next((r for r in reversed(result.history) if r.get("kind") == "validation"), {})
+        scored = (f" on {last['tokens_scored']:,} of {last['tokens_available']:,} validation tokens"
+                  if "tokens_scored" in last else "")
+        val = f", validation loss {result.val_loss:.4f} (ppl {result.val_ppl:.2f}){scored}"
     print(f"stopped ({result.stopped}) after {result.steps} steps, {result.tokens} tokens, "
-          f"{result.tokens_per_s:.0f} tokens/s{val}; checkpoints in {result.output_dir}")
+          f"{result.tokens_per_s:.0f} tokens/s ({result.precision}){val}; checkpoints in {result.output_dir}")
     return 130 if result.stopped.startswith("signal") else 0
+
+
+def resumed_settings(args: argparse.Namespace, settings: Settings, implicit_preset: bool) -> Settings:
+    """On --resume the checkpoint's own settings are the base; only what is given now (flags, --config-path,
+    --modify, an explicit --preset) goes on top. The training loop then applies or refuses each difference.
+    """
+    from s3cmn.training.checkpoint import read_run_settings
+
+    output_dir = settings.build()[1].output_dir
+    saved = read_run_settings(Path(output_dir) / "last")
+    given_args = argparse.Namespace(**vars(args))
+    if implicit_preset:
+        given_args.preset = None
+    given = settings_from_args(given_args, SECTIONS)
+    merged = Settings()
+    for section in SECTIONS:
+        values = saved[section]
+        if values is None:  # an older checkpoint: this section as the preset and flags make it
+            logger.warning("the checkpoint in %s does not record its %s settings: using the preset and flags",
+                           output_dir, section)
+            values = getattr(settings, section)
+        merged.update({section: {k: v for k, v in values.items() if SECTION_OF.get(k) == section}}, "checkpoint")
+        merged.update({section: getattr(given, section)}, "flags")
+    return merged
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ A checkpoint is a folder::
 
 It is written to ``<name>.tmp`` and swapped in with renames, so an interrupted save never leaves a half
 checkpoint under ``<name>``; if a crash falls between the renames, ``<name>.old`` is used.
+
+The output folder itself is guarded: :class:`RunLock` (``train.lock``, the PID and host of the run using
+it) keeps a second run out, and :func:`check_output_dir` refuses to train over existing checkpoints unless
+the run resumes them or was told to overwrite them.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,9 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
+LOCK_FILE = "train.lock"
+CHECKPOINT_NAMES = ("last", "best")
+RUN_FILES = ("metrics.jsonl", "metrics.csv", "tensorboard")
 
 
 class CheckpointError(ValueError):
@@ -104,11 +114,186 @@ def load_training_state(
     """Restore optimizer, scheduler and RNG states from ``folder``; return the trainer state."""
     try:
         state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-        optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True))
-        scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, weights_only=True))
+        optimizer.load_state_dict(_load_tensors(folder / OPTIMIZER_FILE))
+        scheduler.load_state_dict(_load_tensors(folder / SCHEDULER_FILE))
     except FileNotFoundError as err:
         raise CheckpointError(f"checkpoint {folder} is incomplete: {Path(err.filename).name} is missing") from None
-    except (json.JSONDecodeError, RuntimeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"checkpoint {folder} is corrupt ({type(err).__name__}: {err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RuntimeError, ValueError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"checkpoint {folder} is corrupt ({type(err).__name__}: {reason})") from None
     set_rng_state(state["rng"])
     return state
+
+
+def _load_tensors(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; a file that needs pickled code is refused, never executed."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} is not in a safe format: it holds pickled Python objects, which are never loaded (they "
+            "could run code). s3cmn-train writes plain tensors: restore this checkpoint from a copy written by "
+            "s3cmn-train, or start the run again with --overwrite"
+        ) from None
+
+
+def read_run_settings(folder: str | os.PathLike) -> dict[str, dict[str, Any] | None]:
+    """The settings a checkpoint was trained with: ``{"model", "training", "data"}`` (None where not saved).
+
+    The model settings come from ``config.json``; training and data settings are in the trainer state of
+    checkpoints written since they were recorded there (older ones give None).
+    """
+    from s3cmn.config import S3CMNConfig
+
+    root = resolve_checkpoint(folder)
+    try:
+        state = json.loads((root / STATE_FILE).read_text(encoding="utf-8"))
+        model = S3CMNConfig.from_pretrained(str(root)).settings_dict()
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {root} is unreadable ({type(err).__name__}: {err})") from None
+    return {"model": model, "training": state.get("settings", {}).get("training"),
+            "data": state.get("settings", {}).get("data")}
+
+
+# ------------------------------------------------------------------------------------------------------
+# the output folder: one run at a time, and no checkpoint replaced unless asked
+
+
+def existing_checkpoints(folder: str | os.PathLike) -> list[str]:
+    """Names of the checkpoints (and leftovers of interrupted saves) already in ``folder``."""
+    root = Path(folder)
+    names = [n + suffix for n in CHECKPOINT_NAMES for suffix in ("", ".old")]
+    return [n for n in names if (root / n).is_dir()]
+
+
+def check_output_dir(folder: str | os.PathLike, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over checkpoints that are there, unless told how (resume or overwrite)."""
+    if resume and overwrite:
+        raise CheckpointError("--resume and --overwrite contradict each other: resume continues the run in "
+                              "--output-dir, overwrite replaces it; give one of them")
+    found = existing_checkpoints(folder)
+    if found and not resume and not overwrite:
+        raise CheckpointError(
+            f"{folder} already holds a run ({', '.join(found)}): pass --resume to continue it, or --overwrite "
+            "to replace it (or choose another --output-dir)"
+        )
+
+
+def clear_output_dir(folder: str | os.PathLike) -> None:
+    """Remove the checkpoints and metrics of an earlier run (``--overwrite``); other files stay."""
+    root = Path(folder)
+    removed = []
+    for name in [n + s for n in CHECKPOINT_NAMES for s in ("", ".old", ".tmp")] + list(RUN_FILES):
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    if removed:
+        logger.warning("--overwrite: removed %s from %s", ", ".join(removed), root)
+
+
+class RunLock:
+    """``<folder>/train.lock``: the PID and host of the one training run that may write to ``folder``.
+
+    A lock whose process is gone (same host, PID not running or reused) is stale and taken over, with a
+    log line; a live one stops the second run at once with a message naming the process.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.path = Path(folder) / LOCK_FILE
+        self.held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                "process_start": _process_start(os.getpid())}
+        tmp = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(mine), encoding="utf-8")
+        try:
+            for _ in range(3):
+                try:
+                    os.link(tmp, self.path)  # atomic: fails if a lock is there, never half-written
+                except FileExistsError:
+                    self._take_over_if_stale()
+                    continue
+                self.held = True
+                return
+            raise CheckpointError(f"could not take the lock {self.path}: another run keeps taking it")
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _take_over_if_stale(self) -> None:
+        other = _read_lock(self.path)
+        if other is not None and not _lock_is_stale(other):
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(other.get("started", 0)))
+            raise CheckpointError(
+                f"{self.path.parent} is in use by another training run (process {other['pid']} on "
+                f"{other['host']}, started {started}): wait for it to finish or stop it; if that process is "
+                f"gone, delete {self.path}"
+            )
+        what = "unreadable" if other is None else f"process {other['pid']} on {other['host']} is not running"
+        logger.warning("taking over the stale lock %s (%s)", self.path, what)
+        self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.held:
+            other = _read_lock(self.path)
+            if other is not None and other.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"pid": -1, "host": socket.gethostname()}  # removed meanwhile: free
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("pid"), int) and "host" in info else None
+
+
+def _lock_is_stale(info: dict[str, Any]) -> bool:
+    """Only a lock of this host can be checked: its PID must be running and be the same process."""
+    if info["host"] != socket.gethostname():
+        return False
+    pid = info["pid"]
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    start = _process_start(pid)
+    if start is None:  # a zombie or no /proc: a zombie holds nothing
+        return _is_zombie(pid)
+    return info.get("process_start") is not None and start != info["process_start"]
+
+
+def _process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks (Linux /proc), to tell a reused PID from the original."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
