@@ -38,29 +38,46 @@ class _LinearCrossEntropy(torch.autograd.Function):
         valid = targets != IGNORE_INDEX  # (N,)
         count = int(valid.sum())
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_hidden = None
+        if ctx.needs_input_grad[0]:  # contiguous, so chunks can be written in place by torch.mm(out=...)
+            grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)
         grad_weight = None
         if ctx.needs_input_grad[1]:  # accumulated over the chunks in float32
             grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        # One logits buffer for every chunk, and in-place ops: a fresh 30 MB tensor per chunk costs page faults
+        # that are slower than the arithmetic on a CPU.
+        buffer = torch.empty(min(chunk, hidden.shape[0]), weight.shape[0], dtype=torch.float32, device=hidden.device)
+        w_t = weight.T
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start : start + chunk]  # (C, E)
             y = targets[start : start + chunk]  # (C,)
             ok = valid[start : start + chunk]  # (C,)
-            logits = (h @ weight.T).float()  # (C, V)
-            lse = torch.logsumexp(logits, dim=-1)  # (C,)
+            logits = buffer[: h.shape[0]]  # (C, V)
+            if h.dtype == torch.float32:
+                torch.mm(h, w_t, out=logits)
+            else:
+                logits.copy_(h @ w_t)
             safe_y = torch.where(ok, y, 0)
             picked = logits.gather(1, safe_y[:, None]).squeeze(1)  # (C,)
+            # log-sum-exp by hand, in place: one exp pass that also leaves exp(z - max) for the softmax.
+            peak = logits.amax(dim=-1, keepdim=True)  # (C, 1)
+            exp = logits.sub_(peak).exp_()  # (C, V) = exp(z - max)
+            norm = exp.sum(dim=-1, keepdim=True)  # (C, 1)
+            lse = peak.squeeze(1) + norm.squeeze(1).log()  # (C,)
             total += ((lse - picked) * ok).sum()
             if need_grad:
                 # d(mean loss)/d(logits) = (softmax - onehot) / count on valid rows, 0 on ignored rows.
-                grad = logits.sub_(lse[:, None]).exp_()  # (C, V) softmax, in place of the logits
-                grad.scatter_add_(1, safe_y[:, None], -ok[:, None].to(grad.dtype))
-                grad.mul_((ok.to(grad.dtype) / max(count, 1))[:, None])
+                scale = ok.to(exp.dtype)[:, None] / max(count, 1)  # (C, 1)
+                grad = exp.mul_(scale / norm)  # (C, V) softmax * scale, in place
+                grad.scatter_add_(1, safe_y[:, None], -scale)
                 grad = grad.to(h.dtype) if h.dtype != torch.float32 else grad
                 if grad_hidden is not None:
-                    grad_hidden[start : start + chunk] = grad @ weight  # (C, E)
+                    if grad.dtype == torch.float32:
+                        torch.mm(grad, weight, out=grad_hidden[start : start + chunk])  # (C, E)
+                    else:
+                        grad_hidden[start : start + chunk] = grad @ weight
                 if grad_weight is not None:
-                    grad_weight += (grad.T @ h).float()  # (V, E)
+                    grad_weight.addmm_(grad.T.to(grad_weight.dtype), h.to(grad_weight.dtype))  # (V, E) += (V, C)(C, E)
         ctx.save_for_backward(
             grad_hidden if grad_hidden is not None else torch.empty(0),
             grad_weight.to(weight.dtype) if grad_weight is not None else torch.empty(0),
