@@ -68,7 +68,36 @@ def load_tokenizer(spec: str, train_text: str | None = None) -> PreTrainedTokeni
             raise DataError(f"tokenizer path {path} does not exist. {HOW_TO_POINT_LOCAL}")
         else:
             tokenizer = _from_hub(spec)
-    return ensure_special_tokens(tokenizer)
+    return without_template_tokens(ensure_special_tokens(tokenizer))
+
+
+def without_template_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """The tokenizer with a post-processor that adds nothing: ``tokenizer(text)`` == the text's own ids.
+
+    S3CMN models are trained on text encoded with ``add_special_tokens=False`` (documents separated by
+    eos, no bos), but BERT's tokenizer wraps every call in ``[CLS] ... [SEP]`` by default, and tools that
+    keep the defaults (lm-eval, pipelines) would then score each continuation as ``[SEP]``. A tokenizer
+    whose template adds tokens is rebuilt as a plain ``PreTrainedTokenizerFast`` (same vocabulary,
+    normaliser, pre-tokeniser and special tokens), which saves and reloads with the empty template;
+    ``bos_token`` is not set, so no tool prepends one. Slow tokenizers and empty templates are returned as is.
+    """
+    if not tokenizer.is_fast or tokenizer("a", add_special_tokens=True)["input_ids"] == tokenizer(
+        "a", add_special_tokens=False
+    )["input_ids"]:
+        return tokenizer
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    backend = tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1", special_tokens=[])
+    special = {name: getattr(tokenizer, name) for name in ("unk_token", "pad_token", "cls_token", "sep_token",
+                                                             "mask_token", "eos_token") if getattr(tokenizer, name)}
+    plain = PreTrainedTokenizerFast(tokenizer_object=backend, add_bos_token=False, add_eos_token=False, **special)
+    plain.name_or_path = tokenizer.name_or_path
+    plain.padding_side = tokenizer.padding_side
+    logger.info("%s: special tokens are no longer added to every encoded text (the model never saw them there)",
+                type(tokenizer).__name__)
+    return plain
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -24,6 +24,15 @@ logger = logging.getLogger(__name__)
 MEMORY_DIR = "memory"
 WEIGHTS_NAME = "model.safetensors"
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+# Loading keywords transformers / lm-eval pass to every from_pretrained (mostly as None). None is ignored;
+# a real value is honoured where it means something here (see _apply_loading_kwargs), else refused.
+_LOADING_KWARGS = (
+    "device_map", "gguf_file", "max_memory", "quantization_config", "offload_folder", "offload_state_dict",
+    "offload_buffers", "low_cpu_mem_usage", "attn_implementation", "tp_plan", "tp_size", "load_in_8bit",
+    "load_in_4bit", "use_safetensors", "variant", "key_mapping", "output_loading_info", "weights_only",
+    "use_kernels", "distributed_config", "device_mesh",
+)
+TRAINER_STATE = "trainer_state.json"
 
 
 def sinusoidal_positions(positions: Tensor, dim: int) -> Tensor:
@@ -33,6 +42,67 @@ def sinusoidal_positions(positions: Tensor, dim: int) -> Tensor:
     angles = positions.float()[:, None] * freq[None, :]  # (T, dim/2)
     enc = torch.cat([angles.sin(), angles.cos()], dim=-1)
     return F.pad(enc, (0, dim - enc.shape[-1]))  # (T, dim)
+
+
+def _check_loading_kwargs(owner: str, loading: dict[str, Any]) -> str | None:
+    """The device to move the loaded model to, from transformers' loading keywords; refuse what cannot be honoured.
+
+    ``None`` values (what lm-eval and pipelines pass) are ignored. ``device_map`` may name one device
+    ("cpu", "cuda", "cuda:1", or "auto" = cuda when available): the model is not split across devices.
+    ``low_cpu_mem_usage`` is a hint with no effect here; ``use_safetensors`` may only be True.
+    """
+    device = None
+    for name, value in loading.items():
+        if value is None or (name == "low_cpu_mem_usage") or (name == "use_safetensors" and value is True):
+            continue
+        if name in ("load_in_8bit", "load_in_4bit", "output_loading_info", "use_kernels") and value is False:
+            continue
+        if name == "attn_implementation" and value in ("eager", "sdpa"):
+            continue  # the recurrent mixers have no attention implementation to choose
+        if name == "device_map" and isinstance(value, (str, torch.device)):
+            device = str(value)
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            continue
+        if name == "device_map" and isinstance(value, dict) and len(set(value.values())) == 1:
+            device = str(next(iter(value.values())))
+            device = f"cuda:{device}" if device.isdigit() else device
+            continue
+        hint = {
+            "quantization_config": "load the fp32 model, then s3cmn.quantization.quantize_model (or s3cmn-eval "
+                                   "--quantize int8)",
+            "load_in_8bit": "use s3cmn.quantization.quantize_model(model, backend='bnb')",
+            "gguf_file": "s3cmn checkpoints are safetensors folders",
+            "device_map": "pass one device (device_map='cpu' / 'cuda'); the model is not split across devices",
+            "max_memory": "the model is not split across devices",
+        }.get(name, "the option does not apply to S3CMN checkpoints")
+        raise TypeError(f"{owner}.from_pretrained cannot honour {name}={value!r}: {hint}")
+    return device
+
+
+def _trained_sequence_length(path: str) -> int | None:
+    """The sequence length the checkpoint in folder ``path`` was trained at (``trainer_state.json``), if known."""
+    import json
+
+    state_file = os.path.join(path, TRAINER_STATE)
+    if not os.path.isfile(state_file):
+        return None
+    try:
+        length = json.loads(open(state_file, encoding="utf-8").read()).get("sequence_length")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        logger.warning("%s is unreadable (%s): the trained sequence length is unknown", state_file, err)
+        return None
+    return int(length) if isinstance(length, int) and length > 0 else None
+
+
+def save_config(config: S3CMNConfig, directory: str | os.PathLike) -> None:
+    """``config.save_pretrained(directory)`` without the runtime-only ``n_positions`` (see ``from_pretrained``)."""
+    trained_length = config.__dict__.pop("n_positions", None)
+    try:
+        config.save_pretrained(str(directory))
+    finally:
+        if trained_length is not None:
+            config.n_positions = trained_length
 
 
 class S3CMNPreTrainedModel(PreTrainedModel):
@@ -256,7 +326,10 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         else:
             logits = self.lm_head(hidden).float()  # (B, T, V)
         if write_memory and self.memories:
-            self.write_memory(out["blocks"], input_ids)
+            if loss is not None and not torch.isfinite(loss):  # NaN/inf states would poison the stores
+                logger.debug("loss is %s: this segment is not written to the memory", loss.item())
+            else:
+                self.write_memory(out["blocks"], input_ids)
 
         spike_stats = [b.spike_stats for b in out["blocks"] if b.spike_stats is not None]
         memory_stats = [b.memory_stats for b in out["blocks"] if b.memory_stats is not None]
@@ -308,7 +381,12 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """transformers' save (config + safetensors weights), plus each memory store under ``memory/<layer>/``."""
-        super().save_pretrained(save_directory, *args, **kwargs)
+        trained_length = self.config.__dict__.pop("n_positions", None)  # runtime only (see from_pretrained)
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if trained_length is not None:
+                self.config.n_positions = trained_length
         for layer, memory in self.memories.items():
             memory.save(os.path.join(save_directory, MEMORY_DIR, layer))
 
@@ -330,6 +408,8 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
         for ignored in ("_from_auto", "trust_remote_code", "adapter_kwargs", "_commit_hash", "code_revision"):
             kwargs.pop(ignored, None)
+        loading = {k: kwargs.pop(k) for k in _LOADING_KWARGS if k in kwargs}
+        device = _check_loading_kwargs(cls.__name__, loading)
         if args or kwargs:
             raise TypeError(f"{cls.__name__}.from_pretrained got unsupported arguments: {sorted(kwargs) or args}")
         path = str(pretrained_model_name_or_path)
@@ -344,6 +424,15 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
             ) from None
         model = cls(config)
         tied = set(cls._tied_weights_keys) if config.tie_word_embeddings else set()
+        expected = model.state_dict()
+        mismatched = [f"{k} is {tuple(v.shape)} in the weights but {tuple(expected[k].shape)} by the config"
+                      for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+        if mismatched:  # load_state_dict would raise a RuntimeError listing every tensor
+            more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+            raise ValueError(
+                f"checkpoint {weights} does not match its config: {mismatched[0]}{more}; the config.json was "
+                "edited or belongs to another model: restore it, or pass the settings the model was trained with"
+            )
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if k not in tied]
         if missing or unexpected:
@@ -356,6 +445,13 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         folder = os.path.join(path, MEMORY_DIR)
         if os.path.isdir(folder):
             model.load_memory(folder)
+        trained_length = _trained_sequence_length(path)
+        if trained_length is not None:
+            # What harnesses read as the context length (lm-eval checks n_positions first); runtime only,
+            # never saved (save_pretrained drops it), because it describes training, not the network.
+            model.config.n_positions = trained_length
+        if device is not None:
+            model = model.to(device)
         return model.eval()
 
     def load_memory(self, folder: str) -> None:
@@ -371,6 +467,43 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
             self.memories[layer] = FaissMemory.load(path)
 
     # ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, inputs: Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+        """transformers' ``generate``; a padded batch is refused before any work.
+
+        The recurrences (Hyena, Mamba, S4D, LIF) would fold pad tokens into every later state, so prompts of
+        different lengths are generated one at a time (lm-eval: ``--model s3cmn`` does that for batches).
+        """
+        mask = kwargs.get("attention_mask")
+        if mask is not None and not bool(mask.all()):
+            side = "left" if bool(mask[:, -1].all()) else "right"
+            raise ValueError(
+                f"generate got a {side}-padded batch (attention_mask has zeros): S3CMN's recurrent mixers cannot "
+                "skip pad tokens; generate prompts of equal length or one at a time (batch_size=1), or use the "
+                "lm-eval model 's3cmn' (s3cmn.integrations.lm_eval), which splits padded batches by row"
+            )
+        self._check_generation_length(inputs if inputs is not None else kwargs.get("input_ids"), kwargs)
+        return super().generate(inputs, *args, **kwargs)
+
+    def _check_generation_length(self, inputs: Tensor | None, kwargs: dict[str, Any]) -> None:
+        """With learned positions, the prompt and the new tokens must fit the table: said before any token."""
+        table = self.config.max_position_embeddings
+        if self.config.position_embedding != "learned" or inputs is None:
+            return
+        prompt = inputs.shape[-1]
+        generation = kwargs.get("generation_config") or self.generation_config
+        new = kwargs.get("max_new_tokens", generation.max_new_tokens)
+        total = prompt + new if new is not None else kwargs.get("max_length", generation.max_length)
+        if total <= table:
+            return
+        room = table - prompt
+        fits = f"at most {room} new tokens fit (--max-new-tokens {room})" if room > 0 else "shorten the prompt"
+        asked = f"{new} new tokens" if new is not None else f"max_length {total}"
+        raise ValueError(
+            f"the prompt ({prompt} tokens) and {asked} need {total} positions, but the learned position table "
+            f"has {table} (max_position_embeddings): {fits}"
+        )
+
     def prepare_inputs_for_generation(
         self,
         input_ids: Tensor,

@@ -136,7 +136,9 @@ def save_quantized(
         raise ValueError("save_quantized: the model has no quantized module; call quantize_model first")
     save_file(tensors, str(root / WEIGHTS), metadata={"format": "pt"})
     digest = hashlib.sha256((root / WEIGHTS).read_bytes()).hexdigest()
-    model.config.save_pretrained(str(root))
+    from s3cmn.modeling.lm import save_config
+
+    save_config(model.config, root)  # without runtime-only attributes
     memories = getattr(model, "memories", None) or {}
     for layer, memory in memories.items():
         memory.save(str(root / MEMORY_DIR / layer))
