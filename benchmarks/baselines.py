@@ -263,11 +263,14 @@ def embedding_params(model: nn.Module) -> int:
 # shared run helpers of the benchmark scripts
 
 
-def run_meta(threads: int, quick: bool, argv: list[str] | None) -> dict[str, Any]:
-    """What a result depends on beyond its numbers: machine, load, threads, versions, the command."""
+def run_meta(threads: int, quick: bool, argv: list[str] | None, precision: str = "fp32") -> dict[str, Any]:
+    """What a result depends on beyond its numbers: machine (CPU, capability, precision used and its measured
+    matmul peak), load, threads, versions, the command."""
     import sys
 
     import transformers
+
+    from s3cmn.utils.precision import machine_record
 
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": quick, "threads": threads,
             "cpu_count": os.cpu_count(),
@@ -275,7 +278,8 @@ def run_meta(threads: int, quick: bool, argv: list[str] | None) -> dict[str, Any
             "machine": platform.machine(),
             "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__,
-            "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])}
+            "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
+            "machine_record": machine_record(precision, threads)}
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -307,6 +311,9 @@ def write_results(out_dir: str | os.PathLike, stem: str, result: dict[str, Any],
 
 
 def fmt_load(meta: dict[str, Any]) -> str:
+    from s3cmn.utils.precision import describe_machine
+
     start = "/".join(f"{x:.1f}" for x in meta["loadavg_start"])
     end = "/".join(f"{x:.1f}" for x in meta["loadavg_end"])
-    return f"load average (1/5/15 min) {start} at the start, {end} at the end; {meta['cpu_count']} CPUs"
+    machine = describe_machine(meta["machine_record"]) if "machine_record" in meta else "machine not recorded"
+    return f"{machine}; load average (1/5/15 min) {start} at the start, {end} at the end; {meta['cpu_count']} CPUs"

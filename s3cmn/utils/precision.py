@@ -206,3 +206,30 @@ def log_precision(choice: PrecisionChoice, what: str = "training") -> None:
     if key not in _logged:
         _logged.add(key)
         logger.info("%s precision: %s", what, choice.reason)
+
+
+def machine_record(precision: str = "fp32", threads: int | None = None, matmul_n: int = 1024) -> dict[str, object]:
+    """What a benchmark's numbers depend on: CPU model, capability, native-bf16 flags, threads, the precision
+    used and the measured matmul peak of that precision at ``threads`` (for an MFU denominator)."""
+    if precision not in ("fp32", "bf16"):
+        raise PrecisionError(f"machine_record: precision must be fp32 or bf16, got {precision!r}")
+    support = cpu_bf16_support()
+    threads = threads or torch.get_num_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            n = matmul_n if precision == "fp32" or support.native else _PROBE_N  # emulated bf16: ~1 min at 1024
+            peak = _matmul_gflops(torch.float32 if precision == "fp32" else torch.bfloat16, n=n, repeats=3)
+    finally:
+        torch.set_num_threads(previous)
+    return {"cpu": cpu_model_name(), "cpu_capability": support.capability, "cpu_bf16_flags": list(support.flags),
+            "bf16_native": support.native, "bf16_slowdown_1_thread": support.slowdown, "threads": threads,
+            "precision": precision, "matmul_peak_gflops": peak, "matmul_peak_n": n}
+
+
+def describe_machine(record: dict[str, object]) -> str:
+    """One line for a report: 'AMD EPYC, AVX2 (no native bf16), 2 threads, fp32, matmul peak 150 GFLOP/s'."""
+    bf16 = "native bf16" if record["bf16_native"] else "no native bf16"
+    return (f"{record['cpu']}, {record['cpu_capability']} ({bf16}), {record['threads']} threads, "
+            f"{record['precision']}, measured matmul peak {record['matmul_peak_gflops']:.0f} GFLOP/s")
