@@ -86,9 +86,10 @@ def save_checkpoint(
     torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
     state = {**trainer_state, "rng": rng_state()}
     (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
-    shutil.rmtree(old, ignore_errors=True)
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
+    # else ``old`` may be the only whole checkpoint (a crash fell between the renames): it goes last
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
     return final
@@ -171,6 +172,9 @@ def check_output_dir(folder: str | os.PathLike, resume: bool, overwrite: bool) -
     if resume and overwrite:
         raise CheckpointError("--resume and --overwrite contradict each other: resume continues the run in "
                               "--output-dir, overwrite replaces it; give one of them")
+    other = _read_lock(Path(folder) / LOCK_FILE) if (Path(folder) / LOCK_FILE).exists() else None
+    if other is not None and other["pid"] != os.getpid() and not _lock_is_stale(other):
+        raise CheckpointError(_in_use_message(Path(folder) / LOCK_FILE, other))
     found = existing_checkpoints(folder)
     if found and not resume and not overwrite:
         raise CheckpointError(
@@ -236,12 +240,7 @@ class RunLock:
     def _take_over_if_stale(self) -> None:
         other = _read_lock(self.path)
         if other is not None and not _lock_is_stale(other):
-            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(other.get("started", 0)))
-            raise CheckpointError(
-                f"{self.path.parent} is in use by another training run (process {other['pid']} on "
-                f"{other['host']}, started {started}): wait for it to finish or stop it; if that process is "
-                f"gone, delete {self.path}"
-            )
+            raise CheckpointError(_in_use_message(self.path, other))
         what = "unreadable" if other is None else f"process {other['pid']} on {other['host']} is not running"
         logger.warning("taking over the stale lock %s (%s)", self.path, what)
         self.path.unlink(missing_ok=True)
@@ -252,6 +251,12 @@ class RunLock:
             if other is not None and other.get("pid") == os.getpid():
                 self.path.unlink(missing_ok=True)
             self.held = False
+
+
+def _in_use_message(path: Path, other: dict[str, Any]) -> str:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(other.get("started", 0)))
+    return (f"{path.parent} is in use by another training run (process {other['pid']} on {other['host']}, "
+            f"started {started}): wait for it to finish or stop it; if that process is gone, delete {path}")
 
 
 def _read_lock(path: Path) -> dict[str, Any] | None:
