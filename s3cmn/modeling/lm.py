@@ -245,6 +245,9 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    # transformers.Trainer: the loss is a mean over the batch's tokens (no num_items_in_batch argument), so the
+    # Trainer scales it for gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: S3CMNConfig) -> None:
         super().__init__(config)
@@ -483,7 +486,30 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
                 "lm-eval model 's3cmn' (s3cmn.integrations.lm_eval), which splits padded batches by row"
             )
         self._check_generation_length(inputs if inputs is not None else kwargs.get("input_ids"), kwargs)
+        memory = kwargs.pop("memory", None)  # off | learned | cache | knn | cache+knn (s3cmn.memory.nexttoken)
+        if memory in ("cache", "knn", "cache+knn"):
+            return self._generate_with_readout(inputs, memory, args, kwargs)
+        if memory is not None:
+            if memory not in ("off", "learned"):
+                raise ValueError(f"generate: memory={memory!r} must be one of off, learned, cache, knn, cache+knn")
+            kwargs["use_memory"] = memory == "learned"
         return super().generate(inputs, *args, **kwargs)
+
+    def _generate_with_readout(self, inputs: Tensor | None, memory: str, args: tuple, kwargs: dict[str, Any]) -> Tensor:
+        """generate(memory="cache" | "knn" | "cache+knn"): the next-token read-outs mixed into every step."""
+        from s3cmn.memory.nexttoken.generate import generate_with_readout
+
+        ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
+        options = {"settings": kwargs.pop("readout_settings", None), "datastore": kwargs.pop("datastore", None),
+                   "max_new_tokens": kwargs.pop("max_new_tokens", 20), "do_sample": kwargs.pop("do_sample", False),
+                   "temperature": kwargs.pop("temperature", 1.0), "top_k": kwargs.pop("top_k", 0) or 0,
+                   "eos_token_id": kwargs.pop("eos_token_id", None), "generator": kwargs.pop("generator", None)}
+        for ignored in ("attention_mask", "pad_token_id", "use_cache"):
+            kwargs.pop(ignored, None)
+        if args or kwargs:
+            raise TypeError(f"generate(memory={memory!r}) does not support {sorted(kwargs) or args}: it takes "
+                            f"{sorted(options)}")  # fmt: skip
+        return generate_with_readout(self, ids, memory, **options)
 
     def _check_generation_length(self, inputs: Tensor | None, kwargs: dict[str, Any]) -> None:
         """With learned positions, the prompt and the new tokens must fit the table: said before any token."""
