@@ -196,9 +196,51 @@ def _metavar(tp: Any) -> str:
     return getattr(tp, "__name__", "VALUE").upper()
 
 
+# The preset a CLI uses when neither --preset nor --config-path is given (the others start from the defaults).
+DEFAULT_PRESET = {"s3cmn-train": "tiny", "s3cmn-sweep": "tiny"}
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith(flag + "="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def show_effective_defaults(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Make ``--help`` show, for every setting, the value this command line would use: the preset's (named by
+    --preset, else the CLI's default preset) and the config file's (--config-path) over the global defaults."""
+    preset = _flag_value(argv, "--preset")
+    config_path = _flag_value(argv, "--config-path")
+    if preset is None and config_path is None:
+        preset = DEFAULT_PRESET.get(parser.prog)
+    values: dict[str, Any] = {}
+    try:
+        if preset in PRESETS:
+            values.update(preset_fields(preset))
+            values.update(preset_training(preset))
+        if config_path:
+            file_settings = Settings()
+            file_settings.update(read_config_file(config_path), str(config_path))
+            for section in SECTIONS:
+                values.update(getattr(file_settings, section))
+    except ConfigError:
+        return  # the run itself reports a bad preset or file; the help keeps the global defaults
+    parts = [f"preset {preset}" if preset in PRESETS else "", config_path or ""]
+    source = " from " + " + ".join(part for part in parts if part)
+    for action in parser._actions:
+        if action.dest in values and hasattr(action, "shown_default"):
+            action.shown_default = f"{values[action.dest]!r}{source}".replace("%", "%%")
+
+
 def parse_args_strictly(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """``parse_args``, but an unknown flag is reported with the closest valid flag."""
+    """``parse_args``, but an unknown flag is reported with the closest valid flag; ``--help`` shows the values
+    the chosen (or default) preset will use (:func:`show_effective_defaults`)."""
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        show_effective_defaults(parser, argv)
     flags = [opt for action in parser._actions for opt in action.option_strings]
     for token in argv:
         name = token.split("=", 1)[0]
@@ -223,7 +265,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, sections: tuple[str,
         if group_name not in groups:
             groups[group_name] = parser.add_argument_group(f"{group_name} settings")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{f.metadata['help']} ({describe_type(tp)}; default {default!r})"
+        # %(shown_default)s is filled when the help is printed: the value the chosen preset will use.
+        help_text = f"{f.metadata['help']} ({describe_type(tp)}; default %(shown_default)s)"
 
         def convert(text: str, tp: Any = tp) -> Any:
             try:
@@ -239,7 +282,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, sections: tuple[str,
             kwargs["metavar"] = _metavar(tp)
         if tp is bool:  # a bare --resume means --resume true
             kwargs.update(nargs="?", const=True, metavar="BOOL")
-        groups[group_name].add_argument(_flag(f.name), **kwargs)
+        action = groups[group_name].add_argument(_flag(f.name), **kwargs)
+        action.shown_default = repr(default).replace("%", "%%")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:

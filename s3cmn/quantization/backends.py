@@ -8,6 +8,10 @@ What becomes 8-bit (``QuantizationReport`` lists every module):
              runs it on the CPU in eval mode;
   ``"torch"`` ``torch.ao.quantization.quantize_dynamic`` with ``per_channel_dynamic_qconfig``: int8 weights
              per output channel, the input quantised per tensor at every call, fbgemm / x86 int8 GEMM (CPU);
+  ``"torchao"`` ``torchao.quantization.quantize_(Int8DynamicActivationInt8WeightConfig())``: the successor
+             API (int8 weights per channel, activations per token, ``torch._int_mm``); selectable, not
+             ``auto``, because on the CPUs measured it is slower than ``"torch"`` at the same accuracy (README);
+             in-memory only (``save_quantized`` refuses it);
 - every ``nn.Embedding``: :class:`~s3cmn.quantization.int8.Int8Embedding` (weight-only, per-row scale and
   zero-point), and a head tied to it: :class:`~s3cmn.quantization.int8.Int8Linear` reading the same codes.
 Kept in float32: the Linears named in ``keep`` (default :data:`KEEP_FP32`), and everything that is not a
@@ -29,8 +33,9 @@ from s3cmn.quantization.int8 import HeadKernel, Int8Embedding, Int8Linear, fbgem
 
 logger = logging.getLogger(__name__)
 
-Backend = Literal["auto", "bnb", "torch"]
-BACKENDS = ("auto", "bnb", "torch")
+Backend = Literal["auto", "bnb", "torch", "torchao"]
+BACKENDS = ("auto", "bnb", "torch", "torchao")
+TORCHAO_INSTALL = "pip install torchao (0.18 was measured with torch 2.13)"
 # Linears left in fp32, matched by a component of the module name:
 # - "dt_proj": Mamba's Δ projection: its weight is read directly by the scan, and Δ enters exp(Δ·A), which
 #   turns a small error into a large one on the state; it has rank dt_rank (8 in the tiny preset);
@@ -46,7 +51,7 @@ class QuantizationReport:
     """What ``quantize_model`` did: the backend, each quantised module and its kind, the fp32 Linears kept,
     and the fraction of parameters (counted once when tied) now stored in int8."""
 
-    backend: Literal["bnb", "torch"]
+    backend: Literal["bnb", "torch", "torchao"]
     threshold: float
     head_kernel: str | None
     modules: dict[str, str] = field(default_factory=dict)  # module name -> "bnb" | "torch_dynamic" | ...
@@ -124,7 +129,18 @@ def torch_int8_unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-def resolve_backend(backend: Backend, device: torch.device) -> Literal["bnb", "torch"]:
+def import_torchao():
+    """``import torchao`` (its optional CUDA kernels log load failures on CPU builds: quietened); ImportError
+    says what to install."""
+    with _quiet_logger("torchao"), quiet_torch_ao():
+        try:
+            import torchao.quantization
+        except ImportError as err:
+            raise ImportError(f"the 'torchao' backend needs torchao: {TORCHAO_INSTALL}") from err
+    return torchao
+
+
+def resolve_backend(backend: Backend, device: torch.device) -> Literal["bnb", "torch", "torchao"]:
     """The backend to use: ``auto`` = bnb on CUDA, torch dynamic int8 on the CPU (its fast int8 GEMM), else
     whichever runs; a backend asked for by name that cannot run raises ImportError / RuntimeError."""
     if backend not in BACKENDS:
@@ -135,6 +151,9 @@ def resolve_backend(backend: Backend, device: torch.device) -> Literal["bnb", "t
         if reason is not None:
             raise RuntimeError(f"backend 'bnb': {reason}")
         return "bnb"
+    if backend == "torchao":
+        import_torchao()
+        return "torchao"
     if backend == "torch":
         reason = torch_int8_unavailable_reason(device)
         if reason is not None:
@@ -226,7 +245,14 @@ def quantize_model(
         if type(module) is nn.Linear:
             kept = _is_kept(name, keep) or (tied is not None and name == tied[0])
             (report.kept_fp32 if kept else targets).append(name)
-    if chosen == "bnb":
+    if chosen == "torchao":
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        wanted = set(targets)
+        quantize_(model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, fqn: fqn in wanted)
+        report.params_int8 += sum(model.get_submodule(n).weight.numel() for n in targets)
+        report.modules.update({n: "torchao" for n in targets})
+    elif chosen == "bnb":
         for name in targets:
             linear = model.get_submodule(name)
             model.set_submodule(name, to_bnb(linear, threshold))

@@ -58,6 +58,11 @@ def _module_tensors(
 ) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
     """(tensors, spec) of a quantized module, None for any other module; ``names``: id(module) -> name."""
     p = f"{name}." if name else ""
+    if isinstance(module, nn.Linear) and type(module.weight).__module__.startswith("torchao"):
+        raise QuantizedCheckpointError(
+            f"{name} is quantized by torchao, whose models are in-memory only here: quantize with "
+            "backend='torch' (or 'auto') to save a quantized checkpoint"
+        )
     if isinstance(module, _dynamic_linear_type()):
         q, scale, zero_point, bias = unpack_dynamic(module._packed_params._packed_params)
         tensors = {f"{p}weight_int8": q, f"{p}scale": scale, f"{p}zero_point": zero_point}
