@@ -12,6 +12,15 @@ from s3cmn.cli.settings import add_settings_arguments, parse_args_strictly, sett
 SECTIONS = ("data", "evaluation")
 
 
+def _memory_modes(text: str) -> list[str]:
+    from s3cmn.evaluation.readouts import parse_memory_modes
+
+    try:
+        return parse_memory_modes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s3cmn-eval",
@@ -27,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="score WikiText-2 raw (the default, and for now the only, text)")  # fmt: skip
     parser.add_argument("--config-path", help="a JSON or YAML settings file with 'data' / 'evaluation' sections")
     add_settings_arguments(parser, SECTIONS)
+    from s3cmn.evaluation.readouts import MEMORY_MODES
+
+    memory = next(a for a in parser._actions if a.dest == "memory")  # the generated flag takes a comma list here
+    memory.choices, memory.type = None, _memory_modes
+    memory.metavar = "MODE[,MODE...]"
+    memory.help = (f"memory modes to score side by side, a comma list of {', '.join(MEMORY_MODES)} (old names: on = "
+                   "learned, both = off,learned; default both). cache / knn / cache+knn need `s3cmn-memory fit` "
+                   "(and `build` for knn) first")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -41,11 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     from s3cmn.evaluation.run import EvaluationError, evaluate_checkpoint
     from s3cmn.utils.fields import ConfigError
 
+    memory_modes = vars(args).pop("memory", None)  # a list: EvalConfig.memory keeps the old on/off/both
     try:
         settings = settings_from_args(args, SECTIONS)
         _, _, data, evaluation = settings.build()
         report = evaluate_checkpoint(args.checkpoint, data, evaluation, memory_start=evaluation.memory_start,
-                                     progress=not args.no_progress)  # fmt: skip
+                                     memory_modes=memory_modes, progress=not args.no_progress)  # fmt: skip
         written = write_reports(report, evaluation.report_dir, evaluation.plot_dir)
     except (EvaluationError, DataError, ConfigError, ImportError, OSError) as err:
         message = " ".join(str(err).split()) or type(err).__name__

@@ -1,6 +1,12 @@
-"""s3cmn-memory: inspect a model's FAISS memories.
+"""s3cmn-memory: inspect a model's FAISS memories; build and fit the next-token read-outs.
 
     s3cmn-memory inspect CHECKPOINT [--tokenizer NAME_OR_DIR] [--top 5] [--query "some text"] [--plot DIR] [--json]
+    s3cmn-memory build CHECKPOINT --text TRAIN.raw [--index auto|flat|ivfflat|sq8|ivfpq] [--pca-dim 0] [--nprobe 32]
+    s3cmn-memory fit CHECKPOINT --text HELDOUT.raw
+
+``build`` writes the kNN datastore (final hidden state at t -> token t + 1 of TRAIN) to CHECKPOINT/nexttoken/
+datastore; ``fit`` fits the cache (and, with a datastore, kNN and cache+knn) settings on HELDOUT and writes
+CHECKPOINT/nexttoken/readout.json, which names the text they were fitted on. Never fit on the text you score.
 
 Finds every saved memory (a ``memory.json`` manifest) under CHECKPOINT and prints its statistics, IVF occupancy,
 PCA explained variance and the most / least used entries decoded back to the text they came from. ``--query``
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,6 +92,58 @@ def query_memories(checkpoint: Path, text: str, tokenizer: Any, k: int | None) -
     return hits
 
 
+def _model_and_text(checkpoint: Path, text_file: Path, context_length: int, stride: int, batch_size: int):
+    """The checkpoint's model, the text's stream (as s3cmn-eval tokenises it) and the resolved windows."""
+    from s3cmn.evaluation.perplexity import prepare_text
+    from s3cmn.evaluation.run import load_checkpoint, load_eval_tokenizer, resolve_window
+    from s3cmn.run_config import DataConfig, EvalConfig
+
+    if not text_file.is_file():
+        raise ValueError(f"--text {text_file} is not a file")
+    model = load_checkpoint(checkpoint)
+    tokenizer, _ = load_eval_tokenizer(checkpoint, DataConfig())
+    window = resolve_window(EvalConfig(context_length=context_length, stride=stride), model.config, checkpoint)
+    text = prepare_text(text_file.read_text(encoding="utf-8"), tokenizer, 0, None, model.config.vocab_size)
+    return model, text, window
+
+
+def run_build(args: argparse.Namespace) -> None:
+    from s3cmn.memory.nexttoken.datastore import file_source
+    from s3cmn.memory.nexttoken.fit import build_datastore
+    from s3cmn.memory.nexttoken.fitted import datastore_path
+
+    model, text, window = _model_and_text(args.checkpoint, args.text, args.context_length, args.stride,
+                                          args.batch_size)  # fmt: skip
+    source = {**file_source(args.text), "checkpoint": str(args.checkpoint.resolve())}
+    store = build_datastore(model, text.stream, window["context_length"], window["stride"], args.batch_size,
+                            kind=args.index, pca_dim=args.pca_dim, nprobe=args.nprobe, source=source,
+                            progress=not args.no_progress)  # fmt: skip
+    out = store.save(args.out or datastore_path(args.checkpoint))
+    print(f"datastore: {len(store):,} entries from {args.text} ({source['sha256'][:12]}), index {store.description}, "
+          f"{store.bytes_per_entry():.1f} bytes/entry -> {out}")  # fmt: skip
+
+
+def run_fit(args: argparse.Namespace) -> None:
+    from s3cmn.memory.nexttoken.datastore import NextTokenDatastore, file_source
+    from s3cmn.memory.nexttoken.fit import fit_readouts
+    from s3cmn.memory.nexttoken.fitted import datastore_path, settings_path
+
+    model, text, window = _model_and_text(args.checkpoint, args.text, args.context_length, args.stride,
+                                          args.batch_size)  # fmt: skip
+    store_dir = args.datastore or datastore_path(args.checkpoint)
+    store = NextTokenDatastore.load(store_dir) if (Path(store_dir) / "datastore.json").is_file() else None
+    if store is not None and Path(store.source.get("path", "")).resolve() == args.text.resolve():
+        raise ValueError(f"--text {args.text} is the datastore's own text: fit on held-out text")
+    fitted_on = {**file_source(args.text), "tokens": text.num_tokens}
+    settings = fit_readouts(model, text.stream, window["context_length"], window["stride"], args.batch_size,
+                            datastore=store, nprobe=args.nprobe, fitted_on=fitted_on)  # fmt: skip
+    out = settings.save(args.out or settings_path(args.checkpoint))
+    print(f"fitted on {args.text} ({fitted_on['sha256'][:12]}, {text.num_tokens:,} tokens) -> {out}")
+    for mode, nll in settings.fit["nll_per_token"].items():
+        print(f"  {mode:>9}: held-out NLL/token {nll:.4f}, token ppl {math.exp(nll):.2f}")
+    print(f"  cache {settings.cache}\n  knn {settings.knn}\n  cache+knn lambdas {settings.combined}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s3cmn-memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,15 +156,42 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--k", type=int, default=None, help="hits per query (default: the memory's top_k)")
     inspect.add_argument("--plot", type=Path, default=None, help="write PNG charts into this folder")
     inspect.add_argument("--json", action="store_true", help="print the reports as JSON")
+    for name, text_help in (("build", "training text (UTF-8) whose (hidden state, next token) pairs are stored"),
+                            ("fit", "held-out text (UTF-8) to fit lambda, temperature, k and window on")):
+        cmd = sub.add_parser(name, help=f"next-token read-outs: {name} ({text_help})")
+        cmd.add_argument("checkpoint", type=Path, help="model folder (config.json, model.safetensors, tokenizer)")
+        cmd.add_argument("--text", type=Path, required=True, help=text_help)
+        cmd.add_argument("--context-length", type=int, default=0, help="window (0 = training sequence length)")
+        cmd.add_argument("--stride", type=int, default=0, help="stride (0 = context // 2)")
+        cmd.add_argument("--batch-size", type=int, default=8, help="windows per forward")
+        cmd.add_argument("--nprobe", type=int, default=32, help="IVF lists searched per query")
+        cmd.add_argument("--out", type=Path, default=None, help="where to write (default: beside the checkpoint)")
+        cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "build":
+            cmd.add_argument("--index", default="auto", choices=["auto", "flat", "ivfflat", "sq8", "ivfpq"],
+                             help="FAISS index (auto: by size)")  # fmt: skip
+            cmd.add_argument("--pca-dim", type=int, default=0, help="PCA-compress keys to this width (0 = off)")
+        else:
+            cmd.add_argument("--datastore", type=Path, default=None, help="datastore folder (default: beside it)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING if args.command == "inspect" else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     from s3cmn.data.errors import DataError
     from s3cmn.memory import FaissMemory, MemoryLoadError, memory_report, plot_memory
+
+    if args.command in ("build", "fit"):
+        from s3cmn.evaluation.run import EvaluationError
+
+        try:
+            (run_build if args.command == "build" else run_fit)(args)
+        except (MemoryLoadError, DataError, EvaluationError, ValueError, OSError) as err:
+            parser.exit(2, f"s3cmn-memory {args.command}: error: {err}\n")
+        return 0
 
     try:
         folders = find_memories(args.path)
@@ -129,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for report in reports:
         print_report(report)
+        if report.get("plots"):
+            print(f"plots of memory layer {report['layer']}: {', '.join(report['plots'])}\n")
     if queries is not None:
         print(f"## query: {args.query!r}")
         for layer, hits in queries.items():

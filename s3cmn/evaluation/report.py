@@ -19,8 +19,11 @@ from typing import Any
 
 import torch
 
+from s3cmn.memory.index import import_faiss
+
 REPORT_FIELDS = ("format", "version", "created", "seconds", "checkpoint", "settings", "data", "tokenizer",
-                 "memory_start", "runs", "models", "context_curve", "energy_note", "notes", "environment")  # fmt: skip
+                 "memory_start", "readouts", "runs", "models", "context_curve", "energy_note", "notes",
+                 "environment")  # fmt: skip
 RUN_FIELDS = ("precision", "memory", "perplexity", "windows", "forwards", "tokens_processed", "seconds",
               "scored_tokens_per_s", "peak_memory", "sparsity", "memory_state")  # fmt: skip
 
@@ -36,7 +39,7 @@ def _version(module: str) -> str | None:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Library versions and the machine: CPU count, torch threads, device (and GPU name on CUDA)."""
-    import faiss
+    faiss = import_faiss()
     import transformers
 
     import s3cmn
@@ -103,6 +106,37 @@ def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f}"
 
 
+def _readout_lines(report: dict[str, Any]) -> list[str]:
+    """The next-token read-outs' settings, where each was fitted, and their generation cost."""
+    readouts = report.get("readouts")
+    if not readouts:
+        return []
+    rows = []
+    for mode, r in readouts.items():
+        if mode == "held_out_fit":
+            continue
+        c, k = r.get("cache"), r.get("knn")
+        fitted = r["fitted_on"]
+        rows.append([mode, _fmt(c["lam"]) if c else "-", f"{c['temperature']:.3g}" if c else "-",
+                     c["k"] if c else "-", c["window"] if c else "-", _fmt(k["lam"]) if k else "-",
+                     f"{k['temperature']:.3g}" if k else "-", k["k"] if k else "-",
+                     f"`{fitted.get('path')}` ({str(fitted.get('sha256'))[:12]})"])  # fmt: skip
+    out = ["", "## Next-token read-outs: fitted settings", ""]
+    out += _table(["mode", "cache lambda", "cache T", "cache k", "cache window", "knn lambda", "knn T", "knn k",
+                   "fitted on (sha256)"], rows)  # fmt: skip
+    store = next((r["datastore"] for r in readouts.values() if isinstance(r, dict) and "datastore" in r), None)
+    if store:
+        built = store["built_from"]
+        out += ["", f"kNN datastore: {store['entries']:,} entries, `{store['description']}`, built from "
+                f"`{built.get('path')}` ({str(built.get('sha256'))[:12]}, {built.get('tokens', '?'):,} tokens)."]
+    gen = report.get("models", {}).get("fp32", {}).get("readout_generation")
+    if gen:
+        costs = ", ".join(f"{m} {v:.2f}" for m, v in gen["ms_per_token"].items())
+        out += ["", f"Generation with the read-outs (greedy, batch 1, {gen['prompt_tokens']}-token prompt, "
+                f"{gen['new_tokens']} new tokens, median of {gen['repeats']}), ms/token: {costs}."]
+    return out
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A readable summary of the report: settings, perplexity, sparsity, memory, speed and size, notes."""
     s, d, tok = report["settings"], report["data"], report["tokenizer"]
@@ -123,6 +157,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                   [[r["precision"], r["memory"], r["perplexity"]["token_perplexity"],
                     r["perplexity"]["word_perplexity"], r["perplexity"]["bits_per_byte"], r["scored_tokens_per_s"],
                     _mb(r["peak_memory"].get("cpu_peak_rss_bytes"))] for r in report["runs"]])  # fmt: skip
+    out += _readout_lines(report)
     first = report["runs"][0]
     if first["sparsity"]:
         out += ["", f"## Spiking sparsity ({first['precision']}, memory {first['memory']})", ""]
@@ -135,7 +170,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     memory_rows = []
     for r in report["runs"]:
         state = r["memory_state"]
-        if state is None:
+        if state is None or "reads" not in state:  # off, or a next-token read-out (its own section)
             continue
         for layer, reads in state["reads"].items():
             memory_rows.append([r["precision"], layer, state["start"][layer]["entries"], state["end"][layer]["entries"],

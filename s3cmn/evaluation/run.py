@@ -30,8 +30,16 @@ from s3cmn.evaluation.memory_state import (
     summarise_reads,
 )
 from s3cmn.evaluation.perplexity import EvalText, nll_summary, prepare_text, score_stream
+from s3cmn.evaluation.readouts import (
+    readout_generation_cost,
+    readout_inputs,
+    readout_summary,
+    resolve_memory_modes,
+    score_modes,
+)
 from s3cmn.evaluation.sparsity import ENERGY_NOTE, model_sparsity
 from s3cmn.evaluation.speed import PeakMemory, folder_size, measure_speed, parameter_count, serialized_size
+from s3cmn.memory.nexttoken.stream import READOUT_MODES
 from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -217,6 +225,7 @@ def evaluate_checkpoint(
     evaluation: EvalConfig,
     *,
     memory_start: MemoryStart = "saved",
+    memory_modes: Sequence[str] | None = None,
     device: str | None = None,
     progress: bool = False,
     speed_prompt_tokens: int = 256,
@@ -227,8 +236,9 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on the ``evaluation.split`` text; returns the report (see :mod:`.report`).
 
-    ``curve_contexts`` None: the perplexity-against-context curve is computed (powers of two up to the context)
-    only when ``evaluation.plot_dir`` is set; an empty sequence: never.
+    ``memory_modes``: any of :data:`MEMORY_MODES` (default: from ``evaluation.memory``: off, on = learned,
+    both = off + learned). ``curve_contexts`` None: the perplexity-against-context curve is computed (powers
+    of two up to the context) only when ``evaluation.plot_dir`` is set; an empty sequence: never.
     """
     from s3cmn.data import load_text_splits
     from s3cmn.evaluation.report import environment, tokenizer_info
@@ -258,20 +268,25 @@ def evaluate_checkpoint(
                "scored text: it may have been written from this text")  # fmt: skip
         logger.warning(msg)
         notes.append(msg)
-    modes = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}[evaluation.memory]
-    if not has_memory and "on" in modes:
-        modes = ["off"]
-        notes.append("the model has no external memory (use_memory = False): scored once, memory off")
+    modes = resolve_memory_modes(memory_modes, evaluation.memory)
+    if not has_memory and "learned" in modes:
+        modes = [m for m in modes if m != "learned"] or ["off"]
+        notes.append("the model has no external memory (use_memory = False): the learned reader was not scored")
+    readouts, datastore = readout_inputs(folder, modes, text, window, notes)
 
-    if "on" in modes:
-        notes.append(f"memory on: the {evaluation.eval_batch_size} windows of one forward (eval_batch_size) read the "
-                     "memory as it was before that forward and are written to it after they are scored")
+    if "learned" in modes:
+        notes.append(f"memory learned: the {evaluation.eval_batch_size} windows of one forward (eval_batch_size) read "
+                     "the memory as it was before that forward and are written to it after they are scored")
     # 2. fp32: perplexity runs, speed, size, the context curve
-    runs = [score_run(model, "fp32", m, text, window, evaluation.eval_batch_size, snapshot, dev, progress)
-            for m in modes]  # fmt: skip
-    use_memory = has_memory and "on" in modes
+    runs = score_modes(model, "fp32", modes, text, window, evaluation.eval_batch_size, snapshot, dev, progress,
+                       readouts, datastore)  # fmt: skip
+    use_memory = has_memory and "learned" in modes
     models = {"fp32": {**speed_and_size(model, text, use_memory, dev, speed_prompt_tokens,
                                         speed_new_tokens, speed_repeats), "disk": folder_size(folder)}}  # fmt: skip
+    generation_modes = [m for m in modes if m in READOUT_MODES and m != "off"]
+    if generation_modes:
+        models["fp32"]["readout_generation"] = readout_generation_cost(
+            model, text, generation_modes, readouts, datastore, speed_new_tokens, speed_repeats)
     if curve_contexts is None:
         c = window["context_length"]
         curve_contexts = [x for x in CURVE_CONTEXTS if x < c][-5:] + [c] if evaluation.plot_dir else []
@@ -288,8 +303,8 @@ def evaluate_checkpoint(
             qmodel = load_checkpoint(folder).to(dev).eval()
             qmodel, qreport = quantize_model(qmodel, evaluation.backend)
         restore_memories(qmodel, snapshot)
-        runs += [score_run(qmodel, "int8", m, text, window, evaluation.eval_batch_size, snapshot, dev, progress)
-                 for m in modes]  # fmt: skip
+        runs += score_modes(qmodel, "int8", modes, text, window, evaluation.eval_batch_size, snapshot, dev,
+                            progress, readouts, datastore)  # fmt: skip
         models["int8"] = {**speed_and_size(qmodel, text, use_memory, dev, speed_prompt_tokens,
                                            speed_new_tokens, speed_repeats),
                           "parameters": qreport.params_total,  # counted before quantization
@@ -315,6 +330,7 @@ def evaluate_checkpoint(
         "tokenizer": tokenizer_info(tokenizer, tokenizer_source),
         "memory_start": {"content": memory_start, "layers": memory_content(snapshot.memories),
                          "entries_holding_scored_text": overlap},  # fmt: skip
+        "readouts": readout_summary(readouts, datastore, modes),
         "runs": runs,
         "models": models,
         "context_curve": curve,

@@ -18,10 +18,19 @@ logger = logging.getLogger(__name__)
 IVF_MIN_POINTS_PER_LIST = 39
 
 
-def _faiss():
-    import faiss  # lazy: keeps `import s3cmn` quick
+def import_faiss():
+    """``import faiss``, lazily (keeps ``import s3cmn`` quick), with its loader's INFO lines silenced.
+
+    faiss' loader logs at INFO that it "could not load library with AVX2 support due to
+    ModuleNotFoundError(...)" before loading the generic build, which reads like an error but is not one.
+    """
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
 
     return faiss
+
+
+_faiss = import_faiss
 
 
 def metric_type(metric: str) -> int:

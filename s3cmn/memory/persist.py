@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from s3cmn.memory.index import import_faiss
 from s3cmn.memory.pca import PCA
 from s3cmn.memory.records import MemoryLoadError
 
@@ -58,7 +59,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def save_memory(memory: FaissMemory, directory: str | os.PathLike) -> None:
     """Write ``memory`` to ``directory`` (created if needed), replacing any memory saved there before."""
-    import faiss
+    faiss = import_faiss()
     from safetensors.numpy import save as safetensors_save
 
     root = Path(directory)
@@ -111,7 +112,7 @@ def _read_checked(root: Path, entry: dict, role: str) -> bytes:
 
 def load_memory(cls: type[FaissMemory], directory: str | os.PathLike) -> FaissMemory:
     """Read a memory written by :func:`save_memory`; raise MemoryLoadError naming the bad file and the fix."""
-    import faiss
+    faiss = import_faiss()
     from safetensors import SafetensorError
     from safetensors.numpy import load as safetensors_load
 

@@ -6,9 +6,10 @@ usage statistics (times retrieved, attention mass received, last step used). Ent
 the store's arrays: stable while the entry lives, reused after it is pruned.
 
 Phases:
-1. *PCA buffering* (compression on, fewer than ``pca_min_samples`` entries stored; default D): writes are
-   kept but nothing is searchable; the write that brings the store to ``pca_min_samples`` entries fits the
-   PCA on all of them and indexes them (logged once). With compression off keys are the normalised values.
+1. *Raw keys* (compression on, fewer than ``pca_min_samples`` entries stored; default D): searchable from
+   the first write, exactly, over the normalised raw values (key width D); the write that brings the store to
+   ``pca_min_samples`` entries fits the PCA on all of them and re-encodes every key (logged once). With
+   compression off keys are always the normalised values.
 2. *Exact search* (fewer than 39 * num_clusters entries): IndexIDMap(IndexFlat); logged once.
 3. *IVF*: an IndexIVFFlat trained (seeded k-means) on the stored keys; ``nprobe`` lists searched.
 
@@ -66,8 +67,8 @@ class FaissMemory:
 
     Entry points: ``search`` (batched, one FAISS call), ``write`` (after a segment's forward, detached),
     ``record_usage``, ``stats``, ``reset``, ``refit_pca``, ``save`` / ``load``, ``to_gpu``.
-    When a write does not fit, ``full_policy="prune"`` removes the least useful entries (fewest retrievals,
-    then least attention mass, then least recently used); ``"grow"`` multiplies the capacity by
+    When a write does not fit, ``full_policy="prune"`` removes the least recently used entries (then fewest
+    retrievals, least attention mass); ``"grow"`` multiplies the capacity by
     ``growth_factor`` up to ``max_size``, and prunes once ``max_size`` is reached. ``write_stride`` is not used
     by the store: it is this layer's setting for :func:`~s3cmn.memory.reader.select_write`, kept here so that
     per-layer overrides travel with the memory.
@@ -127,7 +128,7 @@ class FaissMemory:
         """Empty the memory: entries, index, PCA, counters; capacity back to its initial value."""
         c = self.capacity = self.initial_capacity
         self._values = np.zeros((c, self.dim), np.float32)  # (M, D)
-        self._keys = np.zeros((c, 0 if self.compression else self.dim), np.float32)  # (M, d)
+        self._keys = np.zeros((c, self.dim), np.float32)  # (M, d); raw (d = D) until the PCA is fitted
         self._occupied = np.zeros(c, bool)
         self._usage = np.zeros(c, np.int64)  # times retrieved as a hit
         self._mass = np.zeros(c, np.float64)  # attention weight received
@@ -221,21 +222,19 @@ class FaissMemory:
                 f"gpu={self._gpu is not None})")  # fmt: skip
 
     # --- keys -------------------------------------------------------------------------------------------
-    def _require_pca(self) -> None:
-        if self.compression and self.pca is None:
-            raise RuntimeError(f"{self._name}: the PCA is not fitted yet ({self.num_entries} entries stored, "
-                               f"{self.pca_min_samples} needed); nothing is searchable")  # fmt: skip
+    @property
+    def _compressed(self) -> bool:
+        """Keys are PCA codes (compression on and the PCA fitted); before the fit they are the raw values."""
+        return self.compression and self.pca is not None
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Keys of ``values`` (N, D): PCA-compressed (when on) and L2-normalised, (N, d) float32."""
-        self._require_pca()
-        return _normalise(self.pca.encode(values) if self.compression else values)
+        """Keys of ``values`` (N, D): PCA-compressed (once fitted) and L2-normalised, (N, d) float32."""
+        return _normalise(self.pca.encode(values) if self._compressed else values)
 
     def encode_queries(self, queries: Tensor) -> Tensor:
         """Differentiable twin of :meth:`encode` for torch queries (..., D) -> (..., d). The PCA is a
         constant linear map: gradients flow through it into whatever produced ``queries``."""
-        self._require_pca()
-        queries = self.pca.encode_torch(queries) if self.compression else queries
+        queries = self.pca.encode_torch(queries) if self._compressed else queries
         return torch.nn.functional.normalize(queries, dim=-1, eps=1e-12)
 
     def _fit_pca(self) -> None:
@@ -305,7 +304,10 @@ class FaissMemory:
         prov = provenance if provenance is not None else Provenance.empty(len(x))
         if len(prov) != len(x):
             raise ValueError(f"{self._name}.write: {len(x)} values but provenance for {len(prov)}")
-        self.step = int(step) if step is not None else self.step + 1
+        # The clock never runs backwards: a model loaded with a saved memory counts its writes from 0 again, and
+        # its new entries must still be the most recent ones, or least-recently-used pruning would evict them
+        # before the saved ones.
+        self.step = int(step) if step is not None and int(step) > self.step else self.step + 1
         if len(x) > self.max_capacity:
             n = self.max_capacity
             logger.warning("%s: a write of %d entries exceeds the largest capacity %d; keeping the last %d",
@@ -329,8 +331,17 @@ class FaissMemory:
 
         if self.compression and self.pca is None:
             if self.num_entries < self.pca_min_samples:
-                msg = "%s: buffering writes until %d entries to fit the PCA; not searchable until then"
+                # Searchable from the first write: exact search over the raw (normalised) values until there
+                # are enough entries to fit the PCA, then every key is re-encoded (_rebuild).
+                msg = "%s: exact search over raw keys until %d entries can fit the PCA"
                 self._log_once("buffer", msg, self._name, self.pca_min_samples)
+                keys = self.encode(x)
+                self._keys[slots] = keys
+                if self._index is None:
+                    self._index = faiss_index.build_exact(self.dim, self.metric)
+                with faiss_index.single_threaded():
+                    self._index.add_with_ids(keys, slots.astype(np.int64))
+                self._gpu_index = None
                 return slots
             self._fit_pca()
             self._rebuild()
@@ -367,11 +378,16 @@ class FaissMemory:
         self.counters["growths"] += 1
 
     def prune(self, n: int) -> np.ndarray:
-        """Remove the ``n`` least useful entries (fewest retrievals, then least attention mass, then least
-        recently used, then lowest id) with the index's ``remove_ids``. Returns their ids."""
+        """Remove the ``n`` least recently used entries (last retrieval, or the write; then fewest retrievals,
+        least attention mass, lowest id) with the index's ``remove_ids``. Returns their ids.
+
+        Recency first, not retrieval counts: evaluation and generation record no usage, and with counts first
+        the saved training entries that were ever retrieved would never leave, while the text being read
+        cycled through the few slots left. With recency first, what is not read is forgotten oldest-first.
+        """
         self.commit_usage()
         slots = np.flatnonzero(self._occupied)
-        order = np.lexsort((slots, self._last_used[slots], self._mass[slots], self._usage[slots]))
+        order = np.lexsort((slots, self._mass[slots], self._usage[slots], self._last_used[slots]))
         victims = slots[order[:n]]
         if self._index is not None and len(victims):
             with faiss_index.single_threaded():
@@ -446,7 +462,7 @@ class FaissMemory:
             raise RuntimeError("FaissMemory.to_gpu: faiss reports no GPU (faiss.get_num_gpus() == 0 or a "
                                "CPU-only build); install faiss-gpu on a CUDA machine or keep the memory on "
                                "the CPU")  # fmt: skip
-        import faiss
+        faiss = faiss_index.import_faiss()
 
         self._gpu = (faiss.StandardGpuResources(), device)
         self._gpu_index = None
@@ -461,7 +477,7 @@ class FaissMemory:
         if self._gpu is None:
             return self._index
         if self._gpu_index is None:
-            import faiss
+            faiss = faiss_index.import_faiss()
 
             self._gpu_index = faiss.index_cpu_to_gpu(self._gpu[0], self._gpu[1], self._index)
         return self._gpu_index

@@ -27,7 +27,7 @@ def test_end_to_end(tiny_checkpoint: Path, wikitext_dir: Path, tmp_path: Path, c
     assert code == 0, err
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["data"]["tokens"] <= 2000 and report["settings"]["stride"] == 32
-    assert [r["memory"] for r in report["runs"]] == ["off", "on"]  # memory = both by default
+    assert [r["memory"] for r in report["runs"]] == ["off", "learned"]  # memory = both = off,learned (issue 15 names)
     ppl = report["runs"][0]["perplexity"]
     assert 1 < ppl["token_perplexity"] and ppl["bits_per_byte"] > 0
     assert "## Perplexity" in out and (tmp_path / "rep" / "report.md").read_text() in out
@@ -70,4 +70,4 @@ def test_missing_data(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
 
 def test_bad_flag_value(tiny_checkpoint: Path, capsys) -> None:
     code, _, err = _run([str(tiny_checkpoint), "--memory", "sometimes"], capsys)
-    assert code == 2 and "invalid choice" in err
+    assert code == 2 and "not one of" in err and "sometimes" in err

@@ -34,12 +34,13 @@ def test_adaptive_dim_keeps_the_requested_variance(low_rank_data):
     assert PCA.fit(x, dim=0, variance=1.0).out_dim >= 5
 
 
-def test_memory_buffers_until_the_pca_can_be_fitted(low_rank_data):
+def test_memory_searches_raw_keys_until_the_pca_can_be_fitted(low_rank_data):
+    # Issue 15: searchable from the first write (before, writes were buffered unsearchable until the PCA fit).
     x = low_rank_data(100, 24, rank=4, seed=2)
     mem = FaissMemory(24, capacity=200, num_clusters=4, compression_dim=4)  # pca_min_samples = D = 24
     mem.write(x[:10])
-    assert mem.num_entries == 10 and not mem.searchable and mem.stats().pending == 10
-    assert not mem.search(x[:2]).hit.any()
+    assert mem.num_entries == 10 and mem.searchable and mem.stats().pending == 0 and mem.key_dim == 24
+    assert mem.pca is None and mem.search(x[:2], k=1).ids[:, 0].tolist() == [0, 1]  # exact, raw keys
     mem.write(x[10:30])
     assert mem.searchable and mem.key_dim == 4 and mem.stats().pending == 0
     stats = mem.stats()

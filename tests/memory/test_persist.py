@@ -52,12 +52,12 @@ def test_save_replaces_and_cleans_previous_files(tmp_path, clustered_data):
 
 def test_unfitted_memory_round_trips(tmp_path):
     mem = FaissMemory(32, capacity=64, num_clusters=2, compression_dim=8)
-    mem.write(torch.randn(5, 32))  # buffered, no PCA, no index yet
+    mem.write(torch.randn(5, 32))  # no PCA yet: exact search over raw keys (issue 15: searchable at once)
     mem.save(tmp_path)
     loaded = FaissMemory.load(tmp_path)
-    assert loaded.num_entries == 5 and not loaded.searchable and loaded.pca is None
+    assert loaded.num_entries == 5 and loaded.searchable and loaded.pca is None and loaded.key_dim == 32
     loaded.write(torch.randn(40, 32))
-    assert loaded.searchable
+    assert loaded.searchable and loaded.pca is not None and loaded.key_dim == 8
 
 
 def test_missing_and_corrupt_files_give_clear_errors(tmp_path, clustered_data):

@@ -1,0 +1,178 @@
+"""The memory modes of ``s3cmn-eval --memory``: off, learned (the attention reader), and the next-token read-outs
+cache, knn and cache+knn (:mod:`s3cmn.memory.nexttoken`), scored side by side.
+
+The read-out modes share one memory-off LM pass (:func:`s3cmn.memory.nexttoken.stream.score_readouts`); each
+one's seconds are that pass plus its own read-outs. Their settings come from ``CHECKPOINT/nexttoken/readout.json``
+(``s3cmn-memory fit``), the datastore from ``CHECKPOINT/nexttoken/datastore`` (``s3cmn-memory build``); the report
+names the text every setting was fitted on and the text the datastore was built from, and refuses to score a
+text they came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from s3cmn.evaluation.perplexity import EvalText, nll_summary
+from s3cmn.evaluation.speed import PeakMemory
+from s3cmn.memory.nexttoken.stream import READOUT_MODES, mode_sources, score_readouts
+
+logger = logging.getLogger(__name__)
+
+MEMORY_MODES = ("off", "learned", "cache", "knn", "cache+knn")
+LEGACY_MODES = {"on": ["learned"], "both": ["off", "learned"], "off": ["off"]}
+
+
+def parse_memory_modes(text: str) -> list[str]:
+    """``"off,cache"`` -> ["off", "cache"]; the old names ``on`` (= learned) and ``both`` (= off,learned) too."""
+    modes: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        names = LEGACY_MODES.get(part, [part])
+        for name in names:
+            if name not in MEMORY_MODES:
+                raise ValueError(f"memory mode {part!r} is not one of {', '.join(MEMORY_MODES)} (or on / both); "
+                                 "give a comma list, e.g. --memory off,cache,knn")  # fmt: skip
+            if name not in modes:
+                modes.append(name)
+    if not modes:
+        raise ValueError("--memory needs at least one mode, e.g. --memory off,cache")
+    return modes
+
+
+def resolve_memory_modes(memory_modes: Sequence[str] | None, legacy: str) -> list[str]:
+    return parse_memory_modes(",".join(memory_modes)) if memory_modes else list(LEGACY_MODES[legacy])
+
+
+def readout_inputs(folder: Path, modes: list[str], text: EvalText, window: dict[str, Any],
+                   notes: list[str]) -> tuple[Any, Any]:
+    """Settings and datastore for the read-out modes; refuse a scored text they were fitted on / built from."""
+    from s3cmn.evaluation.run import EvaluationError
+    from s3cmn.memory.nexttoken.generate import load_readouts
+    from s3cmn.memory.nexttoken.stream import check_settings
+
+    needs = {s for m in modes if m in READOUT_MODES for s in mode_sources(m)}
+    if not needs:
+        return None, None
+    settings, datastore = load_readouts(folder)
+    if "knn" not in needs:
+        datastore = None
+    try:
+        check_settings([m for m in modes if m in READOUT_MODES], settings, datastore)
+    except ValueError as err:
+        raise EvaluationError(str(err)) from None
+    scored = hashlib.sha256(text.text.encode("utf-8")).hexdigest()
+    fitted = settings.fitted_on.get("sha256")
+    built = datastore.source.get("sha256") if datastore is not None else None
+    if scored in (fitted, built):
+        what = "fitted on" if scored == fitted else "the datastore was built from"
+        raise EvaluationError(f"the scored text is the text the read-outs were {what}: fit on held-out text")
+    if (settings.context_length, settings.stride) != (window["context_length"], window["stride"]):
+        notes.append(f"read-out settings were fitted with context {settings.context_length} / stride "
+                     f"{settings.stride}, scored with {window['context_length']} / {window['stride']}")  # fmt: skip
+    where = settings.fitted_on.get("path", "?")
+    notes.append(f"read-out settings (lambda, temperature, k, window) fitted on {where} (sha256 "
+                 f"{str(fitted)[:12]}, {settings.fitted_on.get('tokens', '?')} tokens), not on the scored text")
+    if datastore is not None:
+        notes.append(f"knn datastore: {len(datastore):,} entries ({datastore.description}) built from "
+                     f"{datastore.source.get('path', '?')} (sha256 {str(built)[:12]})")  # fmt: skip
+    return settings, datastore
+
+
+def _run(precision: str, mode: str, text: EvalText, nll: torch.Tensor, seconds: float, windows: int, forwards: int,
+         processed: int, peak: dict[str, Any], state: dict[str, Any] | None, sparsity: list) -> dict[str, Any]:
+    return {
+        "precision": precision, "memory": mode,
+        "perplexity": nll_summary(float(nll.sum()), text.num_tokens, text.words, text.bytes),
+        "windows": windows, "forwards": forwards, "tokens_processed": processed, "seconds": seconds,
+        "scored_tokens_per_s": text.num_tokens / max(seconds, 1e-9), "peak_memory": peak, "sparsity": sparsity,
+        "memory_state": state,
+    }  # fmt: skip
+
+
+def score_modes(model: Any, precision: str, modes: list[str], text: EvalText, window: dict[str, Any],
+                batch_size: int, snapshot: Any, device: torch.device, progress: bool, settings: Any,
+                datastore: Any) -> list[dict[str, Any]]:
+    """One run per mode, in the order asked: learned through :func:`~s3cmn.evaluation.run.score_run`, the
+    others in one shared LM pass."""
+    from s3cmn.evaluation.perplexity import sliding_windows
+    from s3cmn.evaluation.run import score_run
+    from s3cmn.evaluation.sparsity import model_sparsity
+
+    shared = [m for m in modes if m in READOUT_MODES]
+    by_mode: dict[str, dict[str, Any]] = {}
+    if shared:
+        with PeakMemory(device) as peak:
+            scores = score_readouts(model, text.stream, window["context_length"], window["stride"], batch_size,
+                                    shared, settings, datastore, progress)  # fmt: skip
+        windows = len(sliding_windows(text.stream.numel(), window["context_length"], window["stride"]))
+        processed = sum(min(window["context_length"], text.stream.numel() - i * window["stride"])
+                        for i in range(windows))  # fmt: skip
+        sparsity = [s.to_dict() for s in model_sparsity(model, scores.spike_stats, processed)]
+        for m in shared:
+            state = None if m == "off" else {"readout": mode_settings(settings, datastore, m),
+                                             "retrieved_fraction": {s: scores.hit_rate[s] for s in mode_sources(m)}}
+            by_mode[m] = _run(precision, m, text, scores.nll[m], scores.seconds[m], windows, scores.forwards,
+                              processed, peak.result, state, sparsity)  # fmt: skip
+            ppl = by_mode[m]["perplexity"]
+            logger.info("%s memory %s: token ppl %.3f, word ppl %.3f, %.4f bits/byte (%.1f s)", precision, m,
+                        ppl["token_perplexity"], ppl["word_perplexity"], ppl["bits_per_byte"], scores.seconds[m])
+    if "learned" in modes:
+        run = score_run(model, precision, "on", text, window, batch_size, snapshot, device, progress)
+        run["memory"] = "learned"
+        by_mode["learned"] = run
+    return [by_mode[m] for m in modes]
+
+
+def mode_settings(settings: Any, datastore: Any, mode: str) -> dict[str, Any]:
+    """The settings a read-out mode was scored with and where each came from."""
+    out: dict[str, Any] = {"fitted_on": settings.fitted_on}
+    sources = mode_sources(mode)
+    if "cache" in sources:
+        out["cache"] = vars(settings.cache).copy()
+    if "knn" in sources:
+        out["knn"] = vars(settings.knn).copy()
+        out["datastore"] = {"entries": len(datastore), "description": datastore.description,
+                            "built_from": datastore.source}  # fmt: skip
+    if len(sources) == 2:
+        out["cache"]["lam"], out["knn"]["lam"] = settings.combined
+    return out
+
+
+def readout_summary(settings: Any, datastore: Any, modes: list[str]) -> dict[str, Any] | None:
+    if settings is None:
+        return None
+    return {m: mode_settings(settings, datastore, m) for m in modes if m in READOUT_MODES and m != "off"} | {
+        "held_out_fit": settings.fit}
+
+
+@torch.no_grad()
+def readout_generation_cost(model: Any, text: EvalText, modes: list[str], settings: Any, datastore: Any,
+                            new_tokens: int, repeats: int, prompt_tokens: int = 128) -> dict[str, Any]:
+    """ms per generated token of ``generate(memory=mode)`` against the same loop without a read-out (greedy,
+    batch 1, a prompt of real text), medians of ``repeats`` after a warm-up."""
+    from s3cmn.memory.nexttoken.generate import generate_with_readout
+
+    prompt = text.stream[1 : 1 + min(prompt_tokens, text.num_tokens)][None]  # (1, T)
+
+    def timed(mode: str) -> float:
+        kwargs = {"settings": settings, "datastore": datastore, "max_new_tokens": new_tokens}
+        generate_with_readout(model, prompt, mode, **{**kwargs, "max_new_tokens": 2})  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            generate_with_readout(model, prompt, mode, **kwargs)
+            times.append(time.perf_counter() - t0)
+        return 1000 * statistics.median(times) / new_tokens
+
+    out = {"prompt_tokens": int(prompt.shape[1]), "new_tokens": new_tokens, "repeats": repeats,
+           "ms_per_token": {"off": timed("off")}}  # fmt: skip
+    for m in modes:
+        out["ms_per_token"][m] = timed(m)
+    return out
