@@ -48,7 +48,9 @@ class TrainingConfig(_Settings):
     weight_decay: float = setting(0.01, group=REG, help="AdamW weight decay (matrices only)", ge=0)
     gradient_clip: float = setting(1.0, group=REG, help="max gradient norm (0 = off)", ge=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = setting(
-        "auto", group=TRAIN, help="autocast dtype (auto: bf16 on CPU and on CUDA when supported)"
+        "auto", group=TRAIN,
+        help="autocast dtype (auto: bf16 on GPUs that support it, else fp16 + GradScaler; on a CPU bf16 only "
+             "where it runs natively, AVX512-BF16/AMX, else fp32; the choice and its reason are logged)",
     )
     device: Literal["auto", "cpu", "cuda"] = setting("auto", group=TRAIN, help="training device")
     seed: int = setting(42, group=TRAIN, help="random seed", ge=0)
@@ -60,7 +62,10 @@ class TrainingConfig(_Settings):
     max_time: float = setting(0.0, group=TRAIN, help="stop after this many seconds (0 = no limit)", ge=0)
     max_tokens: int = setting(0, group=TRAIN, help="stop after this many training tokens (0 = no limit)", ge=0)
     eval_interval: int = setting(200, group=TRAIN, help="validate every N optimiser steps", ge=1)
-    eval_batches: int = setting(0, group=TRAIN, help="validation batches per evaluation (0 = all)", ge=0)
+    eval_batches: int = setting(
+        50, group=TRAIN, help="validation batches per evaluation, so validation stays a small part of a short "
+        "run (0 = the whole validation set; the log says how many tokens were scored)", ge=0,
+    )
     early_stopping_patience: int = setting(0, group=TRAIN, help="evaluations without improvement (0 = off)", ge=0)
     save_interval: int = setting(500, group=TRAIN, help="write the 'last' checkpoint every N steps", ge=1)
     log_interval: int = setting(10, group=TRAIN, help="log metrics every N steps", ge=1)
@@ -97,6 +102,19 @@ class DataConfig(_Settings):
         "bert-base-uncased", group=DATA, help="tokenizer name, folder, vocab file, or bpe:N / wordpiece:N"
     )
     cache_dir: str | None = setting(None, group=DATA, help="token cache folder (default ~/.cache/s3cmn)")
+    corpus: Literal["text", "python-stdlib"] = setting(
+        "text", group=DATA, help="text: the files / --data-dir / hub dataset above; python-stdlib: this Python's "
+        "standard-library .py files, split by file into train / validation / test",
+    )
+    validation_source: Literal["auto", "holdout", "file"] = setting(
+        "auto", group=DATA, help="what validation (best, early stopping, sweeps) scores: auto = the validation "
+        "text unless it is missing, a test split or the training text, then a held-out slice of the training "
+        "text; holdout = always that slice; file = the given validation text as is (warned if a test split)",
+    )
+    validation_holdout: float = setting(
+        0.1, group=DATA, help="fraction of the training text's articles / documents / files held out for "
+        "validation (the last round(fraction * count) of them)", gt=0, lt=1,
+    )
 
 
 @dataclass
@@ -111,7 +129,9 @@ class EvalConfig(_Settings):
         "saved", group=EVAL, help="memory at the start of each memory-on run: as saved in the checkpoint, or empty"
     )
     quantize: Literal["none", "int8"] = setting("none", group=EVAL, help="also evaluate an 8-bit model")
-    backend: Literal["auto", "bnb", "torch"] = setting("auto", group=EVAL, help="8-bit backend")
+    backend: Literal["auto", "bnb", "torch", "torchao"] = setting(
+        "auto", group=EVAL, help="8-bit backend (auto: torch.ao dynamic int8 on a CPU, bitsandbytes on CUDA)"
+    )
     eval_batch_size: int = setting(8, group=EVAL, help="windows per forward", ge=1)
     max_eval_tokens: int = setting(0, group=EVAL, help="score only the first N tokens (0 = all)", ge=0)
     report_dir: str | None = setting(None, group=EVAL, help="write report.json and report.md here")
