@@ -33,7 +33,7 @@ def test_defaults_match_the_spec() -> None:
     assert (c.vocab_size, c.max_position_embeddings, c.mamba_d_state, c.mamba_d_conv, c.mamba_expand) == (
         50257, 512, 16, 4, 2)
     assert (c.spike_threshold, c.beta, c.num_attention_heads, c.attention_dropout) == (1.0, 0.95, 8, 0.1)
-    assert (c.memory_size, c.num_clusters, c.max_retrieval_distance) == (1024, 128, 1.0)
+    assert (c.memory_size, c.num_clusters, c.max_retrieval_distance) == (1024, 128, 0.5)  # issue 15: 1.0 never filtered
     assert (c.dropout, c.embedding_dropout, c.layer_norm_eps, c.initializer_range) == (0.1, 0.1, 1e-5, 0.02)
     t = TrainingConfig()
     assert (t.learning_rate, t.batch_size, t.num_epochs, t.sequence_length, t.seed) == (1e-4, 32, 15, 512, 42)

@@ -83,7 +83,7 @@ class FaissMemory:
         top_k: int = 8,
         nprobe: int = 8,
         metric: str = "ip",
-        max_retrieval_distance: float = 1.0,
+        max_retrieval_distance: float = 0.5,
         compression: bool = True,
         compression_dim: int = 64,
         compression_variance: float = 0.95,
