@@ -452,6 +452,7 @@ class FaissMemory:
         np.add.at(self._new_usage, ids, 1)
         np.add.at(self._new_mass, ids, w)
         self._new_last_used[ids] = self.step if step is None else step
+        self.step = max(self.step, int(step)) if step is not None else self.step  # one clock for writes and reads
 
     # --- GPU --------------------------------------------------------------------------------------------
     def to_gpu(self, device: int = 0) -> FaissMemory:

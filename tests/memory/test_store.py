@@ -197,3 +197,22 @@ def test_to_gpu_without_gpu_raises_a_clear_error():
     # This machine has no GPU: the GPU path itself is untestable here.
     with pytest.raises(RuntimeError, match="faiss-gpu"):
         _memory().to_gpu()
+
+
+def test_evaluation_writes_evict_saved_training_entries_first(tmp_path):
+    # Issue 15: with retrieval counts first, saved training entries that were ever retrieved stayed forever and
+    # evaluation (which records no usage) cycled its writes through the slots left. Recency first fixes it.
+    mem = _memory(capacity=8, max_size=8)
+    rng = np.random.default_rng(0)
+    train = rng.standard_normal((8, 32)).astype(np.float32)
+    ids = mem.write(train, step=500)
+    mem.record_usage(ids, np.full(8, 0.5), step=598)  # every training entry was retrieved
+    mem.save(tmp_path)
+    loaded = FaissMemory.load(tmp_path)
+    evaluated = rng.standard_normal((6, 32)).astype(np.float32)
+    for i in range(3):  # slot ids are reused after pruning: compare the stored values
+        loaded.write(evaluated[2 * i : 2 * i + 2], step=i)
+    kept = {row.tobytes() for row in loaded.entries()["values"]}
+    assert all(row.tobytes() in kept for row in evaluated)  # the text just read stays...
+    assert sum(row.tobytes() in kept for row in train) == 2  # ...the oldest training entries made room for it
+    assert loaded.step > 598  # the write clock never runs backwards after a load
