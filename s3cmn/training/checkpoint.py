@@ -119,6 +119,8 @@ def load_training_state(
         scheduler.load_state_dict(_load_tensors(folder / SCHEDULER_FILE))
     except FileNotFoundError as err:
         raise CheckpointError(f"checkpoint {folder} is incomplete: {Path(err.filename).name} is missing") from None
+    except CheckpointError:
+        raise
     except (json.JSONDecodeError, UnicodeDecodeError, RuntimeError, ValueError, KeyError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(f"checkpoint {folder} is corrupt ({type(err).__name__}: {reason})") from None
@@ -130,7 +132,10 @@ def _load_tensors(path: Path) -> Any:
     """``torch.load(weights_only=True)``; a file that needs pickled code is refused, never executed."""
     try:
         return torch.load(path, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():  # not a refused Python object: the bytes are damaged
+            raise CheckpointError(f"{path} is corrupt (not a tensor file); restore the checkpoint, or start the "
+                                  "run again with --overwrite") from None
         raise CheckpointError(
             f"{path} is not in a safe format: it holds pickled Python objects, which are never loaded (they "
             "could run code). s3cmn-train writes plain tensors: restore this checkpoint from a copy written by "
