@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from s3cmn.data.errors import DataError
     from s3cmn.training import CheckpointError, TrainingError, train
+    from s3cmn.training.checkpoint import check_output_dir
     from s3cmn.utils.fields import ConfigError
 
     implicit_preset = not args.preset and not args.config_path
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         args.preset = "tiny"
     try:
         settings = settings_from_args(args, SECTIONS)
-        if settings.build()[1].resume:
+        training = settings.build()[1]
+        if training.resume:
+            check_output_dir(training.output_dir, training.resume, training.overwrite)  # before reading `last`
             settings = resumed_settings(args, settings, implicit_preset)
         if args.interactive:
             settings = interactive_edit(settings, SECTIONS)

@@ -732,6 +732,11 @@ def _load_model_state(model: Any, folder: Path) -> None:
     except (ValueError, RuntimeError, OSError, KeyError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"cannot load the checkpoint {folder}: {reason}") from None
+    if loaded.memories and not (folder / "memory").is_dir():  # from_pretrained would start them empty
+        raise CheckpointError(
+            f"checkpoint {folder} has no memory/ folder, but its model reads a memory (use_memory): the run would "
+            "go on with empty stores; restore the folder, or start a new run (--overwrite or another --output-dir)"
+        )
     saved, now = loaded.config.settings_dict(), model.config.settings_dict()
     changed = [f"{k} (checkpoint {saved.get(k)!r}, given {v!r})" for k, v in now.items() if saved.get(k) != v]
     if changed:
