@@ -310,12 +310,16 @@ def _(ws: Workspace) -> str:
 @case("sigint-during-a-long-validation")
 def _(ws: Workspace) -> str:
     out, log = ws.folder("sigint"), ws.root / "sigint.log"
-    proc = start("train", [*MODEL, *RUN, *ws.data(), "--validation-file", str(ws.full_valid), "--eval-batches", "0",
-                           "--eval-interval", "1", "--max-steps", "100000", "--output-dir", str(out)], log)
+    proc = start("train", [*MODEL, *RUN, *ws.data(), "--validation-file", str(ws.full_valid),
+                           "--validation-source", "file", "--eval-batches", "0", "--eval-interval", "1",
+                           "--max-steps", "100000", "--output-dir", str(out)], log)
     wait_for(lambda: (out / "metrics.jsonl").exists(), 180, "the first step")
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    line = stop(finish(proc, log, 30), r"signal SIGINT", (130,))
+    result = finish(proc, log, 30)
+    line = stop(result, r"signal SIGINT", (130,))
+    if "not recorded" not in result.stderr:
+        raise CaseFailed("the validation under way was not cut short")
     intact(out)
     return line
 

@@ -146,8 +146,8 @@ def test_first_sigint_stops_after_the_step_without_finishing_a_long_validation(t
                                                                                 shared_data) -> None:
     out = tmp_path / "run"
     full_test = shared_data / "wikitext-2-raw" / "wiki.test.raw"  # ~9,000 blocks: a validation of minutes
-    args = [*train_args, "--validation-file", str(full_test), "--eval-batches", "0", "--eval-interval", "1",
-            "--max-steps", "100000", "--output-dir", str(out)]
+    args = [*train_args, "--validation-file", str(full_test), "--validation-source", "file", "--eval-batches", "0",
+            "--eval-interval", "1", "--max-steps", "100000", "--output-dir", str(out)]
     proc = start_cli("train", args, tmp_path / "log")
     try:
         wait_for(lambda: (out / "metrics.jsonl").exists(), 120, "the first step")
