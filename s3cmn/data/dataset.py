@@ -91,6 +91,15 @@ def encode_text(text: str, tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
     return np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=total)
 
 
+def round_trips(text: str, tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True if decoding :func:`encode_text`'s ids gives ``text`` back exactly (a lossless tokenizer for it).
+
+    BERT-uncased is not: it lower-cases and drops newlines. Byte-level BPE (GPT-2, ``bpe:N``) is.
+    """
+    ids = encode_text(text, tokenizer).tolist()
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) == text
+
+
 def _cache_paths(
     text: str, tokenizer: PreTrainedTokenizerBase, cache_dir: str | Path | None
 ) -> tuple[Path, dict]:

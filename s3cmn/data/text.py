@@ -10,6 +10,9 @@ Sources, in order of precedence:
    the original file and already ends with ``"\\n"`` (blank lines are ``""`` in the hub export), so the
    rows are joined with ``""``.
 
+With ``corpus = "python-stdlib"`` the splits are this Python's standard-library sources instead (see
+:mod:`s3cmn.data.python_corpus`). Which text *validation* scores is decided in :mod:`s3cmn.data.validation`.
+
 Offline, or with the hub unreachable, and no local data: a :class:`DataError` at once (no retries)
 saying how to provide the data.
 """
@@ -17,11 +20,12 @@ saying how to provide the data.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from s3cmn.data.errors import DataError
 from s3cmn.data.hub import hub_offline, hub_reachable
@@ -110,8 +114,9 @@ def _local_paths(data: DataConfig, splits: Sequence[str]) -> dict[str, Path]:
     return paths
 
 
-def _load_from_hub(data: DataConfig, splits: Sequence[str]) -> dict[str, str]:
-    """Each split's rows joined with ``""`` (WikiText rows already end with a newline)."""
+def _load_from_hub(data: DataConfig, splits: Sequence[str], optional: Sequence[str] = ()) -> dict[str, str]:
+    """Each split's rows joined with ``""`` (WikiText rows already end with a newline); ``optional`` splits
+    the dataset lacks are left out instead of being an error."""
     name = f"{data.dataset_name}/{data.dataset_config}"
     offline = hub_offline()
     if not offline and not hub_reachable():
@@ -133,6 +138,8 @@ def _load_from_hub(data: DataConfig, splits: Sequence[str]) -> dict[str, str]:
         raise DataError(f"dataset {name} is not available ({why}). {HOW_TO_PROVIDE}") from err
     texts: dict[str, str] = {}
     for split in splits:
+        if split not in dataset and split in optional:
+            continue
         if split not in dataset:
             raise DataError(f"dataset {name} has no '{split}' split (it has: {', '.join(dataset)})")
         text = "".join(dataset[split]["text"])
@@ -151,6 +158,9 @@ def load_text_splits(data: DataConfig, splits: Sequence[str] = SPLITS) -> dict[s
     if not splits:
         raise DataError("no split requested")
     canonical = [canonical_split(s) for s in splits]
+    if data.corpus == "python-stdlib":
+        corpus = _python_corpus(data)
+        return {asked: corpus.text(split) for asked, split in zip(splits, canonical, strict=True)}
     local = any(p is not None for p in (data.train_file, data.validation_file, data.test_file, data.data_dir))
     if local:
         paths = _local_paths(data, canonical)
@@ -160,3 +170,46 @@ def load_text_splits(data: DataConfig, splits: Sequence[str] = SPLITS) -> dict[s
     else:
         texts = _load_from_hub(data, canonical)
     return {asked: texts[split] for asked, split in zip(splits, canonical, strict=True)}
+
+
+def _python_corpus(data: DataConfig) -> Any:
+    from s3cmn.data.python_corpus import load_python_corpus
+
+    given = [flag for flag, value in (("--train-file", data.train_file), ("--validation-file", data.validation_file),
+                                      ("--test-file", data.test_file), ("--data-dir", data.data_dir)) if value]
+    if given:
+        raise DataError(f"--corpus python-stdlib reads this Python's standard library, so {', '.join(given)} "
+                        "cannot be used with it: drop them, or use --corpus text")
+    return load_python_corpus()
+
+
+def load_train_and_validation(
+    data: DataConfig,
+) -> tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]] | None]:
+    """``((train text, its source), (validation text, its source) or None)`` for a text corpus.
+
+    The validation text is the named ``validation_file``, else the data folder's ``wiki.valid.raw``, else the
+    hub's validation split; None when there is none (the caller then holds out training text). A source is
+    ``{"kind": "file", "path", "sha256"}`` or ``{"kind": "hub", "dataset", "config", "split"}``.
+    """
+    local = any(p is not None for p in (data.train_file, data.validation_file, data.test_file, data.data_dir))
+    if not local:
+        texts = _load_from_hub(data, ("train", "validation"), optional=("validation",))
+        hub = {"kind": "hub", "dataset": data.dataset_name, "config": data.dataset_config}
+        train = (texts["train"], {**hub, "split": "train"})
+        if "validation" not in texts:
+            return train, None
+        return train, (texts["validation"], {**hub, "split": "validation"})
+    train_path = _local_paths(data, ["train"])["train"]
+    validation_path = Path(data.validation_file).expanduser() if data.validation_file is not None else None
+    if validation_path is None and data.data_dir is not None:
+        validation_path = _find_in_data_dir(Path(data.data_dir).expanduser(), "validation")
+    pairs = []
+    for split, path in (("train", train_path), ("validation", validation_path)):
+        if path is None:
+            continue
+        text = read_text_file(path)
+        logger.info("%s text: %s (%d characters)", split, path, len(text))
+        pairs.append((text, {"kind": "file", "path": str(path.resolve()),
+                             "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}))
+    return pairs[0], (pairs[1] if len(pairs) > 1 else None)

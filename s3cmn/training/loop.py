@@ -279,13 +279,15 @@ def fit(
     tokenizer: Any = None,
     should_stop: Callable[[int, dict[str, Any]], bool] | None = None,
     data: DataConfig | None = None,
+    validation_text: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on blocks (num_blocks, T) with the run settings; checkpoints go to ``output_dir``.
 
     ``should_stop(step, record)`` is called after every validation (and, with record {}, after every step);
     returning True stops the run like a signal does (checkpoint, then return) — used by sweeps for pruning.
     The output folder is locked for the run; existing checkpoints are only resumed (``resume``) or replaced
-    (``overwrite``). ``data`` (the data settings) is recorded in the checkpoints, for resuming from the CLI.
+    (``overwrite``). ``data`` (the data settings) is recorded in the checkpoints, for resuming from the CLI, and
+    so is ``validation_text``, the record of which text ``valid_blocks`` came from (``s3cmn.data.validation``).
     """
     check_length = getattr(model.config, "check_sequence_length", None)  # baselines have other configs
     if check_length is not None:
@@ -293,6 +295,7 @@ def fit(
     main = is_main_process()
     with _claim_output_dir(training, main), _StopSignal() as signals:
         run = _start_run(model, train_blocks, valid_blocks, training, tokenizer, should_stop, data, signals)
+        run.settings["validation_text"] = validation_text  # what `best` is selected on, for s3cmn-eval's report
         try:
             while (stopped := _stop_reason(run)) is None:
                 step = _forward_backward(run)  # 1. the micro-batches (the memory is written after each forward)
@@ -750,23 +753,25 @@ def _load_model_state(model: Any, folder: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------
-def prepare_data(data: DataConfig, training: TrainingConfig) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
-    """Tokenizer and packed train / validation blocks (num_blocks, sequence_length) from the data settings."""
-    from s3cmn.data import load_text_splits, load_tokenizer, pack_blocks, tokenize_cached
+def prepare_data(data: DataConfig, training: TrainingConfig
+                 ) -> tuple[Any, torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    """Tokenizer, packed train / validation blocks (num_blocks, sequence_length) and the validation text's
+    record, from the data settings (a held-out slice of the training text unless an honest validation text
+    is given: ``s3cmn.data.validation``)."""
+    from s3cmn.data import load_tokenizer, load_training_texts, pack_blocks, tokenize_cached
 
-    has_validation = data.validation_file is not None or data.train_file is None
-    splits = load_text_splits(data, ("train", "validation") if has_validation else ("train",))
-    tokenizer = load_tokenizer(data.tokenizer, train_text=splits["train"])
-    train_ids = tokenize_cached(splits["train"], tokenizer, data.cache_dir)
+    texts = load_training_texts(data)
+    tokenizer = load_tokenizer(data.tokenizer, train_text=texts.train)  # bpe:N never sees the validation text
+    train_ids = tokenize_cached(texts.train, tokenizer, data.cache_dir)
     train_blocks = pack_blocks(train_ids, training.sequence_length)
     valid_blocks = None
-    if has_validation:
-        valid_blocks = pack_blocks(tokenize_cached(splits["validation"], tokenizer, data.cache_dir),
+    if texts.validation is not None:
+        valid_blocks = pack_blocks(tokenize_cached(texts.validation, tokenizer, data.cache_dir),
                                    training.sequence_length)
     if train_blocks.shape[0] < training.batch_size:
         logger.warning("only %d training blocks for batch_size %d: batches repeat blocks within a step",
                        train_blocks.shape[0], training.batch_size)
-    return tokenizer, train_blocks, valid_blocks
+    return tokenizer, train_blocks, valid_blocks, texts.selection
 
 
 def train(model_config: S3CMNConfig, training: TrainingConfig, data: DataConfig,
@@ -777,7 +782,7 @@ def train(model_config: S3CMNConfig, training: TrainingConfig, data: DataConfig,
     model_config.check_sequence_length(training.sequence_length)  # settings errors before any data is read
     check_output_dir(training.output_dir, training.resume, training.overwrite)
     _init_distributed(training)
-    tokenizer, train_blocks, valid_blocks = prepare_data(data, training)
+    tokenizer, train_blocks, valid_blocks, validation_text = prepare_data(data, training)
     vocab = len(tokenizer)
     changes: dict[str, Any] = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
     if model_config.vocab_size != vocab:
@@ -788,7 +793,7 @@ def train(model_config: S3CMNConfig, training: TrainingConfig, data: DataConfig,
     model = S3CMNForCausalLM(model_config)
     logger.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
     Path(training.output_dir).mkdir(parents=True, exist_ok=True)
-    return fit(model, train_blocks, valid_blocks, training, tokenizer, should_stop, data)
+    return fit(model, train_blocks, valid_blocks, training, tokenizer, should_stop, data, validation_text)
 
 
 def _init_distributed(training: TrainingConfig) -> None:
