@@ -1,5 +1,8 @@
 """Hyperparameter studies on Optuna: each trial is a normal training run scored by validation perplexity.
 
+Validation is the run's own (``s3cmn.data.validation``): a held-out slice of the training text unless an
+honest validation text is given, never a test split; ``trials.md`` says which text the trials were scored on.
+
 A study lives in a database (SQLite under the output folder by default, or any URL Optuna accepts, so that
 several machines can work on one study) and resumes when the same command is run again: finished trials
 are kept and not rerun, and trials left running by a crash are marked failed after a heartbeat grace period.
@@ -127,6 +130,7 @@ def run_sweep(spec: SweepSpec, output_dir: str | Path) -> Any:
         import optuna
     except ImportError as err:
         raise ImportError("s3cmn-sweep needs Optuna: pip install 's3cmn[sweep]' (or optuna)") from err
+    from s3cmn.data import describe_selection, validation_selection
     from s3cmn.training.loop import train
 
     validate_space(spec.space)
@@ -170,7 +174,8 @@ def run_sweep(spec: SweepSpec, output_dir: str | Path) -> Any:
         if pruned["flag"]:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         if result.val_loss is None:
-            raise ConfigError("a sweep needs validation data: give --validation-file or a dataset with one")
+            raise ConfigError("the trial ran no validation (no optimiser step finished): raise --max-steps")
+        trial.set_user_attr("validation_text", describe_selection(validation_selection(result.output_dir)))
         trial.set_user_attr("val_ppl", math.exp(result.val_loss))
         return math.exp(result.val_loss)
 
@@ -215,7 +220,9 @@ def _fmt(value: Any) -> str:
 
 def write_results(study: Any, root: Path) -> None:
     """trials.md, the best trial's settings as best_config.yaml, and PNG plots when matplotlib is installed."""
-    (root / "trials.md").write_text(trials_table(study) + "\n", encoding="utf-8")
+    scored_on = sorted({t.user_attrs["validation_text"] for t in study.trials if "validation_text" in t.user_attrs})
+    head = "".join(f"Validation text (what each trial's val ppl is measured on): {text}.\n\n" for text in scored_on)
+    (root / "trials.md").write_text(head + trials_table(study) + "\n", encoding="utf-8")
     completed = [t for t in study.trials if t.state.name == "COMPLETE"]
     if not completed:
         return

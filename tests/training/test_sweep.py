@@ -39,6 +39,8 @@ def test_three_trial_sweep_finishes_and_resumes(shared_data, tmp_path, capsys) -
     assert len(study.trials) == 3
     assert [(t.number, t.params, t.value) for t in study.trials[:2]] == first
     table = (out / "trials.md").read_text()
+    # selected on held-out training articles, never on the wiki.test.raw given as --validation-file
+    assert "Validation text" in table and "the last 6 of 60 articles of wiki.valid.raw" in table
     assert table.count("COMPLETE") == 3 and "width_scale" in table and "tokens/s" in table
     best = (out / "best_config.yaml").read_text()
     assert "learning_rate" in best and (out / "optimization_history.png").is_file()
