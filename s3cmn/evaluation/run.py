@@ -219,6 +219,19 @@ def import_quantizer() -> Any:
 # the whole evaluation
 
 
+
+def selection_note(folder: Path) -> str:
+    """Which text the checkpoint was selected on (its validation text), as one report note."""
+    from s3cmn.data.errors import DataError
+    from s3cmn.data.validation import describe_selection, validation_selection
+    from s3cmn.training.checkpoint import CheckpointError
+
+    try:
+        record = validation_selection(folder)
+    except (DataError, CheckpointError):  # a bare model folder (save_pretrained) has no trainer state
+        record = None
+    return f"checkpoint selected (best, early stopping) on: {describe_selection(record)}"
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
     data: DataConfig,
@@ -253,7 +266,7 @@ def evaluate_checkpoint(
     window = resolve_window(evaluation, model.config, folder)
     raw = load_text_splits(data, (evaluation.split,))[evaluation.split]
     text = prepare_text(raw, tokenizer, evaluation.max_eval_tokens, data.cache_dir, model.config.vocab_size)
-    notes: list[str] = []
+    notes: list[str] = [selection_note(folder)]
 
     # 1. the starting memory
     has_memory = bool(model.memories)

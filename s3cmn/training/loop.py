@@ -289,7 +289,7 @@ def fit(
     (``overwrite``). ``data`` (the data settings) is recorded in the checkpoints, for resuming from the CLI, and
     so is ``validation_text``, the record of which text ``valid_blocks`` came from (``s3cmn.data.validation``).
     """
-    check_length = getattr(model.config, "check_sequence_length", None)  # baselines have other configs
+    check_length = getattr(getattr(model, "config", None), "check_sequence_length", None)  # baselines: other configs
     if check_length is not None:
         check_length(training.sequence_length)
     main = is_main_process()
