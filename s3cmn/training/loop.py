@@ -81,16 +81,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype s3cmn's precision policy picks (None = fp32); logs the choice and why, once."""
-    try:
-        choice = resolve_precision(mixed_precision, device)
-    except PrecisionError as err:
-        raise TrainingError(str(err)) from None
-    log_precision(choice, "training")
-    return choice.autocast_dtype
-
-
 class _StopSignal:
     """SIGINT / SIGTERM: the first stops the run after the current step; the second also abandons that step.
 

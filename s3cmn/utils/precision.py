@@ -92,15 +92,20 @@ class PrecisionChoice:
                 "grad_scaler": self.use_grad_scaler, "reason": self.reason}
 
 
-def _cpuinfo_flags() -> set[str]:
+def _cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` line of /proc/cpuinfo (Linux), or None."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if line.startswith(name):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _cpuinfo_flags() -> set[str]:
+    return set((_cpuinfo_field("flags") or "").split())
 
 
 def _matmul_gflops(dtype: torch.dtype, n: int = _PROBE_N, repeats: int = 3) -> float:
@@ -137,13 +142,7 @@ def cpu_bf16_support() -> CpuBf16Support:
 
 def cpu_model_name() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux, else platform.processor())."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def resolve_precision(
