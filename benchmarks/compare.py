@@ -15,12 +15,20 @@ written during training and while scoring; also scored with the memory read swit
 Mamba mixer) — same width, vocabulary and tied embeddings, total parameters matched within ~1% (GPT-2 and
 Mamba keep s3cmn's depth and solve their MLP width; the tied LSTM solves its number of layers).
 
-Data: with ``--data-dir`` the real splits (train on ``wiki.train.raw``, score ``wiki.test.raw``); without it,
-offline, the model trains on ``../shared/data/wikitext-2-raw/wiki.valid.raw`` and scores ``wiki.test.raw``.
-Tokenizer: bert-base-uncased WordPiece (``../shared/data/tokenizers/bert-base-uncased``) for every model.
+Honest splits: every model trains on the training text, validates ``--evals`` times on text held out from
+it (offline WikiText-2: the last 6 of the 60 articles of ``wiki.valid.raw``, by s3cmn.data.validation's rule;
+``--data-dir``: the real ``wiki.valid.raw``; ``--corpus python``: the standard library's validation files), and
+the weights of its best validation are scored on the test text (``wiki.test.raw`` / the test files) once, at
+the end. Nothing is chosen on the test text. The report says which text selected the checkpoint.
+
+Tokenizer: ``--tokenizer gpt2`` (default: GPT-2's byte-level BPE from ``../shared/data/tokenizers/gpt2``,
+lossless: newlines and capitals are predicted and counted), ``bert`` (bert-base-uncased, lossy), ``bpe:N``
+(trained on the training text only) or a path; the report says whether ``decode(encode(text)) == text``.
 
     python benchmarks/compare.py --quick --out results/compare-quick     # 1 seed, 1k tokens, 4 x 64 (< 1 min)
-    python benchmarks/compare.py --out results/compare                   # 2 seeds, 65k tokens or 90 s per run
+    python benchmarks/compare.py --out results/compare                   # 2 seeds, 512k tokens per run
+    python benchmarks/compare.py --max-tokens 100000000 --max-time 600 --out results/compare-time   # equal time
+    python benchmarks/compare.py --corpus python --out results/compare-python
 
 Seeds run seed-major (every model at seed 0, then every model at seed 1), so a change in the machine's load
 spreads over the models instead of hitting one. Writes ``compare.json``, ``compare.md`` and
@@ -50,12 +58,14 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import (  # noqa: E402
+    CORPORA,
     MODEL_KINDS,
     build_model,
     close_meta,
     count_params,
     embedding_params,
     fmt_load,
+    load_corpus,
     parse_overrides,
     run_meta,
     write_results,
@@ -74,22 +84,9 @@ STOPPED = {"max_steps": "tokens", "max_tokens": "tokens", "max_time": "time", "m
 # data
 
 
-def load_data(args: argparse.Namespace) -> tuple[Any, torch.Tensor, str, dict[str, str]]:
-    """Tokenizer, training token ids (N,), the raw test text, and where the text came from."""
-    from s3cmn.data import load_text_splits, load_tokenizer, tokenize_cached
-    from s3cmn.run_config import DataConfig
-
-    if args.data_dir:
-        data = DataConfig(data_dir=args.data_dir, tokenizer=args.tokenizer)
-        source = {"train": f"{args.data_dir}/wiki.train.raw", "test": f"{args.data_dir}/wiki.test.raw"}
-    else:
-        raw = Path(args.shared_data) / "wikitext-2-raw"
-        data = DataConfig(train_file=str(raw / "wiki.valid.raw"), test_file=str(raw / "wiki.test.raw"),
-                          tokenizer=args.tokenizer)
-        source = {"train": str(raw / "wiki.valid.raw"), "test": str(raw / "wiki.test.raw")}
-    splits = load_text_splits(data, ("train", "test"))
-    tokenizer = load_tokenizer(data.tokenizer)
-    return tokenizer, tokenize_cached(splits["train"], tokenizer), splits["test"], source
+def load_data(args: argparse.Namespace) -> Any:
+    """The corpus's tokenizer and train / validation ids and test text (``baselines.load_corpus``)."""
+    return load_corpus(args.corpus, args.tokenizer, args.shared_data, args.data_dir)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -97,7 +94,8 @@ def load_data(args: argparse.Namespace) -> tuple[Any, torch.Tensor, str, dict[st
 
 
 def training_config(args: argparse.Namespace, seed: int, run_dir: Path, num_blocks: int) -> Any:
-    """The same TrainingConfig for every model: the budget in steps, a 10% warmup, no in-loop validation."""
+    """The same TrainingConfig for every model: the budget in steps, a 10% warmup, ``--evals`` validations
+    on the held-out text (each keeps ``best`` when it improves; the last one is at the end of training)."""
     from s3cmn.run_config import TrainingConfig
 
     tokens_per_step = args.batch_size * args.seq_len
@@ -107,7 +105,8 @@ def training_config(args: argparse.Namespace, seed: int, run_dir: Path, num_bloc
               "learning_rate": args.lr or preset_training(args.preset).get("learning_rate", 1e-3),
               "num_epochs": math.ceil(steps / steps_per_epoch) + 1, "max_steps": steps,
               "max_tokens": args.max_tokens, "max_time": args.max_time, "warmup_steps": max(1, round(0.1 * steps)),
-              "mixed_precision": args.precision, "device": "cpu", "seed": seed, "eval_interval": 10**9,
+              "mixed_precision": args.precision, "device": "cpu", "seed": seed,
+              "eval_interval": max(1, steps // max(args.evals, 1)), "eval_batches": args.eval_batches,
               "save_interval": 10**9, "log_interval": 1, "num_samples": 0, "output_dir": str(run_dir)}
     return TrainingConfig(**fields)
 
@@ -125,36 +124,52 @@ def score(model: torch.nn.Module, text: Any, args: argparse.Namespace, memory: b
             "stride": stride, "memory": memory}
 
 
-def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConfig, blocks: torch.Tensor,
+def load_best(model: torch.nn.Module, run_dir: Path) -> None:
+    """The weights of the ``best`` checkpoint (lowest validation loss) into ``model``, in place."""
+    from safetensors.torch import load_model
+
+    path = run_dir / "best" / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: training never validated (raise the budget or --evals)")
+    load_model(model, str(path))
+
+
+def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConfig, data: dict[str, torch.Tensor],
             text: Any, out: Path) -> dict[str, Any]:
-    """Train ``kind`` at ``seed`` on ``blocks`` (num_blocks, T), score the test text; the run's record."""
+    """Train ``kind`` at ``seed`` on ``data["train"]`` (num_blocks, T), select the checkpoint with the lowest
+    loss on ``data["valid"]``, score the test text with it (once); the run's record."""
     from s3cmn.training import fit
     from s3cmn.training.loop import seed_everything
 
     run_dir = out / "runs" / f"{kind}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    training = training_config(args, seed, run_dir, blocks.shape[0])
+    training = training_config(args, seed, run_dir, data["train"].shape[0])
     seed_everything(seed)
     model = build_model(kind, reference, positions=args.seq_len)
     logger.info("%s seed %d: %.3fM parameters", kind, seed, count_params(model) / 1e6)
     cpu_start = time.process_time()
-    result = fit(model, blocks, None, training)
+    result = fit(model, data["train"], data["valid"], training)
     train_cpu_s = time.process_time() - cpu_start  # this process's CPU time: all threads, training + saving
-    curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    curve = [{k: r[k] for k in ("step", "tokens", "loss", "elapsed_s", "tokens_per_s")} for r in curve
+    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [{k: r[k] for k in ("step", "tokens", "loss", "elapsed_s", "tokens_per_s")} for r in log
              if r["kind"] == "train"]
+    validations = [{k: r[k] for k in ("step", "tokens", "loss", "ppl")} for r in log if r["kind"] == "validation"]
+    best = min(validations, key=lambda r: r["loss"]) if validations else None
+    load_best(model, run_dir)
     steady = [r["tokens_per_s"] for r in curve[1:]] or [result.tokens_per_s]  # the first step is the warm-up
     record = {"model": kind, "seed": seed, "params": count_params(model),
               "embedding_params": embedding_params(model), "description": model.description, "steps": result.steps,
               "train_tokens": result.tokens, "stopped": STOPPED.get(result.stopped, result.stopped),
               "train_seconds": curve[-1]["elapsed_s"] if curve else 0.0, "train_cpu_seconds": train_cpu_s,
               "train_tokens_per_s": result.tokens_per_s, "train_tokens_per_s_median": statistics.median(steady),
-              "final_train_loss": result.train_loss, "curve": curve,
+              "final_train_loss": result.train_loss, "curve": curve, "validations": validations,
+              "best_step": best and best["step"], "best_val_loss": best and best["loss"],
               "eval": {"default": score(model, text, args, memory=kind == "s3cmn+mem")}}
     if kind == "s3cmn+mem":  # the same weights with the read switched off (before the scoring writes matter)
         record["eval"]["memory_off"] = score(model, text, args, memory=False)
         record["memory_entries"] = {k: m.num_entries for k, m in model.memories.items()}
-    shutil.rmtree(run_dir / "last", ignore_errors=True)  # the checkpoint fit() saves; metrics.jsonl stays
+    for name in ("last", "best"):  # the checkpoints fit() saves; metrics.jsonl stays
+        shutil.rmtree(run_dir / name, ignore_errors=True)
     return record
 
 
@@ -168,9 +183,14 @@ def spread(values: list[float]) -> dict[str, Any]:
             "min": min(values), "max": max(values), "values": values}
 
 
+PARAM_TOLERANCE = 0.01  # the issue's "parameters matched within 1%"
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (model, scoring variant): metrics over seeds as mean ± std."""
+    """One row per (model, scoring variant): metrics over seeds as mean ± std; ``param_ratio`` = the model's
+    parameters over s3cmn's (memory off), ``params_matched`` whether it is within 1%."""
     rows = []
+    reference = next((r["params"] for r in runs if r["model"] == "s3cmn"), None)
     for kind in dict.fromkeys(r["model"] for r in runs):
         mine = [r for r in runs if r["model"] == kind]
         for variant in mine[0]["eval"]:
@@ -178,6 +198,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row = {"name": name, "model": kind, "variant": variant, "seeds": [r["seed"] for r in mine],
                    "params": mine[0]["params"], "embedding_params": mine[0]["embedding_params"],
                    "stopped": sorted({r["stopped"] for r in mine}),
+                   "param_ratio": mine[0]["params"] / reference if reference else None,
+                   "params_matched": abs(mine[0]["params"] / reference - 1) <= PARAM_TOLERANCE if reference else None,
+                   "best_val_loss": spread([r["best_val_loss"] for r in mine]),
                    "train_tokens": spread([float(r["train_tokens"]) for r in mine]),
                    "train_tokens_per_s": spread([r["train_tokens_per_s_median"] for r in mine]),
                    "train_cpu_seconds": spread([r["train_cpu_seconds"] for r in mine])}
@@ -189,26 +212,36 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
+    corpus = {"wikitext2": "WikiText-2", "python": "Python standard library"}[s["corpus"]]
+    lossless = "lossless" if s["lossless_tokenizer"] else "LOSSY: decode(encode(text)) != text"
     lines = [
-        f"WikiText-2, trained on `{Path(s['data']['train']).name}`, scored on the first {s['eval_tokens_scored']:,} "
-        f"tokens of `{Path(s['data']['test']).name}` ({s['eval_words']:,} words, {s['eval_bytes']:,} bytes); "
-        f"tokenizer {s['tokenizer']} (V = {s['vocab_size']:,}); budget {s['max_tokens']:,} tokens or "
+        f"{corpus}, trained on {s['data']['train']}; checkpoint (best of {s['evals']} validations) selected on "
+        f"{s['data']['validation']} ({s['valid_tokens']:,} tokens); test scored once, on the first "
+        f"{s['eval_tokens_scored']:,} tokens of {s['data']['test']} ({s['eval_words']:,} words, "
+        f"{s['eval_bytes']:,} bytes); tokenizer {s['tokenizer']} ({lossless}, V = {s['vocab_size']:,}); "
+        f"lr {s['lr'] or 'preset'}; budget {s['max_tokens']:,} tokens or "
         f"{s['max_time']:.0f} s, batch {s['batch_size']} x {s['seq_len']}, precision {s['precision']}, "
         f"{result['meta']['threads']} threads; seeds {s['seeds']}; mean ± std over seeds.",
         "",
-        "| model | params (non-emb.) | stopped by | train tokens | train tok/s | train CPU s | word ppl | bits/byte "
-        "| token ppl |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | params (non-emb.) | / s3cmn | stopped by | train tokens | train tok/s | train CPU s | best val loss "
+        "| word ppl | bits/byte | token ppl |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
 
     def pm(d: dict[str, Any], f: str) -> str:
         return f"{d['mean']:{f}} ± {d['std']:{f}}"
 
+    def ratio(r: dict[str, Any]) -> str:
+        if r["param_ratio"] is None:
+            return "–"
+        return f"{r['param_ratio']:.3f}" + ("" if r["params_matched"] else " (NOT within 1%)")
+
     for r in result["rows"]:
         lines.append(
             f"| {r['name']} | {r['params'] / 1e6:.2f}M ({(r['params'] - r['embedding_params']) / 1e3:.0f}k) | "
-            f"{', '.join(r['stopped'])} | {r['train_tokens']['mean']:,.0f} | {pm(r['train_tokens_per_s'], ',.0f')} | "
-            f"{pm(r['train_cpu_seconds'], '.0f')} | "
+            f"{ratio(r)} | {', '.join(r['stopped'])} | {r['train_tokens']['mean']:,.0f} | "
+            f"{pm(r['train_tokens_per_s'], ',.0f')} | {pm(r['train_cpu_seconds'], '.0f')} | "
+            f"{pm(r['best_val_loss'], '.3f')} | "
             f"{pm(r['word_perplexity'], ',.1f')} | {pm(r['bits_per_byte'], '.3f')} | "
             f"{pm(r['token_perplexity'], ',.1f')} |")
     solved = {"gpt2": "n_inner", "lstm": "nlayers", "mamba": "mlp_ratio"}
@@ -262,8 +295,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--models", nargs="+", choices=MODEL_KINDS, default=list(MODEL_KINDS))
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 (quick: 0)")
-    p.add_argument("--max-tokens", type=int, default=None, help="token budget per run (default 65536; quick 1024)")
-    p.add_argument("--max-time", type=float, default=None, help="wall-clock limit per run, s (default 90; quick 10)")
+    p.add_argument("--max-tokens", type=int, default=None, help="token budget per run (default 524288; quick 1024)")
+    p.add_argument("--max-time", type=float, default=None,
+                   help="wall-clock limit per run, s (default 7200; quick 10); with a huge --max-tokens: equal time")
     p.add_argument("--eval-tokens", type=int, default=None, help="score the first N test tokens (default 8192; "
                    "quick 1024; 0 = the whole split)")
     p.add_argument("--preset", default="tiny", help="s3cmn preset all models are sized from")
@@ -278,14 +312,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", choices=("no", "bf16"), default="no", help="training autocast (no = fp32)")
     p.add_argument("--data-dir", default=None, help="folder with wiki.{train,valid,test}.raw (real train split)")
     p.add_argument("--shared-data", default=str(SHARED_DATA), help="the shared data folder (offline default)")
-    p.add_argument("--tokenizer", default=None, help="default: <shared-data>/tokenizers/bert-base-uncased")
+    p.add_argument("--corpus", choices=CORPORA, default="wikitext2",
+                   help="wikitext2 (offline: train wiki.valid.raw minus held-out articles, score wiki.test.raw) "
+                        "or python (the standard library's files, split by path)")
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2 (byte-level BPE, lossless; default), bert "
+                   "(bert-base-uncased: lower-cases, drops newlines), bpe:N (trained on the training text), or a path")
+    p.add_argument("--evals", type=int, default=None, help="validations per run on the held-out text; the best "
+                   "one's weights are scored (default 8; quick 2)")
+    p.add_argument("--eval-batches", type=int, default=0, help="validation batches per validation (0 = all)")
+    p.add_argument("--valid-tokens", type=int, default=65536, help="use the first N validation tokens (0 = all)")
     args = p.parse_args(argv)
     quick = args.quick
     args.seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1])
-    args.max_tokens = args.max_tokens if args.max_tokens is not None else (1024 if quick else 65536)
-    args.max_time = args.max_time if args.max_time is not None else (10.0 if quick else 90.0)
+    args.max_tokens = args.max_tokens if args.max_tokens is not None else (1024 if quick else 524288)
+    args.max_time = args.max_time if args.max_time is not None else (10.0 if quick else 7200.0)
     args.eval_tokens = args.eval_tokens if args.eval_tokens is not None else (1024 if quick else 8192)
-    args.tokenizer = args.tokenizer or str(Path(args.shared_data) / "tokenizers" / "bert-base-uncased")
+    args.evals = args.evals if args.evals is not None else (2 if quick else 8)
     args.batch_size = args.batch_size or 4
     args.seq_len = args.seq_len or (64 if quick else preset_training(args.preset).get("sequence_length", 128))
     return args
@@ -300,21 +342,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     meta = run_meta(args.threads, args.quick, argv)
     out = Path(args.out)
-    tokenizer, train_ids, test_text, source = load_data(args)
-    blocks = train_ids[: train_ids.numel() // args.seq_len * args.seq_len].view(-1, args.seq_len)  # (N, T)
-    text = prepare_text(test_text, tokenizer, max_tokens=args.eval_tokens)
+    corpus = load_data(args)
+    tokenizer = corpus.tokenizer
+    data = {split: ids[: ids.numel() // args.seq_len * args.seq_len].view(-1, args.seq_len)  # (N, T)
+            for split, ids in (("train", corpus.train_ids), ("valid", corpus.valid_ids[: args.valid_tokens or None]))}
+    text = prepare_text(corpus.test_text, tokenizer, max_tokens=args.eval_tokens)
     reference = S3CMNConfig.from_preset(args.preset, **{
         **parse_overrides(args.override), "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id})
 
-    runs = [run_one(kind, seed, args, reference, blocks, text, out) for seed in args.seeds for kind in args.models]
+    runs = [run_one(kind, seed, args, reference, data, text, out) for seed in args.seeds for kind in args.models]
     close_meta(meta, start)
     result = {
         "meta": meta,
-        "settings": {"data": source, "tokenizer": args.tokenizer, "vocab_size": len(tokenizer),
-                     "train_tokens_available": train_ids.numel(), "max_tokens": args.max_tokens,
+        "settings": {"corpus": corpus.name, "data": corpus.source, "selection": corpus.selection,
+                     "tokenizer": corpus.tokenizer_spec, "lossless_tokenizer": corpus.lossless,
+                     "vocab_size": len(tokenizer), "train_tokens_available": corpus.train_ids.numel(),
+                     "valid_tokens": data["valid"].numel(), "max_tokens": args.max_tokens,
                      "max_time": args.max_time, "batch_size": args.batch_size, "seq_len": args.seq_len,
-                     "precision": args.precision, "seeds": args.seeds, "preset": args.preset,
+                     "evals": args.evals, "eval_batches": args.eval_batches,
+                     "precision": args.precision, "seeds": args.seeds, "preset": args.preset, "lr": args.lr,
                      "overrides": parse_overrides(args.override), "eval_tokens_scored": text.num_tokens,
                      "eval_words": text.words, "eval_bytes": text.bytes, "eval_truncated": text.truncated},
         "descriptions": {r["model"]: r["description"] for r in runs},

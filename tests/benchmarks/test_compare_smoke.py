@@ -48,6 +48,9 @@ def test_compare_quick_writes_well_formed_json(tmp_path: Path, shared_data: Path
                   "--override", *TOY])
     result = read_results(tmp_path, "compare")
 
+    settings = result["settings"]  # honest splits: selected on text held out from training, GPT-2 BPE lossless
+    assert settings["selection"]["rule"] == "holdout" and not settings["selection"]["validation_is_test_split"]
+    assert settings["lossless_tokenizer"] is True and settings["data"]["test"].endswith("wiki.test.raw")
     names = {r["name"] for r in result["rows"]}
     assert names == {"s3cmn", "s3cmn+mem", "s3cmn+mem (read off at test)", "gpt2", "lstm", "mamba"}
     params = {r["model"]: r["params"] for r in result["rows"]}
@@ -60,6 +63,7 @@ def test_compare_quick_writes_well_formed_json(tmp_path: Path, shared_data: Path
             assert positive(row[metric]["mean"]) and row[metric]["std"] == 0.0, (row["name"], metric)
     for run in result["runs"]:
         assert run["train_tokens"] > 0 and run["curve"] and all(positive(p["loss"]) for p in run["curve"])
+        assert run["validations"] and run["best_val_loss"] == min(v["loss"] for v in run["validations"])
         assert run["eval"]["default"]["tokens"] == result["settings"]["eval_tokens_scored"]
         assert not (tmp_path / "runs" / f"{run['model']}-seed0" / "last").exists()  # checkpoints are removed
     png = result["loss_curves_png"]
