@@ -3,7 +3,7 @@
 Every builder returns a module whose ``forward(input_ids, labels=None, use_cache=False, use_memory=...,
 write_memory=..., logits_to_keep=0)`` returns an object with ``.loss`` (mean next-token cross-entropy of
 ``logits[:, :-1]`` against ``labels[:, 1:]``, the same formula as ``S3CMNForCausalLM``), ``.logits`` (B, T, V),
-``.spike_rate`` and ``.memory_hit_rate``; ``save_pretrained(folder)``; and ``memory_writes``. So
+``.spike_rate`` and ``.memory_hit_rate``; ``save_pretrained(folder)``; and ``memory_bank``. So
 ``s3cmn.training.fit`` (same optimizer, schedule, precision, limits) and
 ``s3cmn.evaluation.perplexity.score_stream`` (same windows, same NLL) drive all models identically.
 
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.memory.bank import MemoryBank
 
 MODEL_KINDS = ("s3cmn", "s3cmn+mem", "gpt2", "lstm", "mamba")
 
@@ -66,8 +67,7 @@ class BaselineLM(nn.Module):
     def __init__(self, description: dict[str, Any]) -> None:
         super().__init__()
         self.description = description  # JSON-ready: what the model is and how it was matched
-        self.memory_writes = 0  # fit() records it in the trainer state; a baseline never writes
-        self.memories: dict[str, Any] = {}
+        self.memory_bank = MemoryBank()  # no stores: fit() records its write counter; a baseline never writes
 
     def logits(self, input_ids: Tensor, logits_to_keep: int) -> Tensor:
         raise NotImplementedError

@@ -142,11 +142,11 @@ def fill_memory(model: torch.nn.Module, config: Any, quick: bool) -> dict[str, A
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for _ in range(64):
-            mems = list(model.memories.values())
+            mems = [m for _, m in model.memory_bank]
             if all(m.searchable for m in mems) and (quick or all(m.num_entries >= m.capacity for m in mems)):
                 break
             model(torch.randint(0, config.vocab_size, (4, 256), generator=g), write_memory=True)
-    mem = next(iter(model.memories.values()))
+    mem = model.memory_bank.items()[0][1]
     return {"entries": mem.num_entries, "capacity": mem.capacity, "ivf": bool(mem.is_ivf)}
 
 

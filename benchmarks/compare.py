@@ -167,7 +167,7 @@ def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConf
               "eval": {"default": score(model, text, args, memory=kind == "s3cmn+mem")}}
     if kind == "s3cmn+mem":  # the same weights with the read switched off (before the scoring writes matter)
         record["eval"]["memory_off"] = score(model, text, args, memory=False)
-        record["memory_entries"] = {k: m.num_entries for k, m in model.memories.items()}
+        record["memory_entries"] = {str(k): m.num_entries for k, m in model.memory_bank}
     for name in ("last", "best"):  # the checkpoints fit() saves; metrics.jsonl stays
         shutil.rmtree(run_dir / name, ignore_errors=True)
     return record

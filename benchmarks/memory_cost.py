@@ -181,7 +181,7 @@ def training_step_cost(config: S3CMNConfig, batch: int, T: int, repeats: int,
     model.eval()
     with torch.no_grad():  # fill every memory to its capacity (IVF when capacity >= 39 nlist), as in training
         for _ in range(64):
-            if all(m.num_entries >= m.capacity for m in model.memories.values()):
+            if all(m.num_entries >= m.capacity for _, m in model.memory_bank):
                 break
             model(torch.randint(0, config.vocab_size, (8, T), generator=g), use_cache=False, write_memory=True)
     model.train()
@@ -189,15 +189,15 @@ def training_step_cost(config: S3CMNConfig, batch: int, T: int, repeats: int,
     ids = torch.randint(0, config.vocab_size, (batch, T), generator=g)  # (B, T)
     search_ms: list[float] = []
     write_ms: list[float] = []
-    write_memory = model.write_memory
+    commit = model.memory_bank.commit
 
-    def timed_write(*a: Any) -> int:  # the forward calls self.write_memory: time it on this instance
+    def timed_write(*a: Any, **kw: Any) -> int:  # the forward calls memory_bank.commit: time it on this instance
         start = time.perf_counter()
-        written = write_memory(*a)
+        written = commit(*a, **kw)
         write_ms.append((time.perf_counter() - start) * 1e3)
         return written
 
-    model.write_memory = timed_write
+    model.memory_bank.commit = timed_write
 
     def step(memory: bool) -> None:
         out = model(ids, labels=ids, use_cache=False, use_memory=memory, write_memory=memory)
@@ -217,7 +217,7 @@ def training_step_cost(config: S3CMNConfig, batch: int, T: int, repeats: int,
                 times[memory]["wall"].append(time.perf_counter() - w)
                 times[memory]["cpu"].append(time.process_time() - c)
     on, off = ({k: statistics.median(v) for k, v in times[m].items()} for m in (True, False))
-    mem = next(iter(model.memories.values()))
+    mem = model.memory_bank.items()[0][1]
     overhead = on["wall"] / off["wall"] - 1
     return {"batch": batch, "seq_len": T, "repeats": repeats, "step_s_memory_on": on["wall"],
             "step_s_memory_off": off["wall"], "cpu_s_memory_on": on["cpu"], "cpu_s_memory_off": off["cpu"],
@@ -227,7 +227,7 @@ def training_step_cost(config: S3CMNConfig, batch: int, T: int, repeats: int,
             "memory_write_ms": write_ms, "target_overhead": TARGET_OVERHEAD, "met": overhead <= TARGET_OVERHEAD,
             "blas_threads": blas_threads,
             "memory": {"entries": mem.num_entries, "capacity": mem.capacity, "ivf": bool(mem.is_ivf),
-                       "layers": sorted(model.memories), "write_stride": config.memory_write_stride,
+                       "layers": model.memory_bank.layers, "write_stride": config.memory_write_stride,
                        "top_k": config.memory_top_k, "nprobe": config.memory_nprobe}}
 
 

@@ -82,13 +82,15 @@ def query_memories(checkpoint: Path, text: str, tokenizer: Any, k: int | None) -
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
     if ids.shape[1] == 0:
         raise ValueError("--query text is empty after tokenisation")
-    out = model.model(ids, memories=model.memories)
+    bank = model.memory_bank
+    with bank.forward_pass(read=True, write=True):  # staged, never committed: the states the layers read with
+        model.model(ids, memory_bank=bank)
+        states = {layer: bank.staged(layer) for layer in bank.pending}
+        bank.discard()
     hits = {}
-    for i, block_out in enumerate(out["blocks"]):
-        if block_out.memory_input is None:
-            continue
-        query = model.model.layers[i].memory_reader.q_proj(block_out.memory_input[0, -1:])  # (1, D)
-        hits[str(i)] = query_report(model.memories[str(i)], query, tokenizer, k)[0]
+    for i, h in states.items():
+        query = model.model.layers[i].memory_reader.q_proj(h[0, -1:])  # (1, D)
+        hits[str(i)] = query_report(bank[i], query, tokenizer, k)[0]
     return hits
 
 

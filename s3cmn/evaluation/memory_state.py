@@ -1,50 +1,45 @@
 """The external memory during evaluation: a stated starting content, fresh copies per run, read statistics,
 and a check that the starting memory does not already hold the text to be scored.
 
-A memory-on run starts from a deep copy of the starting stores (FAISS indexes are copied by serialisation), so
+A memory-on run starts from a deep copy of the starting bank (FAISS indexes are copied by serialisation), so
 one run never sees another's writes, and the model is left holding the starting memory afterwards.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-logger = logging.getLogger(__name__)
+from s3cmn.memory.bank import MemoryBank
 
 
 @dataclass
 class MemorySnapshot:
-    """Deep copies of a model's stores and its memory-write counter."""
+    """A deep copy of a model's memory bank (its stores and write counter)."""
 
-    memories: dict[str, Any]
-    memory_writes: int
+    bank: MemoryBank
     start: str  # "saved" (as loaded from the checkpoint) or "empty"
 
 
 def snapshot_memories(model: Any, start: str) -> MemorySnapshot:
-    """Copy ``model.memories`` as the starting memory of every memory-on run."""
-    return MemorySnapshot(copy.deepcopy(model.memories), model.memory_writes, start)
+    """Copy ``model.memory_bank`` as the starting memory of every memory-on run."""
+    return MemorySnapshot(model.memory_bank.copy(), start)
 
 
 def restore_memories(model: Any, snapshot: MemorySnapshot) -> None:
-    """Give ``model`` a fresh copy of the snapshot's stores (search statistics zeroed)."""
-    model.memories = copy.deepcopy(snapshot.memories)
-    model.memory_writes = snapshot.memory_writes
-    for memory in model.memories.values():
-        memory.reset_search_stats()
+    """Give ``model`` a fresh copy of the snapshot's bank (search statistics zeroed)."""
+    model.memory_bank = snapshot.bank.copy()
+    model.memory_bank.reset_search_stats()
 
 
-def memory_content(memories: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Entries, capacity, index type and whether searchable, per memory layer of ``memories`` (layer -> store)."""
-    return {layer: {"entries": m.num_entries, "capacity": m.capacity, "searchable": m.searchable,
+def memory_content(bank: MemoryBank) -> dict[str, dict[str, Any]]:
+    """Entries, capacity, index type and whether searchable, per memory layer of ``bank`` (str keys: for JSON)."""
+    return {str(layer): {"entries": m.num_entries, "capacity": m.capacity, "searchable": m.searchable,
                     "index_type": "ivf" if m.is_ivf else ("exact" if m.index is not None else "none")}
-            for layer, m in memories.items()}  # fmt: skip
+            for layer, m in bank}  # fmt: skip
 
 
 def provenance_overlap(model: Any, stream: Tensor) -> dict[str, int]:
@@ -55,14 +50,14 @@ def provenance_overlap(model: Any, stream: Tensor) -> dict[str, int]:
 
     ids = stream.numpy().astype(np.int64)
     if ids.size < PROVENANCE_WINDOW:
-        return {layer: 0 for layer in model.memories}
+        return {str(layer): 0 for layer in model.memory_bank.layers}
     grams = np.lib.stride_tricks.sliding_window_view(ids, PROVENANCE_WINDOW)  # (N - W + 1, W)
     seen = {row.tobytes() for row in grams}
     overlap = {}
-    for layer, memory in model.memories.items():
+    for layer, memory in model.memory_bank:
         tokens = memory.entries()["tokens"].astype(np.int64)  # (M, W), -1 where unknown
         full = tokens[(tokens >= 0).all(axis=1)]
-        overlap[layer] = int(sum(row.tobytes() in seen for row in full))
+        overlap[str(layer)] = int(sum(row.tobytes() in seen for row in full))
     return overlap
 
 

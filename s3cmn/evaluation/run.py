@@ -130,7 +130,7 @@ def text_source(data: DataConfig, split: str) -> dict[str, Any]:
 
 
 def _layer_names(model: Any, count: int) -> list[str]:
-    names = sorted(model.memories, key=int)
+    names = [str(layer) for layer in model.memory_bank.layers]
     return names if len(names) == count else [str(i) for i in range(count)]
 
 
@@ -140,7 +140,7 @@ def score_run(model: Any, precision: str, mode: str, text: EvalText, window: dic
     use = mode == "on"
     if use:
         restore_memories(model, snapshot)
-    start = memory_content(model.memories) if use else None
+    start = memory_content(model.memory_bank) if use else None
     with PeakMemory(device) as peak:
         score = score_stream(model, text.stream, window["context_length"], window["stride"], batch_size,
                              use_memory=use, write_memory=use, progress=progress, desc=f"{precision} memory {mode}")
@@ -162,9 +162,9 @@ def score_run(model: Any, precision: str, mode: str, text: EvalText, window: dic
         names = _layer_names(model, len(reads))
         run["memory_state"] = {
             "start": start,
-            "end": memory_content(model.memories),
+            "end": memory_content(model.memory_bank),
             "reads": {name: summarise_reads(r) for name, r in zip(names, reads, strict=True)},
-            "store": {layer: m.stats().to_dict() for layer, m in model.memories.items()},
+            "store": {str(layer): m.stats().to_dict() for layer, m in model.memory_bank},
             "hit_rate_trace": score.hit_rate_trace,
         }
         restore_memories(model, snapshot)  # leave the model holding the starting memory
@@ -269,9 +269,9 @@ def evaluate_checkpoint(
     notes: list[str] = [selection_note(folder)]
 
     # 1. the starting memory
-    has_memory = bool(model.memories)
+    has_memory = len(model.memory_bank) > 0
     if memory_start == "empty":
-        model.reset_memory()
+        model.memory_bank.reset()
     elif has_memory and not (folder / "memory").is_dir():
         notes.append("the checkpoint holds no saved memory: the 'saved' starting memory is empty")
     snapshot = snapshot_memories(model, memory_start)
@@ -341,7 +341,7 @@ def evaluate_checkpoint(
                  "words": text.words, "bytes": text.bytes, "tokens": text.num_tokens,
                  "prefix_token_id": text.prefix_token_id},  # fmt: skip
         "tokenizer": tokenizer_info(tokenizer, tokenizer_source),
-        "memory_start": {"content": memory_start, "layers": memory_content(snapshot.memories),
+        "memory_start": {"content": memory_start, "layers": memory_content(snapshot.bank),
                          "entries_holding_scored_text": overlap},  # fmt: skip
         "readouts": readout_summary(readouts, datastore, modes),
         "runs": runs,

@@ -129,6 +129,10 @@ class MemoryBank:
             raise ValueError(f"MemoryBank.stage: layer {layer_idx} states must be (B, T, D), got {tuple(states.shape)}")
         self._pending[layer_idx] = states.detach()
 
+    def staged(self, layer_idx: int) -> Tensor | None:
+        """The (B, T, D) states ``layer_idx`` staged in this pass (None if none), e.g. to inspect its queries."""
+        return self._pending.get(layer_idx)
+
     @property
     def pending(self) -> list[int]:
         """The layers whose states are staged and not yet committed."""

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from transformers import GenerationMixin, PreTrainedModel
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.memory.bank import MemoryBank
 from s3cmn.modeling.auto import register_auto_classes
 from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import S3CMNCache
@@ -196,13 +197,14 @@ class S3CMNModel(S3CMNPreTrainedModel):
         input_ids: Tensor,
         cache: S3CMNCache | None = None,
         use_cache: bool = False,
-        memories: dict[str, Any] | None = None,
+        memory_bank: MemoryBank | None = None,
         output_hidden_states: bool = False,
     ) -> dict[str, Any]:
         """ids (B, T) -> {"hidden": (B, T, E), "cache", "blocks": [BlockOutput], "hidden_states"}.
 
         With a cache and T == 1 each block runs its recurrent ``step``; otherwise the parallel ``forward``,
-        continuing from the cached state when there is one.
+        continuing from the cached state when there is one. ``memory_bank`` goes to every block as its
+        ``memory``: a block reads ``memory_bank.store(i)`` and stages what it writes (None: no memory).
         """
         B, T = input_ids.shape
         start = cache.seen_tokens if cache is not None else 0
@@ -217,9 +219,8 @@ class S3CMNModel(S3CMNPreTrainedModel):
         for i, block in enumerate(self.layers):
             if output_hidden_states:
                 hidden_states.append(x if not step else x[:, None])
-            memory = memories.get(str(i)) if (memories and block.reads_memory) else None
             layer_state = cache.layers[i] if cache is not None else None
-            out = block.step(x, layer_state, memory) if step else block(x, layer_state, memory)
+            out = block.step(x, layer_state, memory_bank) if step else block(x, layer_state, memory_bank)
             if cache is not None:
                 cache.layers[i] = out.state
             blocks.append(out)
@@ -239,9 +240,10 @@ class S3CMNModel(S3CMNPreTrainedModel):
 class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
     """The S³CMN language model: ``forward(input_ids, labels=...)`` → loss and logits; ``generate()``.
 
-    The external FAISS memories (one per block in ``config.memory_layers``) live in ``self.memories``;
-    they are not parameters. ``forward(..., write_memory=True)`` writes the segment's states after the
-    whole forward pass, so no position of a segment can read what the segment itself wrote.
+    The external FAISS memories (one per block in ``config.memory_layers``) live in ``self.memory_bank``
+    (:class:`~s3cmn.memory.bank.MemoryBank`, stores by layer index); they are not parameters.
+    ``forward(..., write_memory=True)`` commits the states the blocks staged after the whole forward pass, so
+    no position of a segment can read what the segment itself wrote.
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
@@ -253,12 +255,7 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = S3CMNModel(config)
         self.lm_head = nn.Linear(config.embedding_dim, config.vocab_size, bias=False)
-        self.memories: dict[str, Any] = {}
-        if config.use_memory:
-            from s3cmn.memory import FaissMemory
-
-            self.memories = {str(i): FaissMemory.from_config(config, i) for i in config.memory_layer_indices()}
-        self.memory_writes = 0
+        self.memory_bank = MemoryBank.from_config(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -309,13 +306,24 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
         use_cache = self.config.use_cache and not self.training if use_cache is None else use_cache
-        memories = self.memories if use_memory else None
+        bank = self.memory_bank
+        # 1. the backbone: blocks read the stores (use_memory) and stage their writes (write_memory)
+        with bank.forward_pass(read=use_memory, write=write_memory):
+            out = self.model(input_ids, cache, use_cache, bank, output_hidden_states)
+            # 2. the head and the loss
+            loss, logits = self._head(out["hidden"], labels, logits_to_keep)
+            # 3. the writes, after the whole forward
+            if bank.pending and loss is not None and not torch.isfinite(loss):  # NaN/inf would poison the stores
+                logger.debug("loss is %s: this segment is not written to the memory", loss.item())
+                bank.discard()
+            elif bank.pending:
+                bank.commit(input_ids)
+        return self._output(out, loss, logits, use_cache)
 
-        out = self.model(input_ids, cache, use_cache, memories, output_hidden_states)
-        hidden = out["hidden"]  # (B, T, E)
+    def _head(self, hidden: Tensor, labels: Tensor | None, logits_to_keep: int) -> tuple[Tensor | None, Tensor | None]:
+        """hidden (B, T, E) -> (loss, logits (B, T or k, V)); training computes the loss in chunks, logits None."""
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-
         loss = logits = None
         if labels is not None:
             # Shift the labels, not the logits: slicing (B, T, V) logits would copy them (the largest tensor).
@@ -328,12 +336,12 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
                 loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets, ignore_index=-100)
         else:
             logits = self.lm_head(hidden).float()  # (B, T, V)
-        if write_memory and self.memories:
-            if loss is not None and not torch.isfinite(loss):  # NaN/inf states would poison the stores
-                logger.debug("loss is %s: this segment is not written to the memory", loss.item())
-            else:
-                self.write_memory(out["blocks"], input_ids)
+        return loss, logits
 
+    def _output(
+        self, out: dict[str, Any], loss: Tensor | None, logits: Tensor | None, use_cache: bool
+    ) -> S3CMNCausalLMOutput:
+        """The typed output, with the blocks' spike and memory-read statistics and their means."""
         spike_stats = [b.spike_stats for b in out["blocks"] if b.spike_stats is not None]
         memory_stats = [b.memory_stats for b in out["blocks"] if b.memory_stats is not None]
         spike_rate = torch.stack([torch.as_tensor(s.firing_rate) for s in spike_stats]).mean() if spike_stats else None
@@ -352,36 +360,6 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         )
 
     # ------------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def write_memory(self, blocks: list[Any], input_ids: Tensor) -> int:
-        """Add the segment's memory-layer states to the stores; returns the number of entries written.
-
-        The values are detached copies. Under torch.distributed every rank's writes (and usage counts) are
-        gathered first, so all replicas hold the same memory.
-        """
-        from s3cmn.memory.distributed import synced_write
-        from s3cmn.memory.reader import select_write
-
-        written = 0
-        for i, block_out in enumerate(blocks):
-            if block_out.memory_input is None or str(i) not in self.memories:
-                continue
-            memory = self.memories[str(i)]
-            values, provenance = select_write(block_out.memory_input, input_ids, memory.write_stride)
-            written += len(synced_write(memory, values, provenance, step=self.memory_writes))
-        self.memory_writes += 1
-        return written
-
-    def reset_memory(self) -> None:
-        """Empty every memory store."""
-        for memory in self.memories.values():
-            memory.reset()
-
-    def memory_stats(self) -> dict[str, Any]:
-        """``stats()`` of each memory store, by block index."""
-        return {layer: memory.stats() for layer, memory in self.memories.items()}
-
-    # ------------------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """transformers' save (config + safetensors weights), plus each memory store under ``memory/<layer>/``."""
         trained_length = self.config.__dict__.pop("n_positions", None)  # runtime only (see from_pretrained)
@@ -390,8 +368,7 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         finally:
             if trained_length is not None:
                 self.config.n_positions = trained_length
-        for layer, memory in self.memories.items():
-            memory.save(os.path.join(save_directory, MEMORY_DIR, layer))
+        self.memory_bank.save(os.path.join(save_directory, MEMORY_DIR))
 
     @classmethod
     def from_pretrained(
@@ -447,7 +424,7 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
             model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
         folder = os.path.join(path, MEMORY_DIR)
         if os.path.isdir(folder):
-            model.load_memory(folder)
+            model.memory_bank.load(folder)
         trained_length = _trained_sequence_length(path)
         if trained_length is not None:
             # What harnesses read as the context length (lm-eval checks n_positions first); runtime only,
@@ -456,18 +433,6 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         if device is not None:
             model = model.to(device)
         return model.eval()
-
-    def load_memory(self, folder: str) -> None:
-        """Load the stores saved by ``save_pretrained`` (a missing layer folder is an error)."""
-        from s3cmn.memory import FaissMemory
-
-        for layer in self.memories:
-            path = os.path.join(folder, layer)
-            if not os.path.isdir(path):
-                raise FileNotFoundError(
-                    f"memory of block {layer} is missing: expected the folder {path} (saved by save_pretrained)"
-                )
-            self.memories[layer] = FaissMemory.load(path)
 
     # ------------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -144,9 +144,10 @@ def save_quantized(
     from s3cmn.modeling.lm import save_config
 
     save_config(model.config, root)  # without runtime-only attributes
-    memories = getattr(model, "memories", None) or {}
-    for layer, memory in memories.items():
-        memory.save(str(root / MEMORY_DIR / layer))
+    bank = getattr(model, "memory_bank", None)
+    stores = bank.items() if bank is not None else []
+    if bank is not None:
+        bank.save(root / MEMORY_DIR)
     backends = {s["kind"] for s in specs.values()} & {"torch_dynamic", "bnb"}
     manifest = {
         "format": FORMAT,
@@ -158,8 +159,8 @@ def save_quantized(
         "params_int8": report.params_int8 if report else None,
         "weights": {"name": WEIGHTS, "sha256": digest},
         "memory": {
-            "layers": sorted(memories),
-            "int8": [type(memories[layer]).__name__ == "Int8FaissMemory" for layer in sorted(memories)],
+            "layers": [str(layer) for layer, _ in stores],
+            "int8": [type(memory).__name__ == "Int8FaissMemory" for _, memory in stores],
         },
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -286,4 +287,4 @@ def _load_memories(model: nn.Module, root: Path, manifest: dict[str, Any]) -> No
     layers, int8 = manifest["memory"]["layers"], manifest["memory"]["int8"]
     for layer, is_int8 in zip(layers, int8, strict=True):
         cls = Int8FaissMemory if is_int8 else FaissMemory
-        model.memories[layer] = cls.load(str(root / MEMORY_DIR / layer))
+        model.memory_bank[int(layer)] = cls.load(str(root / MEMORY_DIR / layer))

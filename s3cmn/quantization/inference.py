@@ -89,12 +89,12 @@ def _load_fp32(root: Path) -> nn.Module:
 
 
 def quantize_memories(model: nn.Module) -> None:
-    """Replace each FAISS memory of ``model`` (``model.memories``) by its SQ8 twin, in place."""
+    """Replace each FAISS memory of ``model`` (``model.memory_bank``) by its SQ8 twin, in place."""
     from s3cmn.quantization.memory_int8 import quantize_memory
 
-    memories = getattr(model, "memories", None) or {}
-    for layer, memory in memories.items():
-        memories[layer] = quantize_memory(memory)
+    bank = getattr(model, "memory_bank", None)
+    for layer, memory in bank or []:
+        bank[layer] = quantize_memory(memory)
 
 
 def _streamer(tokenizer: Any, on_text: Callable[[str], None]):
@@ -145,7 +145,7 @@ def generate_text(
         kwargs.update(temperature=temperature, top_k=top_k or None, top_p=top_p)
     if on_text is not None:
         kwargs["streamer"] = _streamer(tokenizer, on_text)
-    if use_memory and not getattr(model, "memories", None):
+    if use_memory and not getattr(model, "memory_bank", None):
         logger.info("the model has no memory: generating without")
     start_time = time.perf_counter()
     out = model.generate(ids, attention_mask=torch.ones_like(ids), use_memory=use_memory, **kwargs)  # (1, T + new)

@@ -582,9 +582,9 @@ def _validate(run: _Run) -> dict[str, Any] | None:
               "ppl": math.exp(min(val_loss, 50.0)), "elapsed_s": state["elapsed"],
               "tokens_scored": scored_blocks * (blocks.shape[1] - 1),
               "tokens_available": blocks.shape[0] * (blocks.shape[1] - 1)}
-    if model.memories:  # the stores' health, logged at each validation (occupancy left to s3cmn-memory)
-        record["memory"] = {layer: {k: v for k, v in m.stats().to_dict().items() if k != "cluster_occupancy"}
-                            for layer, m in model.memories.items()}
+    if len(model.memory_bank):  # the stores' health, logged at each validation (occupancy left to s3cmn-memory)
+        record["memory"] = {str(layer): {k: v for k, v in m.stats().to_dict().items() if k != "cluster_occupancy"}
+                            for layer, m in model.memory_bank}
     if run.tokenizer is not None and training.num_samples and run.main and run.signals.received is None:
         record["samples"] = generate_samples(model, run.tokenizer, training.sample_length,
                                              SAMPLE_PROMPTS[: training.num_samples])
@@ -604,8 +604,8 @@ def _validate(run: _Run) -> dict[str, Any] | None:
 
 def _save(run: _Run, name: str) -> None:
     if run.main:
-        trainer_state = {**run.state, "sampler": run.sampler.state_dict(), "memory_writes": run.model.memory_writes,
-                         "settings": run.settings}
+        trainer_state = {**run.state, "sampler": run.sampler.state_dict(),
+                         "memory_writes": run.model.memory_bank.writes, "settings": run.settings}
         save_checkpoint(run.out_dir / name, run.model, run.optimizer, run.scheduler, trainer_state, run.tokenizer)
     if dist.is_initialized():
         dist.barrier()
@@ -684,7 +684,7 @@ def _resume(model: Any, out_dir: Path, optimizer: Any, scheduler: Any, sampler: 
     else:
         _apply_changed_settings(saved, training, optimizer, scheduler, state["step"])
     sampler.load_state_dict(state["sampler"])
-    model.memory_writes = state["memory_writes"]
+    model.memory_bank.writes = state["memory_writes"]
     logger.info("resumed from %s at step %d (%d tokens)", folder, state["step"], state["tokens"])
     return state
 
@@ -725,7 +725,7 @@ def _load_model_state(model: Any, folder: Path) -> None:
     except (ValueError, RuntimeError, OSError, KeyError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"cannot load the checkpoint {folder}: {reason}") from None
-    if loaded.memories and not (folder / "memory").is_dir():  # from_pretrained would start them empty
+    if len(loaded.memory_bank) and not (folder / "memory").is_dir():  # from_pretrained would start them empty
         raise CheckpointError(
             f"checkpoint {folder} has no memory/ folder, but its model reads a memory (use_memory): the run would "
             "go on with empty stores; restore the folder, or start a new run (--overwrite or another --output-dir)"
@@ -739,7 +739,7 @@ def _load_model_state(model: Any, folder: Path) -> None:
             "settings, or start a new run (--overwrite or another --output-dir)"
         )
     model.load_state_dict(loaded.state_dict())
-    model.memories = loaded.memories
+    model.memory_bank = loaded.memory_bank
 
 
 # ------------------------------------------------------------------------------------------------------

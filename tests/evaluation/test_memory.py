@@ -16,6 +16,7 @@ from s3cmn.evaluation.memory_state import (
 )
 from s3cmn.evaluation.perplexity import score_stream
 from s3cmn.memory import MemoryReadStats
+from s3cmn.memory.bank import MemoryBank
 
 
 def _score(model, stream, batch: int = 2):
@@ -45,13 +46,13 @@ def test_runs_start_from_fresh_copies(tiny_model) -> None:
     model = tiny_model()
     model(torch.randint(0, 97, (4, 48)), write_memory=True)  # some starting content
     snapshot = snapshot_memories(model, "saved")
-    entries = model.memories["0"].num_entries
+    entries = model.memory_bank[0].num_entries
     stream = torch.randint(0, 97, (161,))
     restore_memories(model, snapshot)
     first = _score(model, stream)
-    assert model.memories["0"].num_entries != entries or model.memories["0"].step != snapshot.memories["0"].step
+    assert model.memory_bank[0].num_entries != entries or model.memory_bank[0].step != snapshot.bank[0].step
     restore_memories(model, snapshot)
-    assert memory_content(model.memories) == memory_content(snapshot.memories)
+    assert memory_content(model.memory_bank) == memory_content(snapshot.bank)
     second = _score(model, stream)
     torch.testing.assert_close(first.nll, second.nll, atol=0, rtol=0)  # no run sees another's writes
 
@@ -59,9 +60,9 @@ def test_runs_start_from_fresh_copies(tiny_model) -> None:
 def test_memory_off_reads_and_writes_nothing(tiny_model) -> None:
     model = tiny_model()
     model(torch.randint(0, 97, (4, 48)), write_memory=True)
-    before = memory_content(model.memories)
+    before = memory_content(model.memory_bank)
     score = score_stream(model, torch.randint(0, 97, (100,)), 16, 8, 2)
-    assert memory_content(model.memories) == before and score.memory_reads is None
+    assert memory_content(model.memory_bank) == before and score.memory_reads is None
 
 
 def test_provenance_overlap_finds_the_scored_text(tiny_model) -> None:
@@ -89,5 +90,5 @@ def test_summarise_reads_weights_by_positions() -> None:
 
 def test_memory_content_describes_each_layer() -> None:
     store = SimpleNamespace(num_entries=3, capacity=8, searchable=True, is_ivf=False, index=object())
-    assert memory_content({"1": store}) == {"1": {"entries": 3, "capacity": 8, "searchable": True,
+    assert memory_content(MemoryBank({1: store})) == {"1": {"entries": 3, "capacity": 8, "searchable": True,
                                                   "index_type": "exact"}}

@@ -50,7 +50,7 @@ def test_changing_token_t_changes_no_earlier_score_with_any_memory_kind(model_an
         assert float((scores[0][m][t - 1 :] - scores[1][m][t - 1 :]).abs().max()) > 1e-2, m
     learned = []
     for s in (a, b):  # the learned reader: a fresh memory each time, written after each forward
-        model.reset_memory()
+        model.memory_bank.reset()
         learned.append(score_stream(model, s, CONTEXT, STRIDE, 4, use_memory=True, write_memory=True).nll)
     torch.testing.assert_close(learned[0][: t - 1], learned[1][: t - 1], atol=1e-5, rtol=0)
 

@@ -22,12 +22,12 @@ def test_peak_memory_sees_an_allocation() -> None:
 def test_measure_speed_on_a_tiny_model(tiny_model) -> None:
     model = tiny_model()
     model(torch.randint(0, 97, (4, 48)), write_memory=True)
-    entries = model.memories["0"].num_entries
+    entries = model.memory_bank[0].num_entries
     result = measure_speed(model, torch.randint(0, 97, (1, 12)), new_tokens=3, repeats=2, use_memory=True)
     assert result.prompt_tokens == 12 and result.new_tokens == 3 and result.batch_size == 1
     assert result.prefill_tokens_per_s > 0 and result.generation_ms_per_token > 0
     assert abs(result.generation_tokens_per_s * result.generation_ms_per_token / 1000 - 1) < 1e-9
-    assert model.memories["0"].num_entries == entries  # timing never writes to the memory
+    assert model.memory_bank[0].num_entries == entries  # timing never writes to the memory
 
 
 def test_sizes(tiny_model, tmp_path) -> None:

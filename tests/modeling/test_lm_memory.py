@@ -1,4 +1,4 @@
-"""The LM with its FAISS memory: causality across segments, no self-reads, save/load, gradients."""
+"""The LM with its FAISS memory bank: causality across segments, no self-reads, save/load, gradients."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_memory_is_read_after_it_is_written() -> None:
     model = memory_model()
     segments = [torch.randint(0, V, (2, 24)) for _ in range(4)]
     run_segments(model, segments)
-    assert all(m.stats().entries > 0 for m in model.memories.values())
+    assert all(m.stats().entries > 0 for _, m in model.memory_bank)
     out = model(segments[0])
     assert out.memory_hit_rate.item() > 0
     no_memory = model(segments[0], use_memory=False).logits
@@ -71,8 +71,9 @@ def test_save_load_keeps_memory_and_logits(tmp_path) -> None:
     ids = torch.randint(0, V, (2, 16))
     model.save_pretrained(tmp_path)
     loaded = S3CMNForCausalLM.from_pretrained(tmp_path)
-    for layer, memory in model.memories.items():
-        assert loaded.memories[layer].stats().entries == memory.stats().entries
+    assert loaded.memory_bank.layers == model.memory_bank.layers == [0, 1]
+    for layer, memory in model.memory_bank:
+        assert loaded.memory_bank[layer].stats().entries == memory.stats().entries
     torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
 
 
@@ -90,13 +91,13 @@ def test_missing_memory_folder_is_a_clear_error(tmp_path) -> None:
 def test_gradients_reach_the_reader_not_the_store() -> None:
     model = memory_model().train()
     run_segments(model, [torch.randint(0, V, (2, 24)) for _ in range(3)])
-    before = {k: m.entries()["values"].copy() for k, m in model.memories.items()}
+    before = {k: m.entries()["values"].copy() for k, m in model.memory_bank}
     ids = torch.randint(0, V, (2, 24))
     model(ids, labels=ids).loss.backward()
     for block in model.model.layers:
         for name, p in block.memory_reader.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
-    for k, m in model.memories.items():
+    for k, m in model.memory_bank:
         assert (m.entries()["values"] == before[k]).all()  # the stored values are untouched copies
 
 
@@ -109,3 +110,50 @@ def test_generate_can_switch_the_memory_off() -> None:
     for _ in range(8):
         ids = torch.cat([ids, model(ids, use_memory=False).logits[:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(off, ids)
+
+
+def entries(model: S3CMNForCausalLM) -> dict[int, int]:
+    return {layer: m.num_entries for layer, m in model.memory_bank}
+
+
+def test_write_memory_commits_through_the_bank() -> None:
+    model = memory_model()
+    ids = torch.randint(0, V, (2, 24))
+    model(ids)  # no write: nothing staged, nothing stored
+    assert entries(model) == {0: 0, 1: 0} and model.memory_bank.pending == []
+    model(ids, write_memory=True)
+    assert entries(model) == {0: 24, 1: 24}  # B * T / stride per layer
+    assert model.memory_bank.writes == 1 and model.memory_bank.pending == []
+    model(ids, use_memory=False, write_memory=True)  # the write does not need the read
+    assert entries(model) == {0: 48, 1: 48} and model.memory_bank.writes == 2
+
+
+def test_a_non_finite_loss_writes_nothing() -> None:
+    model = memory_model()
+    ids = torch.randint(0, V, (2, 24))
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float("nan")  # tied: the embedding of token 0 is NaN too
+    ids[0, 0] = 0
+    out = model(ids, labels=ids, write_memory=True)
+    assert not torch.isfinite(out.loss)
+    assert entries(model) == {0: 0, 1: 0} and model.memory_bank.pending == []
+
+
+def test_a_segment_reads_only_earlier_segments() -> None:
+    """The first segment finds an empty memory although it writes: the stores change after its forward."""
+    model = memory_model()
+    ids = torch.randint(0, V, (2, 24))
+    first = model(ids, write_memory=True)
+    assert first.memory_hit_rate.item() == 0 and entries(model) == {0: 24, 1: 24}
+    torch.testing.assert_close(first.logits, memory_model()(ids).logits, atol=0, rtol=0)
+    assert model(ids).memory_hit_rate.item() > 0
+
+
+def test_an_old_checkpoint_memory_folder_loads(tmp_path) -> None:
+    """Today's layout, memory/<layer>/ with the v1 manifest: loads into the bank under int layers."""
+    model = memory_model()
+    run_segments(model, [torch.randint(0, V, (2, 24)) for _ in range(2)])
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "memory").iterdir()) == ["0", "1"]
+    loaded = S3CMNForCausalLM.from_pretrained(tmp_path)
+    assert entries(loaded) == entries(model)

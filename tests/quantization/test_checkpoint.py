@@ -17,7 +17,7 @@ def fill_memory(model, ids: torch.Tensor) -> None:
     """Write enough states that the memory's IVF index is trained (2 lists x 39 entries)."""
     for _ in range(3):
         model(ids, write_memory=True)
-    assert all(m.is_ivf for m in model.memories.values())
+    assert all(m.is_ivf for _, m in model.memory_bank)
 
 
 @pytest.fixture
@@ -31,7 +31,8 @@ def memory_model(make_model, ids):
 
 def test_save_load_gives_identical_outputs(memory_model, ids, backend: str, tmp_path, monkeypatch) -> None:
     quantized, report = quantize_model(memory_model, backend)
-    quantized.memories = {k: quantize_memory(v) for k, v in quantized.memories.items()}
+    for layer, memory in quantized.memory_bank:
+        quantized.memory_bank[layer] = quantize_memory(memory)
     with torch.no_grad():
         expected = quantized(ids).logits
     save_quantized(quantized, tmp_path, report)
@@ -45,7 +46,7 @@ def test_save_load_gives_identical_outputs(memory_model, ids, backend: str, tmp_
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, expected, atol=0, rtol=0)
     assert loaded_report.backend == backend and loaded_report.modules == report.modules
-    assert isinstance(loaded.memories["1"], Int8FaissMemory) and loaded.memories["1"].is_ivf
+    assert isinstance(loaded.memory_bank[1], Int8FaissMemory) and loaded.memory_bank[1].is_ivf
 
 
 def test_files_are_plain_and_small(make_model, tmp_path) -> None:

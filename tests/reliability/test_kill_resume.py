@@ -64,7 +64,7 @@ def train_in_process(spec: dict, blocks: dict, **overrides):
 
 def snapshot(model) -> dict:
     tensors = {f"param {k}": v.detach().clone() for k, v in model.state_dict().items()}
-    for layer, memory in model.memories.items():
+    for layer, memory in model.memory_bank:
         for name, array in memory.entries().items():
             tensors[f"memory {layer} {name}"] = torch.as_tensor(array).clone()
     return tensors

@@ -89,7 +89,7 @@ def test_interrupt_and_resume_equals_uninterrupted(blocks, tmp_path, use_memory:
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     if use_memory:
-        ma, mb = straight.memories["0"], resumed.memories["0"]
+        ma, mb = straight.memory_bank[0], resumed.memory_bank[0]
         assert ma.stats().entries == mb.stats().entries > 0
         for name, array in ma.entries().items():
             assert (array == mb.entries()[name]).all(), name
@@ -193,7 +193,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str, train_blocks, vo
         fit(model, train_blocks, None, settings)
         tensors = [*model.parameters(), *model.buffers()]  # buffers: e.g. the homeostatic thresholds
         flat = torch.cat([t.detach().flatten().float() for t in tensors])
-        torch.save({"params": flat, "entries": model.memories["0"].stats().entries}, f"{out_dir}/rank{rank}.pt")
+        torch.save({"params": flat, "entries": model.memory_bank[0].stats().entries}, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 

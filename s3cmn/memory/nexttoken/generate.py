@@ -60,7 +60,7 @@ def _generate_row(model: Any, ids: Tensor, memory: str, settings: ReadoutSetting
                   do_sample: bool, temperature: float, top_k: int, eos: int | None, gen: Any) -> Tensor:
     sources = mode_sources(memory)
     T = ids.shape[1]
-    out = model.model(ids, use_cache=True, memories=None)  # 1. prefill
+    out = model.model(ids, use_cache=True, memory_bank=None)  # 1. prefill
     hidden, state = out["hidden"][0], out["cache"]  # (T, E), in the model's dtype (the head's input)
     cache = StreamCache(settings.cache.window, settings.cache.k) if "cache" in sources else None
     if cache is not None and T > 1:
@@ -86,7 +86,7 @@ def _generate_row(model: Any, ids: Tensor, memory: str, settings: ReadoutSetting
         if eos is not None and token == eos:
             break
         step_ids = torch.tensor([[token]], device=ids.device)
-        out = model.model(step_ids, cache=state, use_cache=True, memories=None)  # 5. one recurrent step
+        out = model.model(step_ids, cache=state, use_cache=True, memory_bank=None)  # 5. one recurrent step
         h_model, state = out["hidden"][0], out["cache"]
     return torch.cat([ids, torch.tensor([generated], dtype=ids.dtype, device=ids.device)], 1)
 

@@ -54,7 +54,7 @@ def lm_chunks(model: torch.nn.Module, stream: Tensor, context_length: int, strid
         ids = torch.stack([stream[w.begin : w.end] for w in batch]).to(device)  # (B, T)
         B, T = ids.shape
         n = batch[0].num_scored
-        out = model.model(ids, use_cache=False, memories=None)
+        out = model.model(ids, use_cache=False, memory_bank=None)
         hidden = out["hidden"][:, T - n - 1 : T - 1]  # (B, n, E)
         spikes = [b.spike_stats for b in out["blocks"] if getattr(b, "spike_stats", None) is not None]
         targets = ids[:, T - n :].reshape(-1)  # (B*n,)
