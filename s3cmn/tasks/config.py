@@ -131,9 +131,9 @@ _SMALL_MODEL = dict(
     use_memory=False, dropout=0.0, embedding_dropout=0.0,
 )
 
-_VISION_DIGITS_TRAINING = dict(learning_rate=3e-3, batch_size=64, num_epochs=15, warmup_steps=20, weight_decay=0.01,
+_VISION_DIGITS_TRAINING = dict(learning_rate=3e-3, batch_size=64, num_epochs=10, warmup_steps=20, weight_decay=0.01,
                                seed=0)
-_ROBOTICS_TRAINING = dict(learning_rate=3e-3, batch_size=16, num_epochs=30, sequence_length=40, warmup_steps=20,
+_ROBOTICS_TRAINING = dict(learning_rate=3e-3, batch_size=16, num_epochs=15, sequence_length=40, warmup_steps=20,
                           seed=0)
 _DIGITS_CONV = dict(vision_dataset="digits", conv_channels=[16, 32], conv_kernel_sizes=[3, 3], conv_strides=[1, 2],
                     conv_padding=[1, 1])

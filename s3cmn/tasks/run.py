@@ -78,8 +78,8 @@ def _classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tens
     return F.cross_entropy(model(images).logits, labels)
 
 
-def _vision_run(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConfig,
-                out: Path | None) -> dict[str, Any]:
+def _vision_run(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConfig, out: Path | None,
+                names: tuple[str, ...]) -> dict[str, Any]:
     data = load_images(task, training.seed)
     batches, per_epoch = _image_batches(data, training.batch_size)
 
@@ -88,6 +88,8 @@ def _vision_run(model_config: S3CMNConfig, training: TrainingConfig, task: TaskC
 
     results = {}
     for name, (model, spec) in vision_models(model_config, task, data, training.seed).items():
+        if name not in names:
+            continue
         fit = _fit(model, spec, _classification_loss, batches, per_epoch, score, training, out, name)
         test = vision_report(model, data.test_x, data.test_y, data.num_classes, task.noise_levels)
         results[name] = _result(model, spec, fit, test)
@@ -133,8 +135,8 @@ def _next_state_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
     return ((predicted - states[:, 1:]) / model.delta_std).pow(2).mean()
 
 
-def _robotics_run(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConfig,
-                  out: Path | None) -> dict[str, Any]:
+def _robotics_run(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConfig, out: Path | None,
+                  names: tuple[str, ...]) -> dict[str, Any]:
     data = trajectory_splits(task, training.seed)
     batches, per_epoch = _window_batches(data.train, training.sequence_length, training.batch_size)
 
@@ -144,6 +146,8 @@ def _robotics_run(model_config: S3CMNConfig, training: TrainingConfig, task: Tas
 
     results = {}
     for name, (model, spec) in robotics_models(model_config, task, training.seed).items():
+        if name not in names:
+            continue
         model.fit_normalisation(data.train.states, data.train.actions)
         fit = _fit(model, spec, _next_state_loss, batches, per_epoch, score, training, out, name)
         test = rollout_report(model, data.test, task.context_steps, task.horizon, task.error_threshold)
@@ -168,16 +172,20 @@ def _result(model: nn.Module, spec: dict[str, Any], fit: TaskFitResult, test: di
 
 
 def run_task(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConfig,
-             output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Train the S³CMN model and its baseline on ``task``; return (and with ``output_dir`` write) the report."""
+             output_dir: str | os.PathLike | None = None, names: tuple[str, ...] = MODEL_NAMES) -> dict[str, Any]:
+    """Train the S³CMN model and its baseline (or only the ``names`` given) on ``task``; return (and with
+    ``output_dir`` write) the report."""
     if task.task not in ("vision", "robotics"):
         raise TrainingError(f"run_task trains the vision and robotics tasks, not task = {task.task!r}")
+    unknown = set(names) - set(MODEL_NAMES)
+    if unknown:
+        raise TrainingError(f"unknown task model {sorted(unknown)[0]!r}: choose from {MODEL_NAMES}")
     out = None if output_dir is None else Path(output_dir)
     if out is not None and (out / RUN_FILE).exists() and not training.overwrite:
         raise TrainingError(f"{out} already holds a task run ({RUN_FILE}): pass --overwrite true to replace it, "
                             "or choose another --output-dir")
     run = _vision_run if task.task == "vision" else _robotics_run
-    results = run(model_config, training, task, out)
+    results = run(model_config, training, task, out, names)
     report = {"task": task.to_dict(), "model": model_config.settings_dict(), "training": training.to_dict(),
               "results": results}
     if out is not None:
