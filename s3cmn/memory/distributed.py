@@ -68,9 +68,7 @@ def gather_writes(
 def sync_usage(memory: FaissMemory, group: dist.ProcessGroup | None = None) -> None:
     """All-reduce the usage each rank recorded since the last commit, then commit it (CPU tensors: gloo)."""
     if _active():
-        counts = torch.from_numpy(memory._new_usage)
-        mass = torch.from_numpy(memory._new_mass)
-        last = torch.from_numpy(memory._new_last_used)
+        counts, mass, last = (torch.from_numpy(a) for a in memory.pending_usage())
         dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
         dist.all_reduce(mass, op=dist.ReduceOp.SUM, group=group)
         dist.all_reduce(last, op=dist.ReduceOp.MAX, group=group)

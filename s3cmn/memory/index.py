@@ -1,8 +1,9 @@
-"""FAISS index construction for the memory: an exact phase (flat, with ids) and the IVFFlat phase.
+"""FAISS index construction for the memory: an exact phase (flat, with ids) and the IVF phase.
 
 FAISS k-means wants about 39 training points per list; below ``IVF_MIN_POINTS_PER_LIST * nlist`` stored keys
-the memory searches exactly (IndexIDMap over IndexFlat); from then on it trains an IndexIVFFlat and searches
-``nprobe`` lists. Both keep the store's entry ids (``add_with_ids`` / ``remove_ids``).
+the memory searches exactly (IndexIDMap over IndexFlat); from then on it trains an IVF index and searches
+``nprobe`` lists: IndexIVFFlat (float32 keys) or IndexIVFScalarQuantizer (SQ8: one byte a key component, by
+residual from the list's centroid). Both keep the store's entry ids (``add_with_ids`` / ``remove_ids``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 
@@ -45,13 +47,22 @@ def build_exact(key_dim: int, metric: str):
     return faiss.IndexIDMap(flat)
 
 
-def build_ivf(keys: np.ndarray, ids: np.ndarray, nlist: int, nprobe: int, metric: str, seed: int):
-    """An IndexIVFFlat trained on ``keys`` (N, d) (seeded k-means; spherical for "ip") holding ``keys`` under
-    ``ids``."""
+IVFCodec = Literal["flat", "sq8"]
+
+
+def build_ivf(keys: np.ndarray, ids: np.ndarray, nlist: int, nprobe: int, metric: str, seed: int,
+              codec: IVFCodec = "flat"):  # fmt: skip
+    """An IVF index trained on ``keys`` (N, d) (seeded k-means; spherical for "ip") holding ``keys`` under ``ids``:
+    IndexIVFFlat for ``codec="flat"``, IndexIVFScalarQuantizer (QT_8bit) for ``"sq8"``."""
     faiss = _faiss()
     d = keys.shape[1]
     quantizer = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, metric_type(metric))
+    if codec == "flat":
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, metric_type(metric))
+    elif codec == "sq8":
+        index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, metric_type(metric))
+    else:
+        raise ValueError(f"build_ivf: codec must be 'flat' or 'sq8', got {codec!r}")
     index.cp.seed = seed
     index.cp.spherical = metric == "ip"
     index.train(np.ascontiguousarray(keys, dtype=np.float32))

@@ -22,9 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from s3cmn.memory.index import import_faiss
-from s3cmn.memory.pca import PCA
-from s3cmn.memory.records import MemoryLoadError
+from s3cmn.memory.records import INDEX_ARRAY, MemoryLoadError
 
 if TYPE_CHECKING:
     from s3cmn.memory.store import FaissMemory
@@ -34,18 +32,6 @@ logger = logging.getLogger(__name__)
 MANIFEST = "memory.json"
 FORMAT = "s3cmn-faiss-memory"
 VERSION = 1
-_STATE_ARRAYS = {
-    "values": "_values",
-    "keys": "_keys",
-    "occupied": "_occupied",
-    "usage": "_usage",
-    "attention_mass": "_mass",
-    "last_used": "_last_used",
-    "write_step": "_write_step",
-    "positions": "_positions",
-    "segments": "_segments",
-    "token_ids": "_tokens",
-}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -59,31 +45,28 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def save_memory(memory: FaissMemory, directory: str | os.PathLike) -> None:
     """Write ``memory`` to ``directory`` (created if needed), replacing any memory saved there before."""
-    faiss = import_faiss()
     from safetensors.numpy import save as safetensors_save
 
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
-    memory.commit_usage()
-    arrays = {name: getattr(memory, attr) for name, attr in _STATE_ARRAYS.items()}
-    arrays["occupied"] = arrays["occupied"].astype(np.uint8)
-    if memory.pca is not None:
-        arrays.update(memory.pca.arrays())
-    blobs = {"arrays": ("safetensors", safetensors_save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))}
-    if memory._index is not None:
-        blobs["index"] = ("faiss", faiss.serialize_index(memory._index).tobytes())
+    arrays = memory.state_arrays()
+    index = arrays.pop(INDEX_ARRAY, None)
+    blobs = {"arrays": ("safetensors", safetensors_save(arrays))}
+    if index is not None:
+        blobs["index"] = ("faiss", index.tobytes())
     files = {}
     for role, (ext, data) in blobs.items():
         digest = hashlib.sha256(data).hexdigest()
         name = f"{role}-{digest[:16]}.{ext}"
         _atomic_write(root / name, data)
         files[role] = {"name": name, "sha256": digest}
+    state = memory.state()
     manifest = {
         "format": FORMAT,
         "version": VERSION,
         "settings": memory.settings(),
-        "state": {"capacity": memory.capacity, "step": memory.step, "counters": memory.counters},
-        "pca": memory.pca.meta() if memory.pca is not None else None,
+        "state": {key: state[key] for key in ("capacity", "step", "counters")},
+        "pca": state["pca"],
         "files": files,
     }
     _atomic_write(root / MANIFEST, json.dumps(manifest, indent=2).encode())
@@ -110,13 +93,8 @@ def _read_checked(root: Path, entry: dict, role: str) -> bytes:
     return data
 
 
-def load_memory(cls: type[FaissMemory], directory: str | os.PathLike) -> FaissMemory:
-    """Read a memory written by :func:`save_memory`; raise MemoryLoadError naming the bad file and the fix."""
-    faiss = import_faiss()
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as safetensors_load
-
-    root = Path(directory)
+def _read_manifest(root: Path) -> dict:
+    """The manifest of the memory saved in ``root``, checked for its format, version and keys."""
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise MemoryLoadError(
@@ -129,48 +107,37 @@ def load_memory(cls: type[FaissMemory], directory: str | os.PathLike) -> FaissMe
             f"{manifest_path} is corrupt (not JSON: {err}); re-save the memory, or delete the "
             "folder to start from an empty memory"
         ) from err
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise MemoryLoadError(f"{manifest_path} is not a {FORMAT} v{VERSION} manifest; re-save the memory")
-    try:
-        files, settings, state = manifest["files"], manifest["settings"], manifest["state"]
-        arrays_entry = files["arrays"]
-    except KeyError as err:
-        raise MemoryLoadError(f"{manifest_path} lacks the key {err}; re-save the memory") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise MemoryLoadError(f"{manifest_path} is not a {FORMAT} manifest; re-save the memory")
+    if manifest.get("version") != VERSION:
+        raise MemoryLoadError(f"{manifest_path} is {FORMAT} version {manifest.get('version')!r}, but this s3cmn "
+                              f"reads version {VERSION}; re-save the memory with this version")  # fmt: skip
+    missing = [key for key in ("files", "settings", "state", "pca") if key not in manifest]
+    missing += ["files.arrays"] if "arrays" not in manifest.get("files", {}) else []
+    if missing:
+        raise MemoryLoadError(f"{manifest_path} lacks the keys {missing}; re-save the memory")
+    return manifest
 
-    data = _read_checked(root, arrays_entry, "arrays")
+
+def load_memory(cls: type[FaissMemory], directory: str | os.PathLike) -> FaissMemory:
+    """Read a memory written by :func:`save_memory`; raise MemoryLoadError naming the bad file and the fix."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as safetensors_load
+
+    root = Path(directory)
+    manifest = _read_manifest(root)
+    files = manifest["files"]
+    data = _read_checked(root, files["arrays"], "arrays")
     try:
         arrays = safetensors_load(data)
     except SafetensorError as err:
-        raise MemoryLoadError(f"{root / arrays_entry['name']} cannot be read ({err}); re-save the memory") from err
-    index = None
+        raise MemoryLoadError(f"{root / files['arrays']['name']} cannot be read ({err}); re-save the memory") from err
     if "index" in files:
-        blob = _read_checked(root, files["index"], "FAISS index")
-        try:
-            index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
-        except RuntimeError as err:
-            raise MemoryLoadError(
-                f"{root / files['index']['name']} is not a readable FAISS index ({err}); re-save the memory"
-            ) from err
-
-    memory = cls(**settings)
-    missing = [name for name in _STATE_ARRAYS if name not in arrays]
-    if missing:
-        raise MemoryLoadError(f"{root / arrays_entry['name']} lacks the arrays {missing}; re-save the memory")
-    for name, attr in _STATE_ARRAYS.items():
-        setattr(memory, attr, arrays[name])
-    memory._occupied = arrays["occupied"].astype(bool)
-    memory.capacity = int(state["capacity"])
-    memory.clear_pending_usage()
-    memory.step = int(state["step"])
-    memory.counters.update(state["counters"])
-    if manifest["pca"] is not None:
-        memory.pca = PCA.from_saved(arrays, manifest["pca"])
-    memory._index = index
-    indexed = index.ntotal if index is not None else 0
-    if index is not None and (indexed != memory.num_entries or index.d != memory.key_dim):
-        raise MemoryLoadError(
-            f"{root}: the index holds {indexed} keys of dim {index.d} but the arrays hold "
-            f"{memory.num_entries} entries of key dim {memory.key_dim}; re-save the memory"
-        )
+        arrays[INDEX_ARRAY] = np.frombuffer(_read_checked(root, files["index"], "FAISS index"), dtype=np.uint8)
+    memory = cls(**manifest["settings"])
+    try:
+        memory.load_state_arrays(arrays, {**manifest["state"], "pca": manifest["pca"]})
+    except MemoryLoadError as err:
+        raise MemoryLoadError(f"the memory saved in {root} does not load: {err}; re-save the memory") from err
     logger.info("loaded %d memory entries from %s", memory.num_entries, root)
     return memory

@@ -11,6 +11,8 @@ from torch import Tensor
 
 # Token ids kept per entry: the window of this many ids ending at the written position (left-padded with -1).
 PROVENANCE_WINDOW = 16
+# The name of the FAISS index (serialised, uint8) among a store's state arrays (FaissMemory.state_arrays).
+INDEX_ARRAY = "index"
 
 
 class MemoryLoadError(ValueError):

@@ -31,7 +31,14 @@ from torch import Tensor
 
 from s3cmn.memory import index as faiss_index
 from s3cmn.memory.pca import PCA
-from s3cmn.memory.records import PROVENANCE_WINDOW, MemoryStats, Provenance, SearchResult
+from s3cmn.memory.records import (
+    INDEX_ARRAY,
+    PROVENANCE_WINDOW,
+    MemoryLoadError,
+    MemoryStats,
+    Provenance,
+    SearchResult,
+)
 from s3cmn.memory.settings import CONFIG_TO_ARGUMENT, check_memory_args, layer_memory_settings
 
 if TYPE_CHECKING:
@@ -44,10 +51,14 @@ _LATENCY_WINDOW = 1024
 _SETTINGS = ("dim", "num_clusters", "top_k", "nprobe", "metric", "max_retrieval_distance", "compression",
              "compression_dim", "compression_variance", "full_policy", "growth_factor", "max_size",
              "refit_drift", "write_stride", "seed", "pca_min_samples", "layer_idx")  # fmt: skip
-# Per-entry arrays (dim 0 = slot) and the fill of an empty slot.
-_ARRAYS = {"_values": 0, "_keys": 0, "_occupied": 0, "_usage": 0, "_mass": 0, "_last_used": 0,
-           "_write_step": 0, "_positions": -1, "_segments": -1, "_tokens": -1, "_new_usage": 0,
-           "_new_mass": 0, "_new_last_used": 0}  # fmt: skip
+# Per-entry arrays (dim 0 = slot): attribute -> (its name in state_arrays() and on disk, the fill of an empty
+# slot). The usage pending since the last commit_usage (the _new_* arrays) is committed before the state is read,
+# so it has no saved name. The one list of the store's arrays: growing, entries() and persistence all read it.
+_ARRAYS = {"_values": ("values", 0), "_keys": ("keys", 0), "_occupied": ("occupied", 0), "_usage": ("usage", 0),
+           "_mass": ("attention_mass", 0), "_last_used": ("last_used", 0), "_write_step": ("write_step", 0),
+           "_positions": ("positions", -1), "_segments": ("segments", -1), "_tokens": ("token_ids", -1),
+           "_new_usage": (None, 0), "_new_mass": (None, 0), "_new_last_used": (None, 0)}  # fmt: skip
+STATE_NAMES = tuple(name for name, _ in _ARRAYS.values() if name is not None)
 
 
 def _to_numpy(x: Tensor | np.ndarray, dtype: type = np.float32) -> np.ndarray:
@@ -71,8 +82,11 @@ class FaissMemory:
     retrievals, least attention mass); ``"grow"`` multiplies the capacity by
     ``growth_factor`` up to ``max_size``, and prunes once ``max_size`` is reached. ``write_stride`` is not used
     by the store: it is this layer's setting for :func:`~s3cmn.memory.reader.select_write`, kept here so that
-    per-layer overrides travel with the memory.
+    per-layer overrides travel with the memory. ``ivf_codec`` (a class attribute) is how the IVF phase stores
+    keys: "flat" (float32) here, "sq8" in :class:`~s3cmn.quantization.memory_int8.Int8FaissMemory`.
     """
+
+    ivf_codec = "flat"
 
     def __init__(
         self,
@@ -151,6 +165,11 @@ class FaissMemory:
         self._new_mass = np.zeros(self.capacity, np.float64)
         self._new_last_used = np.zeros(self.capacity, np.int64)
 
+    def pending_usage(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The usage recorded since the last :meth:`commit_usage`, by slot: retrievals (int64), attention mass
+        (float64), last-used step (int64). The live arrays: a data-parallel sync all-reduces them in place."""
+        return self._new_usage, self._new_mass, self._new_last_used
+
     def commit_usage(self) -> None:
         """Fold the usage recorded since the last commit into the entries' statistics. Done by ``write``,
         ``prune``, ``entries`` and ``save``; kept apart so data-parallel ranks can all-reduce it first
@@ -206,7 +225,7 @@ class FaissMemory:
         """Copies of the live entries' arrays (ids, values, keys, provenance, usage), in id order."""
         self.commit_usage()
         ids = np.flatnonzero(self._occupied)
-        names = [name for name in _ARRAYS if name != "_occupied" and not name.startswith("_new")]
+        names = [attr for attr, (name, _) in _ARRAYS.items() if name not in (None, "occupied")]
         out = {name.lstrip("_"): getattr(self, name)[ids] for name in names}
         return {"ids": ids, **out}
 
@@ -255,9 +274,10 @@ class FaissMemory:
         threshold = faiss_index.IVF_MIN_POINTS_PER_LIST * self.num_clusters
         if len(slots) >= threshold:
             self._index = faiss_index.build_ivf(self._keys[slots], slots, self.num_clusters, self.nprobe,
-                                                self.metric, self.seed)  # fmt: skip
-            logger.info("%s: trained IVFFlat (nlist=%d, nprobe=%d) on %d keys", self._name,
-                        self.num_clusters, self.nprobe, len(slots))  # fmt: skip
+                                                self.metric, self.seed, codec=self.ivf_codec)  # fmt: skip
+            kind = {"flat": "IVFFlat", "sq8": "IVF-SQ8"}[self.ivf_codec]
+            logger.info("%s: trained %s (nlist=%d, nprobe=%d) on %d keys", self._name, kind, self.num_clusters,
+                        self.nprobe, len(slots))  # fmt: skip
         else:
             self._index = faiss_index.build_exact(self.key_dim, self.metric)
             if len(slots):
@@ -265,6 +285,10 @@ class FaissMemory:
             self._log_once("exact", "%s: %d entries < 39*nlist = %d, exact search until then", self._name,
                            len(slots), threshold)  # fmt: skip
         self._gpu_index = None
+
+    def rebuild_index(self) -> None:
+        """Rebuild the index from the stored keys (exact or IVF by the number of entries; IVF with ``ivf_codec``)."""
+        self._build_index()
 
     def refit_pca(self) -> None:
         """Refit the PCA on every stored value, re-encode all keys and rebuild the index (no-op without
@@ -296,6 +320,36 @@ class FaissMemory:
         ``step``: the caller's global step (default: previous step + 1), the write step and the clock for
         recency. Call it after the forward pass of a segment, never before, so no segment reads itself.
         """
+        x, prov = self._checked_write(values, provenance)
+        # The clock never runs backwards: a model loaded with a saved memory counts its writes from 0 again, and
+        # its new entries must still be the most recent ones, or least-recently-used pruning would evict them
+        # before the saved ones.
+        self.step = int(step) if step is not None and int(step) > self.step else self.step + 1
+        if len(x) == 0:
+            return np.zeros(0, np.int64)
+        self.commit_usage()
+        self._make_room(len(x))
+        slots = self._place(x, prov)
+        # The keys, by phase: raw keys until the PCA can be fitted, a (re)fit that re-encodes everything, or
+        # the new keys added to the index (built anew when the IVF phase is due).
+        if self.compression and self.pca is None and self.num_entries < self.pca_min_samples:
+            msg = "%s: exact search over raw keys until %d entries can fit the PCA"
+            self._log_once("buffer", msg, self._name, self.pca_min_samples)
+            self._add_keys(slots, x)  # searchable from the first write
+        elif self.compression and self.pca is None:
+            self._fit_pca()
+            self._rebuild()
+        elif self.compression and self._can_refit() and self._drifted(x):
+            self.refit_pca()
+        else:
+            ivf_due = self.num_entries >= faiss_index.IVF_MIN_POINTS_PER_LIST * self.num_clusters
+            self._add_keys(slots, x, rebuild=ivf_due and not self.is_ivf)
+        return slots
+
+    def _checked_write(
+        self, values: Tensor | np.ndarray, provenance: Provenance | None
+    ) -> tuple[np.ndarray, Provenance]:
+        """``values`` as (M, D) float32 and their provenance, checked; the last ``max_capacity`` if more."""
         x = _to_numpy(values)  # (M, D)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{self._name}.write: values must be (M, {self.dim}), got {x.shape}")
@@ -304,19 +358,15 @@ class FaissMemory:
         prov = provenance if provenance is not None else Provenance.empty(len(x))
         if len(prov) != len(x):
             raise ValueError(f"{self._name}.write: {len(x)} values but provenance for {len(prov)}")
-        # The clock never runs backwards: a model loaded with a saved memory counts its writes from 0 again, and
-        # its new entries must still be the most recent ones, or least-recently-used pruning would evict them
-        # before the saved ones.
-        self.step = int(step) if step is not None and int(step) > self.step else self.step + 1
         if len(x) > self.max_capacity:
             n = self.max_capacity
             logger.warning("%s: a write of %d entries exceeds the largest capacity %d; keeping the last %d",
                            self._name, len(x), n, n)  # fmt: skip
             x, prov = x[-n:], Provenance(prov.token_ids[-n:], prov.positions[-n:], prov.segment_ids[-n:])
-        if len(x) == 0:
-            return np.zeros(0, np.int64)
-        self.commit_usage()
-        self._make_room(len(x))
+        return x, prov
+
+    def _place(self, x: np.ndarray, prov: Provenance) -> np.ndarray:
+        """Put the values (M, D) and their provenance in the first M free slots (room is made); their ids."""
         slots = np.flatnonzero(~self._occupied)[: len(x)]
         self._values[slots] = x
         self._occupied[slots] = True
@@ -328,36 +378,20 @@ class FaissMemory:
         tokens = _to_numpy(prov.token_ids, np.int64)[:, -PROVENANCE_WINDOW:]
         self._tokens[slots] = -1
         self._tokens[slots, PROVENANCE_WINDOW - tokens.shape[1] :] = tokens
-
-        if self.compression and self.pca is None:
-            if self.num_entries < self.pca_min_samples:
-                # Searchable from the first write: exact search over the raw (normalised) values until there
-                # are enough entries to fit the PCA, then every key is re-encoded (_rebuild).
-                msg = "%s: exact search over raw keys until %d entries can fit the PCA"
-                self._log_once("buffer", msg, self._name, self.pca_min_samples)
-                keys = self.encode(x)
-                self._keys[slots] = keys
-                if self._index is None:
-                    self._index = faiss_index.build_exact(self.dim, self.metric)
-                with faiss_index.single_threaded():
-                    self._index.add_with_ids(keys, slots.astype(np.int64))
-                self._gpu_index = None
-                return slots
-            self._fit_pca()
-            self._rebuild()
-        elif self.compression and self._can_refit() and self._drifted(x):
-            self.refit_pca()
-        else:
-            keys = self.encode(x)
-            self._keys[slots] = keys
-            ivf_due = self.num_entries >= faiss_index.IVF_MIN_POINTS_PER_LIST * self.num_clusters
-            if self._index is None or (ivf_due and not self.is_ivf):
-                self._build_index()  # first keys, or enough entries to train the IVF quantizer
-            else:
-                with faiss_index.single_threaded():
-                    self._index.add_with_ids(keys, slots.astype(np.int64))
-                self._gpu_index = None
         return slots
+
+    def _add_keys(self, slots: np.ndarray, x: np.ndarray, rebuild: bool = False) -> None:
+        """Encode ``x`` into the keys of ``slots`` and add them to the index (built first if there is none;
+        rebuilt from every key with ``rebuild``)."""
+        self._keys[slots] = keys = self.encode(x)
+        if self._index is None and self.compression and self.pca is None:
+            self._index = faiss_index.build_exact(self.key_dim, self.metric)  # the raw-key phase: exact, empty
+        if self._index is None or rebuild:
+            self._build_index()  # first keys, or enough entries to train the IVF quantizer
+            return
+        with faiss_index.single_threaded():
+            self._index.add_with_ids(keys, slots.astype(np.int64))
+        self._gpu_index = None
 
     def _make_room(self, m: int) -> None:
         def short() -> bool:
@@ -370,9 +404,9 @@ class FaissMemory:
 
     def _grow(self, new_capacity: int) -> None:
         extra = new_capacity - self.capacity
-        for name, fill in _ARRAYS.items():
-            old = getattr(self, name)
-            setattr(self, name, np.concatenate([old, np.full((extra, *old.shape[1:]), fill, old.dtype)]))
+        for attr, (_, fill) in _ARRAYS.items():
+            old = getattr(self, attr)
+            setattr(self, attr, np.concatenate([old, np.full((extra, *old.shape[1:]), fill, old.dtype)]))
         logger.info("%s: capacity %d -> %d", self._name, self.capacity, new_capacity)
         self.capacity = new_capacity
         self.counters["growths"] += 1
@@ -509,6 +543,67 @@ class FaissMemory:
             compression_ratio=self.dim / self.key_dim if self.key_dim else 0.0,
             cluster_occupancy=faiss_index.cluster_occupancy(self._index),
         )  # fmt: skip
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The memory's content as named arrays (copies): the per-entry arrays of ``STATE_NAMES`` (dim 0 = slot,
+        ``occupied`` as uint8), the PCA's arrays once fitted, and ``"index"``: the FAISS index serialised (uint8)
+        when there is one. Pending usage is committed first. With :meth:`state` it is all that
+        :meth:`load_state_arrays` needs: the one persistence API (files: :mod:`s3cmn.memory.persist`)."""
+        self.commit_usage()
+        arrays = {name: getattr(self, attr).copy() for attr, (name, _) in _ARRAYS.items() if name is not None}
+        arrays["occupied"] = arrays["occupied"].astype(np.uint8)
+        if self.pca is not None:
+            arrays.update({k: v.copy() for k, v in self.pca.arrays().items()})
+        if self._index is not None:
+            arrays[INDEX_ARRAY] = faiss_index.import_faiss().serialize_index(self._index)
+        return arrays
+
+    def state(self) -> dict[str, Any]:
+        """The scalars beside :meth:`state_arrays` (JSON-ready): capacity, step, counters, PCA metadata or None."""
+        return {"capacity": self.capacity, "step": self.step, "counters": dict(self.counters),
+                "pca": self.pca.meta() if self.pca is not None else None}  # fmt: skip
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        """Replace this memory's content by ``arrays`` and ``state`` (as :meth:`state_arrays` / :meth:`state` give
+        them; the settings are this memory's own). Raises MemoryLoadError when an array is missing, the shapes
+        disagree with each other or with the settings, or the index does not hold the stored keys."""
+        missing = [name for name in STATE_NAMES if name not in arrays]
+        if missing:
+            raise MemoryLoadError(f"the arrays {missing} are missing")
+        capacity, pca_meta = int(state["capacity"]), state.get("pca")
+        try:
+            pca = PCA.from_saved(arrays, pca_meta) if pca_meta is not None else None
+        except KeyError as err:
+            raise MemoryLoadError(f"the PCA is fitted but its array or field {err} is missing") from None
+        key_dim = pca.out_dim if pca is not None and self.compression else self.dim
+        wrong = [f"{name} {arrays[name].shape}" for name in STATE_NAMES if arrays[name].shape[0] != capacity]
+        for name, width in (("values", self.dim), ("keys", key_dim)):
+            if arrays[name].shape[1:] != (width,):
+                wrong.append(f"{name} of width {arrays[name].shape[1:]}, not {width}")
+        if wrong:
+            raise MemoryLoadError(f"the arrays do not fit capacity {capacity}, dim {self.dim}: {', '.join(wrong)}")
+        index = self._deserialise(arrays.get(INDEX_ARRAY))
+        occupied = arrays["occupied"].astype(bool)
+        if index is not None and (index.ntotal != int(occupied.sum()) or index.d != key_dim):
+            raise MemoryLoadError(f"the index holds {index.ntotal} keys of dim {index.d} but the arrays hold "
+                                  f"{int(occupied.sum())} entries of key dim {key_dim}")  # fmt: skip
+        for attr, (name, _) in _ARRAYS.items():
+            if name is not None:
+                setattr(self, attr, np.array(arrays[name], dtype=getattr(self, attr).dtype))
+        self._occupied = occupied
+        self.capacity, self.step, self.pca = capacity, int(state["step"]), pca
+        self._index, self._gpu_index = index, None
+        self.counters.update(state["counters"])
+        self.clear_pending_usage()
+
+    @staticmethod
+    def _deserialise(blob: np.ndarray | None) -> Any:
+        if blob is None:
+            return None
+        try:
+            return faiss_index.import_faiss().deserialize_index(np.ascontiguousarray(blob, dtype=np.uint8))
+        except RuntimeError as err:
+            raise MemoryLoadError(f"the index is not a readable FAISS index ({err})") from err
 
     def save(self, directory: str) -> None:
         """Write the memory to ``directory`` atomically (format: :mod:`s3cmn.memory.persist`)."""

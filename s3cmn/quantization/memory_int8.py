@@ -13,37 +13,14 @@ reader attends over; only the searched index is 8-bit.
 
 from __future__ import annotations
 
-import logging
-import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from s3cmn.memory import index as faiss_index
 from s3cmn.memory.store import FaissMemory
 
 if TYPE_CHECKING:
     from s3cmn.memory.records import MemoryStats
-
-logger = logging.getLogger(__name__)
-
-
-def build_ivf_sq8(keys: np.ndarray, ids: np.ndarray, nlist: int, nprobe: int, metric: str, seed: int):
-    """An IndexIVFScalarQuantizer (QT_8bit) trained on ``keys`` (N, d) (seeded k-means, spherical for "ip"),
-    holding ``keys`` under ``ids``: the 8-bit twin of :func:`s3cmn.memory.index.build_ivf`."""
-    import faiss
-
-    d = keys.shape[1]
-    keys = np.ascontiguousarray(keys, dtype=np.float32)
-    quantizer = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                          faiss_index.metric_type(metric))  # fmt: skip
-    index.cp.seed = seed
-    index.cp.spherical = metric == "ip"
-    index.train(keys)
-    index.add_with_ids(keys, np.ascontiguousarray(ids, dtype=np.int64))
-    index.nprobe = nprobe
-    return index
 
 
 def index_nbytes(index) -> int:
@@ -58,21 +35,13 @@ def index_nbytes(index) -> int:
 class Int8FaissMemory(FaissMemory):
     """A FaissMemory whose IVF index is SQ8 (module docstring). Same constructor, API and save format."""
 
-    def _build_index(self) -> None:
-        slots = np.flatnonzero(self._occupied)
-        if len(slots) < faiss_index.IVF_MIN_POINTS_PER_LIST * self.num_clusters:
-            super()._build_index()  # the exact phase: a float IndexFlat, small by definition
-            return
-        self._index = build_ivf_sq8(self._keys[slots], slots, self.num_clusters, self.nprobe, self.metric, self.seed)
-        self._gpu_index = None
-        logger.info("%s: trained IVF-SQ8 (nlist=%d, nprobe=%d) on %d keys", self._name, self.num_clusters,
-                    self.nprobe, len(slots))  # fmt: skip
+    ivf_codec = "sq8"
 
     def stats(self) -> MemoryStats:
         """The store's statistics, with ``bytes_index`` the SQ8 index's real size (1 byte a key component)."""
         stats = super().stats()
-        stats.bytes_total += index_nbytes(self._index) - stats.bytes_index
-        stats.bytes_index = index_nbytes(self._index)
+        stats.bytes_total += index_nbytes(self.index) - stats.bytes_index
+        stats.bytes_index = index_nbytes(self.index)
         return stats
 
     def __repr__(self) -> str:
@@ -81,12 +50,11 @@ class Int8FaissMemory(FaissMemory):
 
 def quantize_memory(memory: FaissMemory) -> Int8FaissMemory:
     """An Int8FaissMemory with ``memory``'s settings, entries, provenance, statistics and PCA, its IVF index
-    rebuilt as SQ8 (copied through the store's own save / load; ``memory`` is left unchanged)."""
-    with tempfile.TemporaryDirectory(prefix="s3cmn-memory-") as tmp:
-        memory.save(tmp)
-        int8 = Int8FaissMemory.load(tmp)
+    rebuilt as SQ8 (copied through the store's state arrays; ``memory`` is left unchanged)."""
+    int8 = Int8FaissMemory(**memory.settings())
+    int8.load_state_arrays(memory.state_arrays(), memory.state())
     if int8.searchable:
-        int8._build_index()
+        int8.rebuild_index()
     return int8
 
 
@@ -111,6 +79,6 @@ def measure_recall(memory: FaissMemory, queries: np.ndarray, k: int) -> dict[str
         "recall_float": recall_at_k(float_ids, truth),
         "recall_sq8": recall_at_k(sq8_ids, truth),
         "sq8_vs_float": recall_at_k(sq8_ids, float_ids),
-        "index_bytes_float": float(index_nbytes(memory._index)),
-        "index_bytes_sq8": float(index_nbytes(int8._index)),
+        "index_bytes_float": float(index_nbytes(memory.index)),
+        "index_bytes_sq8": float(index_nbytes(int8.index)),
     }

@@ -67,7 +67,7 @@ def test_refit_when_the_distribution_drifts(low_rank_data):
     mem.write(low_rank_data(400, 24, rank=4, seed=5))  # another subspace: the error jumps
     assert mem.stats().refits == 1
     assert not np.allclose(mem.pca.components, first_components)
-    assert mem.pca.num_samples == 550 and mem._index.ntotal == 550
+    assert mem.pca.num_samples == 550 and mem.index.ntotal == 550
     # after the refit, every key is the re-encoded stored value
     entries = mem.entries()
     np.testing.assert_allclose(entries["keys"], mem.encode(entries["values"]), atol=1e-6)

@@ -37,7 +37,7 @@ def test_save_load_identical_searches(tmp_path, clustered_data):
     np.testing.assert_array_equal(loaded.pca.components, mem.pca.components)
     # the loaded memory keeps working: writes, pruning
     loaded.write(clustered_data(1000, 32, 40, seed=0, sample_seed=6))
-    assert loaded.num_entries == 2048 and loaded._index.ntotal == 2048
+    assert loaded.num_entries == 2048 and loaded.index.ntotal == 2048
 
 
 def test_save_replaces_and_cleans_previous_files(tmp_path, clustered_data):

@@ -95,7 +95,7 @@ def test_prune_keeps_capacity_and_removes_least_used():
     mem.record_usage(used, np.full(5, 0.5), step=2)
     mem.record_usage(ids[[1]], np.array([0.9]), step=3)  # used once with more mass than nothing
     new = mem.write(rng.standard_normal((4, 32)).astype(np.float32), step=4)
-    assert mem.num_entries == 10 and mem._index.ntotal == 10
+    assert mem.num_entries == 10 and mem.index.ntotal == 10
     survivors = set(mem.entries()["ids"].tolist())
     # The 4 never-used entries (3, 5, 7, 9) are gone; their slots hold the new ones.
     assert survivors == set(used.tolist()) | {int(ids[1])} | set(new.tolist())
@@ -176,9 +176,9 @@ def test_from_config_applies_layer_overrides():
     assert (mem.initial_capacity, mem.top_k, mem.dim) == (2048, 4, config.hidden_dim)
     assert mem.compression_dim == config.memory_compression_dim and mem.num_clusters == config.num_clusters
     assert FaissMemory.from_config(config, 0).initial_capacity == config.memory_size
-    config.memory_layer_settings = {"1": {"memory_topk": 4}}  # mutated after validation: still caught
-    with pytest.raises(ConfigError, match="memory_top_k"):
-        layer_memory_settings(config, 1)
+    assert layer_memory_settings(config, 1)["memory_top_k"] == 4
+    with pytest.raises(ConfigError, match="memory_top_k"):  # the config is the one validator (issue 14 s3)
+        S3CMNConfig.from_preset("tiny", memory_layer_settings={"1": {"memory_topk": 4}})
 
 
 def test_exact_phase_is_logged_once_then_ivf(caplog, clustered_data):

@@ -38,8 +38,8 @@ def test_recall_at_10_of_sq8_against_the_float_index_and_exact_search(memory: Fa
 
 def test_quantize_memory_keeps_everything_but_the_index(memory: FaissMemory) -> None:
     int8 = quantize_memory(memory)
-    assert isinstance(int8, Int8FaissMemory) and int8._index.code_size == memory.key_dim
-    assert type(memory._index).__name__ == "IndexIVFFlat"  # the original is untouched
+    assert isinstance(int8, Int8FaissMemory) and int8.index.code_size == memory.key_dim
+    assert type(memory.index).__name__ == "IndexIVFFlat"  # the original is untouched
     before, after = memory.entries(), int8.entries()
     for name in before:
         np.testing.assert_array_equal(before[name], after[name])
@@ -50,12 +50,12 @@ def test_quantize_memory_keeps_everything_but_the_index(memory: FaissMemory) -> 
 def test_writes_search_and_save_load_stay_sq8(memory: FaissMemory, tmp_path) -> None:
     int8 = quantize_memory(memory)
     int8.write(clustered(100, 32, seed=3))  # a full memory: prunes 100, adds 100 to the SQ8 index
-    assert int8._index.ntotal == int8.num_entries == 2000
+    assert int8.index.ntotal == int8.num_entries == 2000
     queries = clustered(20, 32, seed=4)
     found = int8.search(queries).ids.numpy()
     int8.save(str(tmp_path))
     loaded = Int8FaissMemory.load(str(tmp_path))
-    assert type(loaded._index).__name__ == "IndexIVFScalarQuantizer"
+    assert type(loaded.index).__name__ == "IndexIVFScalarQuantizer"
     np.testing.assert_array_equal(loaded.search(queries).ids.numpy(), found)
 
 
