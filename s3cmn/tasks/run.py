@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,18 @@ MODEL_NAMES = ("s3cmn", "baseline")
 def _spec(kind: str, model_config: S3CMNConfig | None, task: TaskConfig, **extra: Any) -> dict[str, Any]:
     return {"kind": kind, "model": None if model_config is None else model_config.settings_dict(),
             "task": task.to_dict(), **extra}
+
+
+@dataclass
+class _Job:
+    """What training and testing the models of one task needs (the data live in the closures)."""
+
+    models: dict[str, tuple[nn.Module, dict[str, Any]]]
+    loss: Callable[[nn.Module, Any], Tensor]
+    batches: Callable[[torch.Generator], Iterator[Any]]
+    batches_per_epoch: int
+    score: Callable[[nn.Module], float]  # on the validation split, higher is better
+    test: Callable[[nn.Module], dict[str, Any]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,22 +91,18 @@ def _classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tens
     return F.cross_entropy(model(images).logits, labels)
 
 
-def _vision_run(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConfig, out: Path | None,
-                names: tuple[str, ...]) -> dict[str, Any]:
+def _vision_job(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConfig) -> _Job:
     data = load_images(task, training.seed)
     batches, per_epoch = _image_batches(data, training.batch_size)
 
     def score(model: nn.Module) -> float:  # validation accuracy
         return float((classify(model, data.valid_x)[0] == data.valid_y).float().mean())
 
-    results = {}
-    for name, (model, spec) in vision_models(model_config, task, data, training.seed).items():
-        if name not in names:
-            continue
-        fit = _fit(model, spec, _classification_loss, batches, per_epoch, score, training, out, name)
-        test = vision_report(model, data.test_x, data.test_y, data.num_classes, task.noise_levels)
-        results[name] = _result(model, spec, fit, test)
-    return results
+    def test(model: nn.Module) -> dict[str, Any]:
+        return vision_report(model, data.test_x, data.test_y, data.num_classes, task.noise_levels)
+
+    models = vision_models(model_config, task, data, training.seed)
+    return _Job(models, _classification_loss, batches, per_epoch, score, test)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,8 +144,7 @@ def _next_state_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
     return ((predicted - states[:, 1:]) / model.delta_std).pow(2).mean()
 
 
-def _robotics_run(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConfig, out: Path | None,
-                  names: tuple[str, ...]) -> dict[str, Any]:
+def _robotics_job(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConfig) -> _Job:
     data = trajectory_splits(task, training.seed)
     batches, per_epoch = _window_batches(data.train, training.sequence_length, training.batch_size)
 
@@ -144,25 +152,35 @@ def _robotics_run(model_config: S3CMNConfig, training: TrainingConfig, task: Tas
         return -rollout_report(model, data.valid, task.context_steps, task.horizon, task.error_threshold)[
             "rollout_rmse"]
 
-    results = {}
-    for name, (model, spec) in robotics_models(model_config, task, training.seed).items():
-        if name not in names:
-            continue
+    def test(model: nn.Module) -> dict[str, Any]:
+        return rollout_report(model, data.test, task.context_steps, task.horizon, task.error_threshold)
+
+    models = robotics_models(model_config, task, training.seed)
+    for model, _ in models.values():
         model.fit_normalisation(data.train.states, data.train.actions)
-        fit = _fit(model, spec, _next_state_loss, batches, per_epoch, score, training, out, name)
-        test = rollout_report(model, data.test, task.context_steps, task.horizon, task.error_threshold)
-        results[name] = _result(model, spec, fit, test)
-    return results
+    return _Job(models, _next_state_loss, batches, per_epoch, score, test)
 
 
 # --------------------------------------------------------------------------------------------------
 # the run
 
 
-def _fit(model: nn.Module, spec: dict[str, Any], loss_fn: Any, batches: Any, per_epoch: int, score: Any,
-         training: TrainingConfig, out: Path | None, name: str) -> TaskFitResult:
-    logger.info("training %s (%s, %s parameters)", name, spec["kind"], f"{count_parameters(model):,}")
-    return fit_task(model, loss_fn, batches, per_epoch, score, training, None if out is None else out / name, spec)
+def _train_and_test(job: _Job, training: TrainingConfig, out: Path | None,
+                    names: tuple[str, ...]) -> dict[str, Any]:
+    """Train each model named in ``names``, then score its validation-selected state on the test split once.
+    A stop signal ends the run after the model it interrupted (scored as it stands)."""
+    results = {}
+    for name, (model, spec) in job.models.items():
+        if name not in names:
+            continue
+        logger.info("training %s (%s, %s parameters)", name, spec["kind"], f"{count_parameters(model):,}")
+        fit = fit_task(model, job.loss, job.batches, job.batches_per_epoch, job.score, training,
+                       None if out is None else out / name, spec)
+        results[name] = _result(model, spec, fit, job.test(model))
+        if fit.stopped == "signal":
+            logger.warning("stopped by a signal: the models after %s are not trained", name)
+            break
+    return results
 
 
 def _result(model: nn.Module, spec: dict[str, Any], fit: TaskFitResult, test: dict[str, Any]) -> dict[str, Any]:
@@ -184,8 +202,8 @@ def run_task(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConf
     if out is not None and (out / RUN_FILE).exists() and not training.overwrite:
         raise TrainingError(f"{out} already holds a task run ({RUN_FILE}): pass --overwrite true to replace it, "
                             "or choose another --output-dir")
-    run = _vision_run if task.task == "vision" else _robotics_run
-    results = run(model_config, training, task, out, names)
+    job = (_vision_job if task.task == "vision" else _robotics_job)(model_config, training, task)
+    results = _train_and_test(job, training, out, names)
     report = {"task": task.to_dict(), "model": model_config.settings_dict(), "training": training.to_dict(),
               "results": results}
     if out is not None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from s3cmn.run_config import TrainingConfig
 from s3cmn.tasks.checkpoint import load_task_model, save_task_checkpoint
 from s3cmn.tasks.config import TaskConfig
+from s3cmn.tasks.report import render_task_report
 from s3cmn.tasks.run import evaluate_task, robotics_models, run_task, vision_models
 from s3cmn.tasks.train import fit_task
 from s3cmn.tasks.vision_data import load_digits_splits
@@ -178,6 +179,9 @@ def test_run_then_evaluate_gives_the_same_test_scores(tmp_path, which, vision_ta
     evaluated = evaluate_task(tmp_path / "run")
     for name in ("s3cmn", "baseline"):
         assert evaluated["results"][name]["test"] == report["results"][name]["test"]
+    text = render_task_report(evaluated)
+    assert ("baseline (vision-cnn)" if which == "vision" else "baseline (dynamics-gru)") in text
+    assert f"{report['results']['s3cmn']['parameters']:,}" in text
     saved = json.loads((tmp_path / "run" / "task_run.json").read_text())
     assert saved["results"]["s3cmn"]["test"] == report["results"]["s3cmn"]["test"]
     with pytest.raises(TrainingError, match="--overwrite true"):
