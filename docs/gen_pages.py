@@ -15,9 +15,9 @@ from pathlib import Path
 
 import mkdocs_gen_files
 
-from s3cmn.cli.settings import GROUP_ORDER, SECTIONS
 from s3cmn.config import PRESETS
-from s3cmn.utils.fields import describe_type, field_types, settings_fields
+from s3cmn.settings import SECTIONS
+from s3cmn.utils.fields import by_group, describe_type, field_types, settings_fields
 
 REPO = Path(__file__).resolve().parents[1]
 CLIS = ["train", "eval", "generate", "memory", "config", "sweep"]
@@ -43,7 +43,7 @@ def configuration_page() -> str:
     for section, cls in SECTIONS.items():
         lines += [f"## `{section}`: {cls.__name__}", "", (cls.__doc__ or "").strip().splitlines()[0], ""]
         hints = field_types(cls)
-        fields = sorted(settings_fields(cls), key=lambda f: GROUP_ORDER.index(f.metadata["group"]))
+        fields = by_group(settings_fields(cls))
         group = None
         for f in fields:
             if f.metadata["group"] != group:
@@ -83,7 +83,7 @@ def cli_page() -> str:
     for name in CLIS:
         module = importlib.import_module(f"s3cmn.cli.{name}")
         parser = module.build_parser()
-        from s3cmn.cli.settings import show_effective_defaults
+        from s3cmn.cli.arguments import show_effective_defaults
 
         show_effective_defaults(parser, [])
         lines += [f"## `{parser.prog}`", "", f"`{module.__name__}`: {(module.__doc__ or '').strip().splitlines()[0]}",

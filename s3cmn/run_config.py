@@ -6,9 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from s3cmn.utils.fields import setting, settings_fields, unknown_key_error, validate_fields
-
-TRAIN, DATA, EVAL, REG = "training", "data", "evaluation", "regularisation"
+from s3cmn.utils.fields import DATA, setting, settings_fields, unknown_key_error, validate_fields
+from s3cmn.utils.fields import EVALUATION as EVAL
+from s3cmn.utils.fields import REGULARISATION as REG
+from s3cmn.utils.fields import TRAINING as TRAIN
 
 
 class _Settings:

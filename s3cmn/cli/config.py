@@ -7,18 +7,18 @@ import dataclasses
 import json
 import sys
 
-from s3cmn.cli.settings import (
+from s3cmn.cli.arguments import (
     add_config_options,
     add_settings_arguments,
     interactive_edit,
     parse_args_strictly,
-    read_config_file,
     settings_from_args,
-    write_config_file,
 )
+from s3cmn.settings import SECTIONS as ALL_SECTIONS
+from s3cmn.settings import read_config_file, write_config_file
 from s3cmn.utils.fields import ConfigError
 
-SECTIONS = ("model", "training", "data", "evaluation")
+SECTIONS = tuple(ALL_SECTIONS)  # s3cmn-config handles every section
 
 
 def build_parser() -> argparse.ArgumentParser:

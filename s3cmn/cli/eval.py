@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from s3cmn.cli.settings import add_settings_arguments, parse_args_strictly, settings_from_args
+from s3cmn.cli.arguments import add_settings_arguments, parse_args_strictly, settings_from_args
 
 SECTIONS = ("data", "evaluation")
 
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     memory_modes = vars(args).pop("memory", None)  # a list: EvalConfig.memory keeps the old on/off/both
     try:
         settings = settings_from_args(args, SECTIONS)
-        _, _, data, evaluation = settings.build()
+        configs = settings.build()
+        data, evaluation = configs.data, configs.evaluation
         report = evaluate_checkpoint(args.checkpoint, data, evaluation, memory_start=evaluation.memory_start,
                                      memory_modes=memory_modes, progress=not args.no_progress)  # fmt: skip
         written = write_reports(report, evaluation.report_dir, evaluation.plot_dir)

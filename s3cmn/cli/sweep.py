@@ -6,13 +6,8 @@ import argparse
 import logging
 import sys
 
-from s3cmn.cli.settings import (
-    add_config_options,
-    add_settings_arguments,
-    parse_args_strictly,
-    read_config_file,
-    settings_from_args,
-)
+from s3cmn.cli.arguments import add_config_options, add_settings_arguments, parse_args_strictly, settings_from_args
+from s3cmn.settings import read_config_file
 
 SECTIONS = ("model", "training", "data")
 
@@ -72,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                          study_name=file_spec.get("study_name", args.study_name),
                          storage=args.storage or file_spec.get("storage"),
                          sampler=file_spec.get("sampler", args.sampler), pruner=file_spec.get("pruner", args.pruner),
-                         seed=base.build()[1].seed)
+                         seed=base.build_section("training").seed)
         study = run_sweep(spec, output_dir)
     except KeyboardInterrupt as err:
         parser.exit(130, f"s3cmn-sweep: interrupted ({err}); finished trials are saved: rerun the command to resume\n")

@@ -7,16 +7,14 @@ import logging
 import sys
 from pathlib import Path
 
-from s3cmn.cli.settings import (
-    SECTION_OF,
-    Settings,
+from s3cmn.cli.arguments import (
     add_config_options,
     add_settings_arguments,
     interactive_edit,
     parse_args_strictly,
     settings_from_args,
-    write_config_file,
 )
+from s3cmn.settings import SECTION_OF, Settings, write_config_file
 
 SECTIONS = ("model", "training", "data")
 logger = logging.getLogger("s3cmn.cli.train")
@@ -52,16 +50,16 @@ def main(argv: list[str] | None = None) -> int:
         args.preset = "tiny"
     try:
         settings = settings_from_args(args, SECTIONS)
-        training = settings.build()[1]
+        training = settings.build_section("training")
         if training.resume:
             check_output_dir(training.output_dir, training.resume, training.overwrite)  # before reading `last`
             settings = resumed_settings(args, settings, implicit_preset)
         if args.interactive:
             settings = interactive_edit(settings, SECTIONS)
-        model_config, training, data, _ = settings.build()
+        configs = settings.build()
         if args.save_config:
             write_config_file(settings, args.save_config)
-        result = train(model_config, training, data)
+        result = train(configs.model, configs.training, configs.data)
     except (ConfigError, DataError, TrainingError, CheckpointError, OSError) as err:
         parser.exit(2, f"s3cmn-train: error: {err}\n")
     except KeyboardInterrupt:  # a third Ctrl-C: the checkpoints on disk are whole (they are written atomically)
@@ -90,7 +88,7 @@ def resumed_settings(args: argparse.Namespace, settings: Settings, implicit_pres
     """
     from s3cmn.training.checkpoint import read_run_settings
 
-    output_dir = settings.build()[1].output_dir
+    output_dir = settings.build_section("training").output_dir
     saved = read_run_settings(Path(output_dir) / "last")
     given_args = argparse.Namespace(**vars(args))
     if implicit_preset:

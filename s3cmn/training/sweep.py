@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s3cmn.cli.settings import SECTION_OF, Settings, write_config_file
+from s3cmn.settings import SECTION_OF, Settings, write_config_file
 from s3cmn.utils.fields import ConfigError, unknown_key_error
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def apply_params(base: Settings, params: dict[str, Any]) -> Settings:
         if name != "width_scale":
             settings.update({name: value}, "search space")
     if "width_scale" in params:
-        model = settings.build()[0]
+        model = settings.build_section("model")
         heads = model.num_attention_heads
         scaled = {}
         for name in WIDTH_FIELDS:
@@ -155,7 +155,7 @@ def run_sweep(spec: SweepSpec, output_dir: str | Path) -> Any:
         params = {name: suggest(trial, name, s) for name, s in spec.space.items()}
         settings = apply_params(spec.base, params)
         settings.update({"output_dir": str(root / f"trial_{trial.number:03d}")}, "sweep")
-        model_config, training, data, _ = settings.build()
+        configs = settings.build()
         trial.set_user_attr("settings", json.dumps(settings.complete().__dict__))
         pruned = {"flag": False}
 
@@ -165,12 +165,12 @@ def run_sweep(spec: SweepSpec, output_dir: str | Path) -> Any:
                 pruned["flag"] = trial.should_prune()
             return pruned["flag"]
 
-        result = train(model_config, training, data, should_stop)
+        result = train(configs.model, configs.training, configs.data, should_stop)
         if result.stopped.startswith("signal"):
             raise KeyboardInterrupt(f"trial {trial.number} interrupted ({result.stopped})")
         trial.set_user_attr("tokens_per_s", result.tokens_per_s)
         trial.set_user_attr("tokens", result.tokens)
-        trial.set_user_attr("parameters", _count_parameters(model_config))
+        trial.set_user_attr("parameters", _count_parameters(configs.model))
         if pruned["flag"]:
             raise optuna.TrialPruned(f"pruned at step {result.steps}")
         if result.val_loss is None:

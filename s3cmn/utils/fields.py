@@ -20,6 +20,13 @@ class ConfigError(ValueError):
     """A setting has an unknown name, a wrong type or a value outside its allowed range."""
 
 
+# The groups a setting belongs to, in the order --help and the configuration reference show them.
+GROUPS = (
+    ARCHITECTURE, SPIKING, ATTENTION, MEMORY, REGULARISATION, OPTIONAL_BLOCKS, GENERATION, TRAINING, DATA, EVALUATION
+) = ("architecture", "spiking", "attention", "memory", "regularisation", "optional blocks", "generation",
+     "training", "data", "evaluation")
+
+
 def setting(
     default: Any = dataclasses.MISSING,
     *,
@@ -31,7 +38,9 @@ def setting(
     lt: float | None = None,
     default_factory: Any = dataclasses.MISSING,
 ) -> Any:
-    """A dataclass field carrying its CLI group, help text and numeric bounds."""
+    """A dataclass field carrying its group (one of :data:`GROUPS`), help text and numeric bounds."""
+    if group not in GROUPS:
+        raise ValueError(f"setting group {group!r} is not one of {GROUPS}: add it to GROUPS in {__name__}")
     metadata = {"group": group, "help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -41,6 +50,11 @@ def setting(
 def settings_fields(cls: type) -> list[dataclasses.Field]:
     """The fields of ``cls`` declared with :func:`setting` (those with a group), in declaration order."""
     return [f for f in dataclasses.fields(cls) if "group" in f.metadata]
+
+
+def by_group(fields: Iterable[dataclasses.Field]) -> list[dataclasses.Field]:
+    """``fields`` in the order of their groups (:data:`GROUPS`), declaration order within a group."""
+    return sorted(fields, key=lambda f: GROUPS.index(f.metadata["group"]))
 
 
 @functools.cache

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from s3cmn.cli import config as config_cli
-from s3cmn.cli.settings import SECTIONS, Settings, interactive_edit
+from s3cmn.cli.arguments import interactive_edit
+from s3cmn.settings import SECTIONS, Settings
 from s3cmn.utils.fields import settings_fields
 
 
@@ -97,7 +98,7 @@ def test_interactive_walks_fields_and_reasks_bad_answers() -> None:
     settings = Settings()
     settings.update({"num_layers": 4}, "test")
     result = interactive_edit(settings, ("model",), stdin=answers, stdout=out)
-    model = result.build()[0]
+    model = result.build().model
     assert (model.hidden_dim, model.num_layers) == (96, 2)
     text = out.getvalue()
     assert text.count("not accepted") == 2 and "num_layers = -3 is out of range" in text

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from s3cmn.cli import sweep as sweep_cli
-from s3cmn.cli.settings import Settings
+from s3cmn.settings import Settings
 from s3cmn.training.sweep import apply_params, parse_param, validate_space
 from s3cmn.utils.fields import ConfigError
 
@@ -75,7 +75,7 @@ def test_param_parsing_and_width_scale() -> None:
     base = Settings()
     base.update({"hidden_dim": 128, "embedding_dim": 128, "num_attention_heads": 4, "spiking_units": 64}, "t")
     half = apply_params(base, {"width_scale": 0.5, "learning_rate": 1e-3}).build()
-    assert (half[0].hidden_dim, half[0].embedding_dim, half[0].spiking_units) == (64, 64, 32)
-    assert half[1].learning_rate == 1e-3
-    wide = apply_params(base, {"width_scale": 1.5}).build()[0]
+    assert (half.model.hidden_dim, half.model.embedding_dim, half.model.spiking_units) == (64, 64, 32)
+    assert half.training.learning_rate == 1e-3
+    wide = apply_params(base, {"width_scale": 1.5}).build().model
     assert wide.hidden_dim == 192 and wide.hidden_dim % wide.num_attention_heads == 0

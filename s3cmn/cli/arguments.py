@@ -1,11 +1,7 @@
-"""Settings for every CLI: flags generated from the config dataclasses, presets, files, overrides, prompts.
+"""The settings on the command line: flags generated from the config dataclasses, presets, overrides, prompts.
 
 Precedence, lowest first: the preset < the config file (``--config-path``) < ``--modify`` JSON < single
-flags (``--hidden-dim 96``). A config file is JSON or YAML with one section per settings class::
-
-    {"model": {...S3CMNConfig fields...}, "training": {...}, "data": {...}, "evaluation": {...}}
-
-A flat mapping of field names is accepted too (each name belongs to exactly one section).
+flags (``--hidden-dim 96``). The settings themselves and their files are :mod:`s3cmn.settings`.
 """
 
 from __future__ import annotations
@@ -13,137 +9,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import types
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, TextIO, Union, get_args, get_origin
 
-from s3cmn.config import PRESETS, S3CMNConfig, preset_fields, preset_training
-from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
+from s3cmn.config import PRESETS, preset_fields, preset_training
+from s3cmn.settings import SECTIONS, Settings, read_config_file
 from s3cmn.utils.fields import (
     ConfigError,
+    by_group,
     check_value,
     closest_name,
     describe_type,
     field_types,
     settings_fields,
-    unknown_key_error,
 )
-
-SECTIONS: dict[str, type] = {
-    "model": S3CMNConfig,
-    "training": TrainingConfig,
-    "data": DataConfig,
-    "evaluation": EvalConfig,
-}
-GROUP_ORDER = ["architecture", "spiking", "attention", "memory", "regularisation", "optional blocks",
-               "generation", "training", "data", "evaluation"]
-
-
-def _section_of() -> dict[str, str]:
-    owners: dict[str, str] = {}
-    for section, cls in SECTIONS.items():
-        for f in settings_fields(cls):
-            if f.name in owners:  # the flat namespace must stay unambiguous
-                raise RuntimeError(f"setting {f.name} is declared in both {owners[f.name]} and {section}")
-            owners[f.name] = section
-    return owners
-
-
-SECTION_OF = _section_of()
-
-
-@dataclass
-class Settings:
-    """Every setting of one run, by section; each section is validated on build."""
-
-    model: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
-    evaluation: dict[str, Any] = field(default_factory=dict)
-
-    def update(self, values: dict[str, Any], source: str) -> None:
-        """Merge a sectioned or flat mapping; an unknown key is an error naming the closest valid key."""
-        for key, value in values.items():
-            if key in SECTIONS and isinstance(value, dict):
-                for k, v in value.items():
-                    if SECTION_OF.get(k) != key:
-                        raise unknown_key_error(f"{source} [{key}]", k, [n for n, s in SECTION_OF.items() if s == key])
-                    getattr(self, key)[k] = v
-                continue
-            section = SECTION_OF.get(key)
-            if section is None:
-                raise unknown_key_error(source, key, SECTION_OF)
-            getattr(self, section)[key] = value
-
-    def complete(self) -> Settings:
-        """Every field of every section, defaults included (what a saved file holds)."""
-        return Settings.from_objects(*self.build())
-
-    def build(self) -> tuple[S3CMNConfig, TrainingConfig, DataConfig, EvalConfig]:
-        """The validated config objects (errors name the field, the value and what is allowed)."""
-        return (
-            S3CMNConfig(**self.model),
-            TrainingConfig(**self.training),
-            DataConfig(**self.data),
-            EvalConfig(**self.evaluation),
-        )
-
-    @staticmethod
-    def from_objects(model: S3CMNConfig, training: TrainingConfig, data: DataConfig, ev: EvalConfig) -> Settings:
-        return Settings(model.settings_dict(), training.to_dict(), data.to_dict(), ev.to_dict())
-
-
-# --------------------------------------------------------------------------------------------------
-# files
-
-
-def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON or YAML settings file as a mapping (clear errors for missing, unreadable or malformed files)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"config file {p} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-    try:
-        if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text)
-        else:
-            values = json.loads(text)
-    except (json.JSONDecodeError, ValueError) as err:
-        raise ConfigError(f"config file {p} is not valid {p.suffix.lstrip('.').upper() or 'JSON'}: {err}") from None
-    except Exception as err:  # yaml.YAMLError without importing yaml at module level
-        if type(err).__module__.startswith("yaml"):
-            raise ConfigError(f"config file {p} is not valid YAML: {err}") from None
-        raise
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of settings, not {type(values).__name__}")
-    return values
-
-
-def write_config_file(settings: Settings, path: str | os.PathLike) -> None:
-    """Write every setting (sectioned, defaults included) as JSON or YAML by extension, atomically."""
-    p = Path(path)
-    data = dataclasses.asdict(settings.complete())
-    if p.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        text = yaml.safe_dump(data, sort_keys=False)
-    else:
-        text = json.dumps(data, indent=2) + "\n"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
-
 
 # --------------------------------------------------------------------------------------------------
 # flags
@@ -253,14 +133,9 @@ def parse_args_strictly(parser: argparse.ArgumentParser, argv: list[str] | None)
 def add_settings_arguments(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
     """One flag per field of the given sections, in help groups; defaults are left to the config objects."""
     groups: dict[str, argparse._ArgumentGroup] = {}
-    entries = []
-    for section in sections:
-        cls = SECTIONS[section]
-        hints = field_types(cls)
-        for f in settings_fields(cls):
-            entries.append((f, hints[f.name]))
-    entries.sort(key=lambda e: GROUP_ORDER.index(e[0].metadata["group"]))
-    for f, tp in entries:
+    types_by_name = {name: tp for section in sections for name, tp in field_types(SECTIONS[section]).items()}
+    for f in by_group(f for section in sections for f in settings_fields(SECTIONS[section])):
+        tp = types_by_name[f.name]
         group_name = f.metadata["group"]
         if group_name not in groups:
             groups[group_name] = parser.add_argument_group(f"{group_name} settings")
@@ -340,7 +215,7 @@ def interactive_edit(settings: Settings, sections: tuple[str, ...], stdin: TextI
     for section in sections:
         cls = SECTIONS[section]
         hints = field_types(cls)
-        current_obj = settings.build()[list(SECTIONS).index(section)]
+        current_obj = settings.build_section(section)
         last_group = None
         for f in settings_fields(cls):
             if f.metadata["group"] != last_group:
@@ -360,9 +235,9 @@ def interactive_edit(settings: Settings, sections: tuple[str, ...], stdin: TextI
                 try:
                     value = check_value(cls.__name__, f.name, parse_value(answer, hints[f.name]), hints[f.name],
                                         dict(f.metadata))
-                    trial = Settings(**{k: dict(v) for k, v in dataclasses.asdict(settings).items()})
+                    trial = settings.copy()
                     trial.update({f.name: value}, "interactive")
-                    current_obj = trial.build()[list(SECTIONS).index(section)]
+                    current_obj = trial.build_section(section)
                 except (ConfigError, ValueError, json.JSONDecodeError) as err:
                     stdout.write(f"  not accepted: {err}\n")
                     continue
