@@ -15,8 +15,6 @@ from typing import Literal
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
-
 IVF_MIN_POINTS_PER_LIST = 39
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -32,6 +33,7 @@ CACHE_KS = (8, 32, 128, 256)
 KNN_KS = (8, 16, 32, 64, 128, 256)
 TEMPERATURE_FACTORS = tuple(2.0 ** (e / 2) for e in range(-8, 9))
 LAMBDAS = torch.arange(0, 100, dtype=torch.float64) / 100  # 0.00 .. 0.99
+S = TypeVar("S", CacheSettings, KnnSettings)
 
 
 @torch.no_grad()
@@ -131,29 +133,34 @@ def _temperatures(nb: Neighbours) -> list[float]:
     return [max(base, 1e-6) * f for f in TEMPERATURE_FACTORS]
 
 
-def fit_cache(data: FitData) -> tuple[CacheSettings, float]:
-    best: tuple[float, CacheSettings] | None = None
-    temps = _temperatures(data.cache)
-    for window in CACHE_WINDOWS:
-        for k in CACHE_KS:
-            nb = restrict(data.cache, data.pos, window, k)
+def grid_search(data: FitData, neighbours: Neighbours, windows: Sequence[int | None], ks: Sequence[int],
+                make: Callable[[float, float, int, int | None], S]) -> tuple[S, float]:  # fmt: skip
+    """The settings of the best held-out log-likelihood over window x k x temperature (each with its best
+    lambda); ``make(lam, temperature, k, window)`` builds them. The first of equal scores wins."""
+    best: tuple[float, S] | None = None
+    temps = _temperatures(neighbours)
+    for window in windows:
+        for k in ks:
+            nb = restrict(neighbours, data.pos, window, k)
             for t in temps:
                 lam, ll = best_lambda(data.lm, *target_prob(nb, data.targets, t))
                 if best is None or ll > best[0]:
-                    best = (ll, CacheSettings(lam=lam, temperature=t, k=k, window=window))
+                    best = (ll, make(lam, t, k, window))
     return best[1], best[0]
+
+
+def fit_cache(data: FitData) -> tuple[CacheSettings, float]:
+    def make(lam: float, t: float, k: int, window: int | None) -> CacheSettings:
+        return CacheSettings(lam=lam, temperature=t, k=k, window=window)
+
+    return grid_search(data, data.cache, CACHE_WINDOWS, CACHE_KS, make)
 
 
 def fit_knn(data: FitData, nprobe: int) -> tuple[KnnSettings, float]:
-    best: tuple[float, KnnSettings] | None = None
-    temps = _temperatures(data.knn)
-    for k in KNN_KS:
-        nb = restrict(data.knn, data.pos, None, k)
-        for t in temps:
-            lam, ll = best_lambda(data.lm, *target_prob(nb, data.targets, t))
-            if best is None or ll > best[0]:
-                best = (ll, KnnSettings(lam=lam, temperature=t, k=k, nprobe=nprobe))
-    return best[1], best[0]
+    def make(lam: float, t: float, k: int, window: int | None) -> KnnSettings:
+        return KnnSettings(lam=lam, temperature=t, k=k, nprobe=nprobe)
+
+    return grid_search(data, data.knn, (None,), KNN_KS, make)  # the datastore has no window
 
 
 def fit_combined(data: FitData, cache: CacheSettings, knn: KnnSettings) -> tuple[tuple[float, float], float]:

@@ -9,7 +9,6 @@ steps the recurrent model by one token. Batch 1 per row; rows are generated one 
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,6 @@ from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
 from s3cmn.memory.nexttoken.fitted import ReadoutSettings, datastore_path, settings_path
 from s3cmn.memory.nexttoken.readout import Component, StreamCache, mixture_log_probs
 from s3cmn.memory.nexttoken.stream import check_settings, mode_sources
-
-logger = logging.getLogger(__name__)
 
 
 def load_readouts(checkpoint: str | os.PathLike | None) -> tuple[ReadoutSettings | None, NextTokenDatastore | None]:
