@@ -122,8 +122,8 @@ def bench_length(
         row.append(float("nan"))
     row.append(time_fwd_bwd(lambda: mambapy_scan(inp), leaves, warmup, repeats, clock))
     x = torch.randn(B, T, D, requires_grad=True)
-    row.append(time_fwd_bwd(lambda: mamba(x)[0], [x, *mamba.parameters()], warmup, repeats, clock))
-    row.append(time_fwd_bwd(lambda: s4d(x)[0], [x, *s4d.parameters()], warmup, repeats, clock))
+    row.append(time_fwd_bwd(lambda: mamba(x).y, [x, *mamba.parameters()], warmup, repeats, clock))
+    row.append(time_fwd_bwd(lambda: s4d(x).y, [x, *s4d.parameters()], warmup, repeats, clock))
     return row
 
 if __name__ == "__main__":

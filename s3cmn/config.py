@@ -15,9 +15,20 @@ from typing import Any, ClassVar, Literal
 from transformers import PreTrainedConfig
 
 from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
-from s3cmn.utils.fields import ConfigError, setting, settings_fields, unknown_key_error, validate_fields
+from s3cmn.utils.fields import (
+    ConfigError,
+    check_value,
+    field_types,
+    setting,
+    settings_fields,
+    unknown_key_error,
+    validate_fields,
+)
 
-__all__ = ["S3CMNConfig", "TrainingConfig", "DataConfig", "EvalConfig", "ConfigError", "PRESETS"]
+__all__ = [
+    "S3CMNConfig", "TrainingConfig", "DataConfig", "EvalConfig", "ConfigError", "PRESETS", "MIXER_KINDS",
+    "MEMORY_LAYER_KEYS",
+]
 
 ARCH, SPIKE, ATTN, MEM, REG, OPT, GEN = (
     "architecture",
@@ -27,6 +38,26 @@ ARCH, SPIKE, ATTN, MEM, REG, OPT, GEN = (
     "regularisation",
     "optional blocks",
     "generation",
+)
+
+# The sub-layers a block may list in block_mixers: the names of s3cmn.modeling.mixer.MIXERS.
+MIXER_KINDS = (
+    "hyena", "mamba", "s4d", "lif", "population_lif", "integration", "memory", "attention", "reservoir", "mlp",
+)
+# What turns each sub-layer on in the default layout (for the message when block_mixers disagrees with it).
+_MIXER_FLAGS = {
+    "hyena": "use_hyena = True", "mamba": "ssm_type = 'mamba'", "s4d": "ssm_type = 's4d'",
+    "lif": "use_spiking = True, use_population_coding = False", "population_lif": "use_population_coding = True",
+    "integration": "use_liquid = True", "memory": "use_memory = True", "attention": "block_type = 'reservoir'",
+    "reservoir": "block_type = 'reservoir'", "mlp": "always on",
+}
+_SPIKING_MIXERS = ("lif", "population_lif", "integration")  # each reports the block's spike_stats
+# The memory settings one block may override in memory_layer_settings[str(layer)] (s3cmn.memory.settings maps
+# them to FaissMemory's arguments).
+MEMORY_LAYER_KEYS = (
+    "memory_size", "num_clusters", "memory_top_k", "memory_nprobe", "memory_metric", "max_retrieval_distance",
+    "memory_compression", "memory_compression_dim", "memory_compression_variance", "memory_full_policy",
+    "memory_growth_factor", "memory_max_size", "memory_refit_drift", "memory_write_stride",
 )
 
 # Keys that transformers itself passes to a config's constructor when loading; everything else must be a field.
@@ -91,6 +122,12 @@ class S3CMNConfig(PreTrainedConfig):
         "sequential", group=ARCH, help="how Mamba, liquid and spiking paths are combined"
     )
     tie_word_embeddings: bool = setting(True, group=ARCH, help="tie the LM head to the token embedding")
+    block_mixers: list[str] | None = setting(
+        None, group=ARCH,
+        help="the sub-layers of every block in order, from " + ", ".join(MIXER_KINDS) + "; null = derived from "
+             "the flags (hyena, ssm, lif, memory, mlp); a list must name exactly the sub-layers the flags turn on "
+             "(repeats allowed)",
+    )
 
     # --- spiking ------------------------------------------------------------------------------------
     spike_threshold: float = setting(1.0, group=SPIKE, help="initial firing threshold theta", gt=0)
@@ -149,7 +186,11 @@ class S3CMNConfig(PreTrainedConfig):
     initializer_range: float = setting(0.02, group=REG, help="std of the normal weight init", gt=0)
 
     # --- optional blocks ----------------------------------------------------------------------------
-    use_liquid: bool = setting(False, group=OPT, help="add the liquid (CfC/LTC/NCP) path")
+    use_liquid: bool = setting(
+        False, group=OPT,
+        help="replace the block's state-space mixer and LIF layer by one Mamba-liquid(CfC/LTC/NCP)-spiking "
+             "integration mixer (integration_mode); needs ssm_type = 'mamba'",
+    )
     liquid_tau_base: float = setting(1.0, group=OPT, help="base liquid time constant", gt=0)
     ltc_ode_unfolds: int = setting(6, group=OPT, help="LTC solver unfolds per token", ge=1)
     ncp_sparsity: float = setting(0.5, group=OPT, help="NCP wiring sparsity", ge=0, lt=1)
@@ -226,48 +267,130 @@ class S3CMNConfig(PreTrainedConfig):
             return []
         return sorted({i % self.num_layers for i in self.memory_layers})
 
+    def default_block_mixers(self) -> list[str]:
+        """The sub-layers the flags turn on, in the default order (the meaning of ``block_mixers = None``)."""
+        if self.block_type == "reservoir":
+            return ["attention", "reservoir", "mlp"]
+        mixers = ["hyena"] if self.use_hyena else []
+        if self.use_liquid:  # one mixer in place of the state-space mixer and the LIF layer
+            mixers.append("integration")
+        else:
+            mixers += [self.ssm_type] if self.ssm_type != "none" else []
+            mixers += [("population_lif" if self.use_population_coding else "lif")] if self.use_spiking else []
+        return mixers + (["memory"] if self.use_memory else []) + ["mlp"]
+
+    def resolved_block_mixers(self) -> list[str]:
+        """The sub-layers of every block, in order (``block_mixers``, or the default of the flags)."""
+        return list(self.block_mixers) if self.block_mixers is not None else self.default_block_mixers()
+
+    def layer_memory_fields(self, layer_idx: int) -> dict[str, Any]:
+        """The memory settings (``MEMORY_LAYER_KEYS``) of block ``layer_idx``: the global fields with the
+        overrides of ``memory_layer_settings[str(layer)]`` (or of its negative alias) applied."""
+        n = self.num_layers
+        fields = {name: getattr(self, name) for name in MEMORY_LAYER_KEYS}
+        for key, overrides in self.memory_layer_settings.items():
+            if int(key) % n == layer_idx % n:
+                fields.update(overrides)
+        return fields
+
     def validate_settings(self) -> None:
-        """Check every field and the combinations between them; raise ConfigError on the first problem."""
+        """Check every field and the combinations between them; raise ConfigError on the first problem.
+
+        This is the model's only validator: the modules built from a validated config trust it.
+        """
         validate_fields(self, type(self))
-        if self.hidden_dim % self.num_attention_heads:
-            raise ConfigError(
-                f"S3CMNConfig.hidden_dim = {self.hidden_dim} must be divisible by "
-                f"num_attention_heads = {self.num_attention_heads}"
-            )
         for i in self.memory_layers:
             if not -self.num_layers <= i < self.num_layers:
                 raise ConfigError(
                     f"S3CMNConfig.memory_layers contains {i}: a block index must be in "
                     f"[{-self.num_layers}, {self.num_layers - 1}] for num_layers = {self.num_layers}"
                 )
-        if self.memory_max_size < self.memory_size:
-            raise ConfigError(
-                f"S3CMNConfig.memory_max_size = {self.memory_max_size} must be >= memory_size = {self.memory_size}"
-            )
-        if self.use_memory and self.memory_compression and self.memory_compression_dim > self.hidden_dim:
-            raise ConfigError(
-                f"S3CMNConfig.memory_compression_dim = {self.memory_compression_dim} must be <= "
-                f"hidden_dim = {self.hidden_dim} (0 chooses it by explained variance)"
-            )
-        memory_fields = {name for name in self.field_names() if name.startswith("memory_")} | {
-            "num_clusters",
-            "max_retrieval_distance",
-        }
-        for layer, overrides in self.memory_layer_settings.items():
-            if not str(layer).lstrip("-").isdigit():
-                raise ConfigError(f"S3CMNConfig.memory_layer_settings key {layer!r} must be a block index")
-            for key in overrides:
-                if key not in memory_fields:
-                    raise unknown_key_error(f"S3CMNConfig.memory_layer_settings[{layer!r}]", key, memory_fields)
-        if self.block_type == "reservoir" and self.reservoir_size < 1:
-            raise ConfigError("S3CMNConfig.reservoir_size must be >= 1 for block_type = 'reservoir'")
+        self._check_memory_layer_settings()
+        if self.use_memory:
+            self._check_memory_fields({k: getattr(self, k) for k in MEMORY_LAYER_KEYS}, "S3CMNConfig")
+            for layer in self.memory_layer_indices():
+                self._check_memory_fields(self.layer_memory_fields(layer), f"S3CMNConfig (memory of block {layer})")
         if not (self.use_hyena or self.ssm_type != "none" or self.use_spiking or self.block_type == "reservoir"):
             raise ConfigError(
                 "S3CMNConfig: the block mixes nothing: enable use_hyena, an ssm_type or use_spiking"
             )
-        if self.position_embedding == "learned" and self.max_position_embeddings < 1:
-            raise ConfigError("S3CMNConfig.max_position_embeddings must be >= 1 for learned positions")
         self._check_optional_blocks()
+        self._check_block_mixers()
+        self._check_heads()
+
+    def _check_memory_layer_settings(self) -> None:
+        """Keys of memory_layer_settings are block indices (each block once); values are MEMORY_LAYER_KEYS
+        settings, each checked like its global field."""
+        n, types = self.num_layers, field_types(type(self))
+        metadata = {f.name: dict(f.metadata) for f in settings_fields(type(self))}
+        blocks: dict[int, str] = {}
+        for key, overrides in self.memory_layer_settings.items():
+            owner = f"S3CMNConfig.memory_layer_settings[{key!r}]"
+            if not str(key).lstrip("-").isdigit() or not -n <= int(key) < n:
+                raise ConfigError(f"S3CMNConfig.memory_layer_settings key {key!r} must be a block index in "
+                                  f"[{-n}, {n - 1}] for num_layers = {n}")
+            if int(key) % n in blocks:
+                raise ConfigError(f"S3CMNConfig.memory_layer_settings: block {int(key) % n} is set twice, as "
+                                  f"{blocks[int(key) % n]!r} and {key!r}; merge them into one entry")
+            blocks[int(key) % n] = key
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"{owner} = {overrides!r} must be a mapping of memory settings")
+            for name, value in overrides.items():
+                if name in metadata and name not in MEMORY_LAYER_KEYS:
+                    raise ConfigError(f"{owner}: '{name}' cannot be set per block; the per-block memory settings "
+                                      f"are {', '.join(MEMORY_LAYER_KEYS)} (set '{name}' on the config itself)")
+                if name not in MEMORY_LAYER_KEYS:
+                    raise unknown_key_error(owner, name, MEMORY_LAYER_KEYS)
+                overrides[name] = check_value(owner, name, value, types[name], metadata[name])
+
+    def _check_memory_fields(self, fields: dict[str, Any], owner: str) -> None:
+        """The rules between the memory settings of one store (the global ones, or one block's)."""
+        if fields["memory_max_size"] < fields["memory_size"]:
+            raise ConfigError(f"{owner}: memory_max_size = {fields['memory_max_size']} must be >= memory_size = "
+                              f"{fields['memory_size']}")
+        if fields["memory_compression"]:
+            if fields["memory_compression_dim"] > self.hidden_dim:
+                raise ConfigError(f"{owner}: memory_compression_dim = {fields['memory_compression_dim']} must be <= "
+                                  f"hidden_dim = {self.hidden_dim} (0 chooses it by explained variance)")
+            if fields["memory_size"] < self.hidden_dim:
+                raise ConfigError(f"{owner}: memory_size = {fields['memory_size']} must be >= hidden_dim = "
+                                  f"{self.hidden_dim} with memory_compression (the PCA is fitted on the first "
+                                  "hidden_dim entries); raise memory_size or set memory_compression = False")
+
+    def _check_block_mixers(self) -> None:
+        """An explicit block_mixers names known mixers, exactly the set the flags turn on, in any order."""
+        if self.block_mixers is None:
+            return
+        for name in self.block_mixers:
+            if name not in MIXER_KINDS:
+                raise unknown_key_error("S3CMNConfig.block_mixers", name, MIXER_KINDS)
+        default = self.default_block_mixers()
+        missing = [k for k in default if k not in self.block_mixers]
+        extra = [k for k in dict.fromkeys(self.block_mixers) if k not in default]
+        if missing or extra:
+            problems = [f"it lacks {k!r} (on by {_MIXER_FLAGS[k]})" for k in missing]
+            problems += [f"{k!r} is off (it needs {_MIXER_FLAGS[k]})" for k in extra]
+            raise ConfigError(f"S3CMNConfig.block_mixers = {self.block_mixers} must name the sub-layers the flags "
+                              f"turn on, {default}, in any order: {'; '.join(problems)}; change the list or the flags")
+        if self.block_mixers.count("memory") > 1:
+            raise ConfigError(f"S3CMNConfig.block_mixers = {self.block_mixers}: 'memory' at most once (a block "
+                              "reads its store once)")
+        spiking = [k for k in self.block_mixers if k in _SPIKING_MIXERS]
+        if len(spiking) > 1:
+            raise ConfigError(f"S3CMNConfig.block_mixers = {self.block_mixers}: at most one spiking sub-layer "
+                              f"({', '.join(_SPIKING_MIXERS)}), got {spiking}")
+
+    def _check_heads(self) -> None:
+        """Head counts must divide hidden_dim, for the sub-layers that split it into heads."""
+        mixers = self.resolved_block_mixers()
+        heads = {"num_attention_heads": "attention" in mixers,
+                 "cross_attention_heads": "integration" in mixers and (
+                     self.use_cross_modal_attention or self.integration_mode == "bidirectional"),
+                 "gating_heads": "integration" in mixers and self.integration_mode != "sequential"}
+        for name, used in heads.items():
+            if used and self.hidden_dim % getattr(self, name):
+                raise ConfigError(f"S3CMNConfig: hidden_dim = {self.hidden_dim} must be divisible by {name} = "
+                                  f"{getattr(self, name)} (its sub-layer splits hidden_dim into heads)")
 
     def _check_optional_blocks(self) -> None:
         """Combinations of optional-block settings that cannot be built."""
@@ -291,17 +414,12 @@ class S3CMNConfig(PreTrainedConfig):
         if config.use_cross_modal_attention and not (config.use_liquid and config.use_spiking):
             fail("use_cross_modal_attention = True attends between the liquid and the spiking paths: it needs "
                  "use_liquid = True and use_spiking = True")
-        cross = config.use_cross_modal_attention or (config.use_liquid and config.integration_mode == "bidirectional")
-        if cross and config.hidden_dim % config.cross_attention_heads:
-            fail(f"hidden_dim = {config.hidden_dim} must be divisible by cross_attention_heads = "
-                 f"{config.cross_attention_heads}")
-        if config.use_liquid and config.integration_mode != "sequential" and config.hidden_dim % config.gating_heads:
-            fail(f"hidden_dim = {config.hidden_dim} must be divisible by gating_heads = {config.gating_heads} "
-                 f"(integration_mode = {config.integration_mode!r} fuses per head)")
         if config.use_liquid and config.liquid_backbone == "ncp" and (config.liquid_units < 4 or
                                                                       config.ncp_sparsity < 0.1):
             fail(f"liquid_backbone = 'ncp' (AutoNCP wiring) needs liquid_units >= 4 and ncp_sparsity >= 0.1, got "
                  f"liquid_units = {config.liquid_units}, ncp_sparsity = {config.ncp_sparsity}")
+        if config.ssm_type == "s4d" and config.s4d_d_state % 2:
+            fail(f"s4d_d_state = {config.s4d_d_state} must be even (S4D keeps N/2 complex-conjugate pairs)")
 
     def settings_dict(self) -> dict[str, Any]:
         """The model settings only (no transformers bookkeeping), JSON-ready."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from s3cmn.utils.fields import ConfigError, unknown_key_error
-
 if TYPE_CHECKING:
     from s3cmn.config import S3CMNConfig
 
-# Config field -> FaissMemory constructor argument.
+# Config field -> FaissMemory constructor argument, for each per-block memory setting (the keys are
+# s3cmn.config.MEMORY_LAYER_KEYS, the one list of what memory_layer_settings may set; a test keeps them equal).
 CONFIG_TO_ARGUMENT = {
     "memory_size": "capacity",
     "num_clusters": "num_clusters",
@@ -26,31 +25,16 @@ CONFIG_TO_ARGUMENT = {
     "memory_refit_drift": "refit_drift",
     "memory_write_stride": "write_stride",
 }
-# Keys a per-layer override (config.memory_layer_settings[str(layer)]) may set.
-LAYER_SETTING_KEYS = tuple(CONFIG_TO_ARGUMENT)
 
 
 def layer_memory_settings(config: S3CMNConfig, layer_idx: int) -> dict[str, Any]:
     """The memory settings of block ``layer_idx``, keyed by config field name.
 
     The global ``memory_*`` fields (and num_clusters, max_retrieval_distance) with the overrides of
-    ``config.memory_layer_settings[str(layer_idx)]`` applied; the negative alias
-    ``str(layer_idx - num_layers)`` is accepted too. An unknown override key raises ConfigError naming the
-    closest valid key.
+    ``config.memory_layer_settings[str(layer_idx)]`` (or of its negative alias) applied; the config has
+    checked the overrides (keys, values, one entry per block).
     """
-    settings = {name: getattr(config, name) for name in LAYER_SETTING_KEYS}
-    n = config.num_layers
-    aliases = {str(layer_idx % n), str(layer_idx % n - n)}
-    found = [key for key in config.memory_layer_settings if str(key) in aliases]
-    if len(found) > 1:
-        raise ConfigError(f"S3CMNConfig.memory_layer_settings: layer {layer_idx} is set twice, as {found}")
-    overrides = config.memory_layer_settings[found[0]] if found else {}
-    for key in overrides:
-        if key not in LAYER_SETTING_KEYS:
-            owner = f"S3CMNConfig.memory_layer_settings[{found[0]!r}]"
-            raise unknown_key_error(owner, key, LAYER_SETTING_KEYS)
-    settings.update(overrides)
-    return settings
+    return config.layer_memory_fields(layer_idx)
 
 
 def check_memory_args(args: dict[str, Any]) -> None:

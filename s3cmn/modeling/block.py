@@ -1,28 +1,29 @@
-"""The S³CMN block: Hyena → state-space mixer → LIF spiking → memory read → MLP, each pre-norm + residual."""
+"""The S³CMN block: an ordered list of pre-norm residual sub-layers, each a mixer from the registry.
+
+``config.resolved_block_mixers()`` names the sub-layers in order (by default, from the flags: Hyena →
+state-space mixer → LIF spiking → memory read → MLP; with ``use_liquid`` the Mamba–liquid–spiking integration
+in place of the state-space mixer and the LIF layer; the LiquidLM layout attention → reservoir → MLP for
+``block_type = "reservoir"``). Each sub-layer is a pair (norm, mixer) and the block is one loop::
+
+    for norm, mixer in sub-layers:  x = x + dropout(mixer(norm(x), state).y)
+
+The memory read is present only in the blocks of ``config.memory_layer_indices()``.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
 from s3cmn.modeling.cache import LayerState
-from s3cmn.modeling.mlp import MLP
+from s3cmn.modeling.mixer import MIXERS, MixerOutput, MixerSpec
 
-
-def build_ssm(config: S3CMNConfig, layer_idx: int) -> nn.Module | None:
-    """The state-space mixer chosen by ``config.ssm_type`` (None for "none")."""
-    if config.ssm_type == "mamba":
-        from s3cmn.modeling.mamba import MambaMixer
-
-        return MambaMixer(config, layer_idx)
-    if config.ssm_type == "s4d":
-        from s3cmn.modeling.s4d import S4DMixer
-
-        return S4DMixer(config, layer_idx)
-    return None
+if TYPE_CHECKING:
+    from s3cmn.memory.bank import MemoryBank
 
 
 @dataclass
@@ -33,96 +34,74 @@ class BlockOutput:
     state: LayerState
     spike_stats: Any = None
     memory_stats: Any = None
-    memory_input: Tensor | None = None  # (B, T, D) the normed hidden state the memory reads with, for writing
+    memory_input: Tensor | None = None  # (B, T, D) the normed hidden state the memory read with
+
+
+class SubLayer(NamedTuple):
+    """One sub-layer of a block: its registry name, spec, and the block attributes of its mixer and norm."""
+
+    kind: str
+    spec: MixerSpec
+    slot: str
+    norm: str
 
 
 class S3CMNBlock(nn.Module):
-    """One S³CMN block (DESIGN.md, "The network"), pre-norm residual around each sub-layer.
+    """One S³CMN block (module docstring): pre-norm residual around each sub-layer of ``sublayers``.
 
-    ``forward`` runs over a whole segment (training, prefill); ``step`` runs one token. Both take and
-    return the block's recurrent state (``{"hyena": ..., "ssm": ..., "spiking": ...}``).
+    ``forward`` runs over a whole segment (training, prefill); ``step`` runs one token. Both take and return
+    the block's recurrent state, a dict keyed by sub-layer slot (``{"hyena": ..., "ssm": ..., "spiking": ...}``),
+    and the memory bank (or None) that the memory read looks its store up in.
     """
 
     def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        D, eps = config.hidden_dim, config.layer_norm_eps
         self.dropout = nn.Dropout(config.dropout)
-        self.hyena_norm = self.hyena = None
-        if config.use_hyena:
-            from s3cmn.modeling.hyena import HyenaOperator
-
-            self.hyena_norm = nn.LayerNorm(D, eps=eps)
-            self.hyena = HyenaOperator(config, layer_idx)
-        self.integration_norm = self.integration = None
-        if config.use_liquid:  # steps 2-3 become one Mamba–liquid–spiking mixer (state key "integration")
-            from s3cmn.modeling.integration import IntegratedMixer
-
-            self.integration_norm = nn.LayerNorm(D, eps=eps)
-            self.integration = IntegratedMixer(config, layer_idx)
-        self.ssm = build_ssm(config, layer_idx) if not config.use_liquid else None
-        self.ssm_norm = nn.LayerNorm(D, eps=eps) if self.ssm is not None else None
-        self.spike_norm = self.spiking = None
-        if config.use_spiking and not config.use_liquid:
-            from s3cmn.modeling.population import PopulationLIFLayer
-            from s3cmn.modeling.spiking import LIFLayer
-
-            self.spike_norm = nn.LayerNorm(D, eps=eps)
-            self.spiking = (PopulationLIFLayer if config.use_population_coding else LIFLayer)(config, layer_idx)
-        self.memory_norm = self.memory_reader = None
-        if layer_idx in config.memory_layer_indices():
-            from s3cmn.memory.reader import MemoryReader
-
-            self.memory_norm = nn.LayerNorm(D, eps=eps)
-            self.memory_reader = MemoryReader(config, layer_idx)
-        self.mlp_norm = nn.LayerNorm(D, eps=eps)
-        self.mlp = MLP(config, layer_idx)
+        self.sublayers: list[SubLayer] = []
+        reads_memory_here = layer_idx in config.memory_layer_indices()
+        repeats: Counter[str] = Counter()
+        for kind in config.resolved_block_mixers():
+            if kind == "memory" and not reads_memory_here:
+                continue
+            spec = MIXERS[kind]
+            suffix = f"_{repeats[spec.slot]}" if repeats[spec.slot] else ""  # a repeated kind: ssm, ssm_1, ...
+            repeats[spec.slot] += 1
+            sub = SubLayer(kind, spec, spec.slot + suffix, spec.norm + suffix)
+            self.add_module(sub.norm, nn.LayerNorm(config.hidden_dim, eps=config.layer_norm_eps))
+            self.add_module(sub.slot, spec(config, layer_idx))
+            self.sublayers.append(sub)
 
     @property
     def reads_memory(self) -> bool:
-        return self.memory_reader is not None
+        return any(sub.spec.reads_memory for sub in self.sublayers)
 
-    def forward(self, x: Tensor, state: LayerState | None = None, memory: Any = None) -> BlockOutput:
+    def pairs(self) -> list[tuple[str, nn.Module, nn.Module]]:
+        """(slot, norm, mixer) of every sub-layer, in order."""
+        return [(sub.slot, getattr(self, sub.norm), getattr(self, sub.slot)) for sub in self.sublayers]
+
+    def forward(self, x: Tensor, state: LayerState | None = None, memory: MemoryBank | None = None) -> BlockOutput:
         """x (B, T, D) -> BlockOutput; ``state`` None starts from zeros, otherwise continues from it."""
         return self._run(x, state or {}, memory, step=False)
 
-    def step(self, x: Tensor, state: LayerState | None, memory: Any = None) -> BlockOutput:
+    def step(self, x: Tensor, state: LayerState | None, memory: MemoryBank | None = None) -> BlockOutput:
         """x (B, D) -> BlockOutput for one token; cost independent of the tokens before (Hyena: bounded)."""
         return self._run(x, state or {}, memory, step=True)
 
-    def _run(self, x: Tensor, state: LayerState, memory: Any, step: bool) -> BlockOutput:
+    def _run(self, x: Tensor, state: LayerState, memory: MemoryBank | None, step: bool) -> BlockOutput:
         new_state: LayerState = {}
-
-        def mix(name: str, module: nn.Module, inp: Tensor) -> Any:
-            run = module.step if step else module.forward
-            out = run(inp, state.get(name))
-            new_state[name] = out[1]
-            return out
-
-        # 1. Hyena: long implicit convolution with gating.
-        if self.hyena is not None:
-            y, _ = mix("hyena", self.hyena, self.hyena_norm(x))
-            x = x + self.dropout(y)  # (B, T, D)
-        # 2. State-space mixer (S4D or Mamba).
-        if self.ssm is not None:
-            y, _ = mix("ssm", self.ssm, self.ssm_norm(x))
-            x = x + self.dropout(y)
-        # 3. LIF spiking layer: the residual carries the projected spikes.
-        spike_stats = None
-        if self.spiking is not None:
-            y, _, spike_stats = mix("spiking", self.spiking, self.spike_norm(x))
-            x = x + self.dropout(y)
-        # 2-3 with use_liquid: the Mamba–liquid–spiking integration in place of the two.
-        if self.integration is not None:
-            y, _, spike_stats = mix("integration", self.integration, self.integration_norm(x))
-            x = x + self.dropout(y)
-        # 4. Memory read: top-k retrieval from the external store, attention, gate (a delta to the residual).
-        memory_stats = memory_input = None
-        if self.memory_reader is not None:
-            memory_input = self.memory_norm(x)
-            query = memory_input.unsqueeze(1) if step else memory_input  # (B, T, D)
-            delta, memory_stats = self.memory_reader(query, memory)
-            x = x + (delta.squeeze(1) if step else delta)
-        # 5. MLP.
-        x = x + self.mlp(self.mlp_norm(x))
-        return BlockOutput(x, new_state, spike_stats, memory_stats, memory_input)
+        reports: dict[str, Any] = {"spike_stats": None, "memory_stats": None, "memory_input": None}
+        for sub in self.sublayers:
+            mixer = getattr(self, sub.slot)
+            h = getattr(self, sub.norm)(x)  # (B, T, D)
+            run = mixer.step if step else mixer.forward
+            extra = (memory,) if sub.spec.reads_memory else ()
+            out: MixerOutput = run(h, state.get(sub.slot), *extra)
+            if out.state:
+                new_state[sub.slot] = out.state
+            x = x + (self.dropout(out.y) if sub.spec.residual_dropout else out.y)  # (B, T, D)
+            if sub.spec.reports is not None:
+                reports[sub.spec.reports] = out.stats
+            if sub.spec.reads_memory:
+                reports["memory_input"] = h
+        return BlockOutput(x, new_state, **reports)

@@ -13,6 +13,10 @@ Causal means position t only attends to positions <= t of the other stream. ``mo
 - ``multiscale``: out_a only, head h sees a causal window of the last ``4^(h+1)`` positions (4, 16, 64, 256, ...):
   several temporal scales at once.
 
+Two streams in, two out: this is not a one-stream :class:`~s3cmn.modeling.mixer.Mixer` but a part of the
+integration mixer. It follows the contract otherwise: ``forward``/``step`` return a typed
+:class:`CrossModalOutput` (``a``, ``b``, ``state``) and ``init_state(batch, like)`` gives the empty cache.
+
 ``step`` keeps the keys and values of the attended stream(s) in its state (``{"k_b", "v_b"[, "k_a", "v_a"]}``,
 (B, H, t, hd), batch-first). For ``single`` and ``bidirectional`` this cache **grows with the context** (one
 entry per token: decoding cost is linear in the tokens so far, like any attention); for ``multiscale`` it is
@@ -21,24 +25,23 @@ trimmed to the largest window − 1, so it is bounded.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
-
-logger = logging.getLogger(__name__)
+from s3cmn.modeling.mixer import MixerState
 
 __all__ = [
-    "CrossModalAttention", "causal_attention", "causal_attention_ref", "merge_heads", "multiscale_windows",
-    "split_heads",
+    "CrossModalAttention", "CrossModalOutput", "causal_attention", "causal_attention_ref", "merge_heads",
+    "multiscale_windows", "split_heads",
 ]
 
-MODES = ("single", "bidirectional", "multiscale")
 WINDOW_BASE = 4  # multiscale head h sees the last WINDOW_BASE ** (h + 1) positions
 
 
@@ -96,6 +99,16 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(B, T, H * hd)
 
 
+@dataclass
+class CrossModalOutput:
+    """``a``: stream a's attention over b (B, T, D) or (B, D); ``b``: b's over a (bidirectional, else None);
+    ``state``: the key/value cache."""
+
+    a: Tensor
+    b: Tensor | None
+    state: MixerState
+
+
 class _Direction(nn.Module):
     """One direction of cross attention: queries from one stream, keys/values from the other."""
 
@@ -109,15 +122,13 @@ class _Direction(nn.Module):
 class CrossModalAttention(nn.Module):
     """Causal multi-head attention of stream a over stream b (and b over a); module docstring."""
 
-    def __init__(self, config: S3CMNConfig, layer_idx: int, mode: str | None = None) -> None:
+    def __init__(
+        self, config: S3CMNConfig, layer_idx: int, mode: Literal["single", "bidirectional", "multiscale"] | None = None
+    ) -> None:
         super().__init__()
         self.layer_idx = layer_idx
         self.mode = config.cross_modal_mode if mode is None else mode
-        if self.mode not in MODES:
-            raise ValueError(f"unknown cross-modal mode {self.mode!r}: choose one of {MODES}")
-        D, H = config.hidden_dim, config.cross_attention_heads
-        if D % H:
-            raise ValueError(f"hidden_dim = {D} must be divisible by cross_attention_heads = {H}")
+        D, H = config.hidden_dim, config.cross_attention_heads  # D % H == 0: checked by the config
         self.num_heads = H
         self.dropout_p = config.attention_dropout
         self.windows: list[int] | int = multiscale_windows(H) if self.mode == "multiscale" else 0
@@ -129,9 +140,13 @@ class CrossModalAttention(nn.Module):
         """Past positions the step cache keeps (None = unbounded, it grows with the context)."""
         return max(self.windows) - 1 if isinstance(self.windows, list) else None
 
+    def init_state(self, batch: int, like: Tensor) -> MixerState:
+        """The empty cache: no key or value seen yet."""
+        return {}
+
     def _attend(
-        self, proj: _Direction, queries: Tensor, source: Tensor, state: dict[str, Tensor] | None, tag: str
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+        self, proj: _Direction, queries: Tensor, source: Tensor, state: MixerState | None, tag: str
+    ) -> tuple[Tensor, MixerState]:
         """queries, source (B, T, D) -> (out (B, T, D), {"k_<tag>", "v_<tag>"}): queries attend to [cache, source]."""
         H = self.num_heads
         q = split_heads(proj.q_proj(queries), H)  # (B, H, T, hd)
@@ -146,23 +161,19 @@ class CrossModalAttention(nn.Module):
             k, v = k[:, :, max(0, k.shape[2] - keep) :], v[:, :, max(0, v.shape[2] - keep) :]
         return out, {f"k_{tag}": k, f"v_{tag}": v}
 
-    def forward(
-        self, a: Tensor, b: Tensor, state: dict[str, Tensor] | None = None
-    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
-        """a, b (B, T, D) -> (out_a (B, T, D), out_b (B, T, D) or None, state); continues from ``state``."""
+    def forward(self, a: Tensor, b: Tensor, state: MixerState | None = None) -> CrossModalOutput:
+        """a, b (B, T, D) -> out_a (B, T, D), out_b (B, T, D) or None, state; continues from ``state``."""
         out_a, new_state = self._attend(self.a_from_b, a, b, state, "b")
         out_b = None
         if self.b_from_a is not None:
             out_b, sb = self._attend(self.b_from_a, b, a, state, "a")
             new_state.update(sb)
-        return out_a, out_b, new_state
+        return CrossModalOutput(out_a, out_b, new_state)
 
-    def step(
-        self, a: Tensor, b: Tensor, state: dict[str, Tensor] | None
-    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
-        """a, b (B, D) -> (out_a (B, D), out_b (B, D) or None, state): one token, attending to the cache."""
-        out_a, out_b, state = self.forward(a[:, None], b[:, None], state)
-        return out_a[:, 0], None if out_b is None else out_b[:, 0], state
+    def step(self, a: Tensor, b: Tensor, state: MixerState | None) -> CrossModalOutput:
+        """a, b (B, D) -> out_a (B, D), out_b (B, D) or None, state: one token, attending to the cache."""
+        out = self.forward(a[:, None], b[:, None], state)
+        return CrossModalOutput(out.a[:, 0], None if out.b is None else out.b[:, 0], out.state)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, heads={self.num_heads}, windows={self.windows}"

@@ -20,7 +20,6 @@ forward continued from a state prepends the kept history.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -28,9 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.fftconv import fft_causal_conv
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["ExponentialModulation", "HyenaFilter", "HyenaOperator", "PositionalEmbedding", "Sin"]
 
@@ -140,7 +138,7 @@ class HyenaFilter(nn.Module):
 
 
 class HyenaOperator(nn.Module):
-    """Hyena sequence mixer (module docstring); the common mixer interface (``forward`` / ``step``).
+    """Hyena sequence mixer (module docstring), a :class:`~s3cmn.modeling.mixer.Mixer`.
 
     State: ``short_conv`` (B, (N+1)·D, kernel − 1) and ``long_conv`` (B, N − 1, D, L − 1), the last inputs of
     the short and of each long convolution (zeros before the first token).
@@ -161,27 +159,23 @@ class HyenaOperator(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.out_proj = nn.Linear(D, D)
 
-    def init_state(
-        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> dict[str, Tensor]:
-        """The zero state (no token seen yet)."""
-        p = self.in_proj.weight
-        kw = dict(device=device or p.device, dtype=dtype or p.dtype)
+    def init_state(self, batch: int, like: Tensor) -> MixerState:
+        """The zero state (no token seen yet), on ``like``'s device and dtype."""
         D, N = self.d_model, self.order
         return {
-            "short_conv": torch.zeros(batch_size, (N + 1) * D, self.short_kernel - 1, **kw),
-            "long_conv": torch.zeros(batch_size, N - 1, D, self.filter_length - 1, **kw),
+            "short_conv": like.new_zeros(batch, (N + 1) * D, self.short_kernel - 1),
+            "long_conv": like.new_zeros(batch, N - 1, D, self.filter_length - 1),
         }
 
     def filter_taps(self) -> Tensor:
         """(N − 1, D, L) taps of the long filters, the first one applied first."""
         return self.filter_fn.filter_taps().view(self.order - 1, self.d_model, self.filter_length)
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, state: MixerState | None = None) -> MixerOutput:
         """x (B, T, D) -> y (B, T, D), causal, parallel over T; continues from ``state`` when given."""
         B, T, D = x.shape
         if state is None:
-            state = self.init_state(B, x.device, x.dtype)
+            state = self.init_state(B, x)
         # 1. projections and the short depthwise causal conv over [history, u]
         u = self.in_proj(x).transpose(1, 2)  # (B, (N+1)D, T)
         u = torch.cat([state["short_conv"], u], dim=-1)  # (B, (N+1)D, K-1+T)
@@ -203,13 +197,13 @@ class HyenaOperator(nn.Module):
             "short_conv": _tail(u, self.short_kernel - 1),  # (B, (N+1)D, K-1)
             "long_conv": torch.stack(history, dim=1),  # (B, N-1, D, L-1)
         }
-        return y, new_state
+        return MixerOutput(y, new_state)
 
-    def step(self, x: Tensor, state: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, x: Tensor, state: MixerState | None) -> MixerOutput:
         """x (B, D) -> y (B, D): one token; O((N-1)·L·D) whatever the context length."""
         B, D = x.shape
         if state is None:
-            state = self.init_state(B, x.device, x.dtype)
+            state = self.init_state(B, x)
         # 1. projections and the short conv: a dot product with the last K inputs
         u = torch.cat([state["short_conv"], self.in_proj(x)[..., None]], dim=-1)  # (B, (N+1)D, K)
         uc = (u * self.short_filter.weight[:, 0]).sum(-1) + self.short_filter.bias  # (B, (N+1)D)
@@ -225,7 +219,7 @@ class HyenaOperator(nn.Module):
             v = (window * k_rev[o]).sum(-1) + v * bias[o]  # (B, D)
         # 3. the last gate and the output projection
         y = self.out_proj(v * xs[0])  # (B, D)
-        return y, {"short_conv": u[..., 1:], "long_conv": torch.stack(history, dim=1)}
+        return MixerOutput(y, {"short_conv": u[..., 1:], "long_conv": torch.stack(history, dim=1)})
 
 
 def _tail(x: Tensor, n: int) -> Tensor:

@@ -22,40 +22,34 @@ For x (B, T, D) (the block's normed input), c the spike path and L, M the liquid
          h[t]  = liquid cell (u[t], h[t-1], Δt = 1/τ[t]);  L[t] = out_proj(h[t])
          (a_L, a_M) = CrossModalAttention_bidirectional(L, M);  y = GatedFusion(L + a_L, M + a_M)
 
-     W_B, W_C, W_τ start at zero (plain Mamba, τ = τ_base at init). Mamba is composed here from
-     ``MambaMixer``'s own submodules (no hook in mamba.py); both directions of the exchange make the two
-     recurrences one joint per-token loop, so this mode runs Mamba token by token too (slow in training).
+     W_B, W_C, W_τ start at zero (plain Mamba, τ = τ_base at init). The Mamba step is ``MambaMixer.step``
+     with its ``scale_B``, ``scale_C``; both directions of the exchange make the two recurrences one joint
+     per-token loop, so this mode runs Mamba token by token too (slow in training).
 
 GatedFusion (``gating_heads`` H, ``gating_temperature`` T): w = softmax(W_g [a, b] / T) per head (H, 2);
 each head's D/H channels are w_a · a + w_b · b.
 
-``forward``/``step`` return ``(y, state, spike_stats)``. The state is flat, ``{"<submodule>.<key>": tensor}``
-(all batch-first). Cross-attention caches grow with the context (see ``cross_modal``).
+A :class:`~s3cmn.modeling.mixer.Mixer`: ``forward``/``step`` return ``MixerOutput(y, state, spike_stats)``.
+The state is flat, ``{"<submodule>.<key>": tensor}`` (all batch-first). Cross-attention caches grow with the
+context (see ``cross_modal``).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
 from s3cmn.modeling.cross_modal import CrossModalAttention
 from s3cmn.modeling.liquid import LiquidMixer
 from s3cmn.modeling.mamba import MambaMixer
-from s3cmn.modeling.spiking import LIFLayer, SpikeStats
+from s3cmn.modeling.mixer import MixerOutput
+from s3cmn.modeling.mixer import MixerState as State
+from s3cmn.modeling.spiking import LIFLayer
 
-logger = logging.getLogger(__name__)
-
-__all__ = [
-    "IntegratedMixer", "GatedFusion", "SpikeAdapter", "ema_scan", "ema_scan_ref",
-    "mamba_step_modulated",
-]
-
-State = dict[str, Tensor]
+__all__ = ["IntegratedMixer", "GatedFusion", "SpikeAdapter", "ema_scan", "ema_scan_ref"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -89,6 +83,10 @@ class SpikeAdapter(nn.Module):
         self.kind = config.spike_adapter
         self.lam = math.exp(-1.0 / config.spike_adapter_tau)
         self.potential_proj = nn.Linear(num_neurons, config.hidden_dim) if self.kind == "potential" else None
+
+    def init_state(self, batch: int, like: Tensor) -> State:
+        """The spike trace before the first token (temporal coding only)."""
+        return {"trace": like.new_zeros(batch, like.shape[-1])} if self.kind == "temporal" else {}
 
     def forward(self, y: Tensor, membrane: Tensor | None, state: State | None) -> tuple[Tensor, State]:
         """y (B, T, D), membrane (B, T, neurons) (potential only) -> (c (B, T, D), state)."""
@@ -133,43 +131,6 @@ class GatedFusion(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Mamba with modulated B, C (composition of MambaMixer's submodules)
-# ----------------------------------------------------------------------------------------------------------
-
-
-def mamba_step_modulated(
-    mamba: MambaMixer, x: Tensor, state: State | None, scale_B: Tensor | None = None, scale_C: Tensor | None = None
-) -> tuple[Tensor, State]:
-    """``MambaMixer.step`` with B and C multiplied by ``scale_B``, ``scale_C`` (B, N): x (B, D) -> (y (B, D), state).
-
-    The same numbered steps as ``MambaMixer.step``, on its parameters; with no scales it is that step.
-    """
-    batch = x.shape[0]
-    # 1. input projection
-    xs, z = mamba.in_proj(x).chunk(2, dim=-1)  # (B, E) each
-    # 2. causal depthwise conv over [kept inputs, x]
-    conv = x.new_zeros(batch, mamba.d_inner, mamba.d_conv - 1) if state is None else state["conv"].to(x.dtype)
-    window = torch.cat([conv, xs.unsqueeze(-1)], dim=2)  # (B, E, d_conv)
-    xs = F.silu((window * mamba.conv1d.weight.squeeze(1)).sum(-1) + mamba.conv1d.bias)  # (B, E)
-    # 3. input-dependent Δ, B, C, then the exchange: B, C scaled by the liquid state
-    dt, B, C = torch.split(mamba.x_proj(xs), [mamba.dt_rank, mamba.d_state, mamba.d_state], dim=-1)
-    if scale_B is not None:
-        B = B * scale_B  # (B, N)
-    if scale_C is not None:
-        C = C * scale_C
-    dt = F.softplus(mamba.dt_proj(dt).float())  # (B, E)
-    # 4. h = exp(Δ A) h + Δ B u;  y = C·h + D u, gated
-    A = -torch.exp(mamba.A_log.float())  # (E, N)
-    h0 = xs.new_zeros(batch, mamba.d_inner, mamba.d_state, dtype=torch.float32) if state is None else state["ssm"]
-    h = torch.exp(dt.unsqueeze(-1) * A) * h0.float()  # (B, E, N)
-    h = h + (dt * xs.float()).unsqueeze(-1) * B.float().unsqueeze(1)
-    y = (h @ C.float().unsqueeze(-1)).squeeze(-1) + mamba.D.float() * xs.float()  # (B, E)
-    y = (y * F.silu(z.float())).to(x.dtype)
-    # 5. output projection
-    return mamba.out_proj(y), {"conv": window[:, :, 1:], "ssm": h}
-
-
-# ----------------------------------------------------------------------------------------------------------
 # the integrated mixer
 # ----------------------------------------------------------------------------------------------------------
 
@@ -186,7 +147,7 @@ def _put(new: State, prefix: str, sub: State) -> None:
 
 
 class IntegratedMixer(nn.Module):
-    """Mamba–liquid–spiking integration (module docstring): ``forward``/``step`` -> ``(y, state, spike_stats)``."""
+    """Mamba–liquid–spiking integration (module docstring): ``forward``/``step`` -> ``MixerOutput``."""
 
     def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
         super().__init__()
@@ -213,33 +174,43 @@ class IntegratedMixer(nn.Module):
                 nn.init.zeros_(lin.weight)
                 nn.init.zeros_(lin.bias)
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State, SpikeStats | None]:
-        """x (B, T, D) -> (y (B, T, D), state, spike_stats); ``state`` None = zeros, otherwise continue from it."""
+    def init_state(self, batch: int, like: Tensor) -> State:
+        """The zero state of every recurrent part, flat (the attention caches start empty)."""
+        state: State = {}
+        for name in ("spiking", "adapter", "liquid", "mamba"):
+            module = getattr(self, name)
+            if module is not None:
+                _put(state, name, module.init_state(batch, like))
+        return state
+
+    def forward(self, x: Tensor, state: State | None = None) -> MixerOutput:
+        """x (B, T, D) -> y (B, T, D), state, spike_stats; ``state`` None = zeros, otherwise continue from it."""
         return self._run(x, state or {}, step=False)
 
-    def step(self, x: Tensor, state: State | None) -> tuple[Tensor, State, SpikeStats | None]:
-        """x (B, D) -> (y (B, D), state, spike_stats): one token."""
+    def step(self, x: Tensor, state: State | None) -> MixerOutput:
+        """x (B, D) -> y (B, D), state, spike_stats: one token."""
         return self._run(x, state or {}, step=True)
 
     # ------------------------------------------------------------------------------------------------
-    def _spikes(self, x: Tensor, state: State | None, step: bool) -> tuple[Tensor, Tensor | None, State, SpikeStats]:
-        """The spike layer: (read-out y, membrane or None, state, stats); x (B, T, D) or (B, D) in step mode."""
+    def _spikes(self, x: Tensor, state: State | None, step: bool) -> tuple[MixerOutput, Tensor | None]:
+        """The spike layer's output and, for the potential adapter, its membrane after every token (else None);
+        x (B, T, D) or (B, D) in step mode."""
         if self.adapter.kind != "potential":
-            y, st, stats = (self.spiking.step if step else self.spiking.forward)(x, state)
-            return y, None, st, stats
+            return (self.spiking.step if step else self.spiking.forward)(x, state), None
         if step:
-            y, st, stats = self.spiking.step(x, state)
-            return y, st["v"], st, stats
+            out = self.spiking.step(x, state)
+            return out, out.state["v"]
         # the membrane after every token: the layer's own step, token by token
         ys, vs, stats, st = [], [], None, state
         for x_t in x.unbind(1):
-            y, st, s = self.spiking.step(x_t, st)
-            ys.append(y)
+            out = self.spiking.step(x_t, st)
+            st = out.state
+            ys.append(out.y)
             vs.append(st["v"])
-            stats = s if stats is None else stats.merge(s)
+            stats = out.stats if stats is None else stats.merge(out.stats)
         if self.training and self.spiking.adaptive_threshold and stats is not None:
             self.spiking._homeostasis(stats.spike_count / stats.num_steps)  # what the layer's forward does
-        return torch.stack(ys, 1), torch.stack(vs, 1), st, stats
+        return MixerOutput(torch.stack(ys, 1), st, stats), torch.stack(vs, 1)
 
     def _exchange(
         self, u: Tensor, x: Tensor, liquid_state: State | None, mamba_state: State | None
@@ -248,56 +219,64 @@ class IntegratedMixer(nn.Module):
         h = self.liquid.init_state(x.shape[0], x)["h"] if liquid_state is None else liquid_state["h"]  # (B, U)
         scale_B = 1 + torch.tanh(self.exchange_B(h))  # (B, N)
         scale_C = 1 + torch.tanh(self.exchange_C(h))
-        m, mamba_state = mamba_step_modulated(self.mamba, x, mamba_state, scale_B, scale_C)  # (B, D)
-        tau = self.tau_base * (0.5 + torch.sigmoid(self.exchange_tau(m)))  # (B, U)
-        liquid_out, liquid_state = self.liquid.step(u, liquid_state, tau)  # (B, D)
-        return liquid_out, m, liquid_state, mamba_state
+        m = self.mamba.step(x, mamba_state, scale_B, scale_C)  # (B, D)
+        tau = self.tau_base * (0.5 + torch.sigmoid(self.exchange_tau(m.y)))  # (B, U)
+        liquid = self.liquid.step(u, liquid_state, tau)  # (B, D)
+        return liquid.y, m.y, liquid.state, m.state
 
-    def _run(self, x: Tensor, state: State, step: bool) -> tuple[Tensor, State, SpikeStats | None]:
+    def _exchange_loop(self, u: Tensor, x: Tensor, state: State, new: State, step: bool) -> tuple[Tensor, Tensor]:
+        """The liquid and Mamba paths of the bidirectional mode, token by token: (L, M), states put in ``new``."""
+        ls, ms = _sub(state, "liquid"), _sub(state, "mamba")
+        if step:
+            L, M, ls, ms = self._exchange(u, x, ls, ms)
+        else:
+            Ls, Ms = [], []
+            for u_t, x_t in zip(u.unbind(1), x.unbind(1), strict=True):  # unbind: O(T) backward
+                L, M, ls, ms = self._exchange(u_t, x_t, ls, ms)
+                Ls.append(L)
+                Ms.append(M)
+            L, M = torch.stack(Ls, 1), torch.stack(Ms, 1)  # (B, T, D)
+        if ls is not None:
+            _put(new, "liquid", ls)
+            _put(new, "mamba", ms)
+        return L, M
+
+    def _run(self, x: Tensor, state: State, step: bool) -> MixerOutput:
         new: State = {}
 
-        def run(name: str, module: nn.Module, *inputs: Tensor) -> tuple:
+        def run(name: str, *inputs: Tensor) -> MixerOutput:
+            module = getattr(self, name)
             out = (module.step if step else module.forward)(*inputs, _sub(state, name))
-            _put(new, name, out[-1])
+            _put(new, name, out.state)
             return out
 
         # 1. spike path and adapter: u = x + c
         c, stats, u = None, None, x
         if self.spiking is not None:
-            y_spk, membrane, st, stats = self._spikes(x, _sub(state, "spiking"), step)
-            _put(new, "spiking", st)
-            c, _ = run("adapter", self.adapter, y_spk, membrane)
+            spikes, membrane = self._spikes(x, _sub(state, "spiking"), step)
+            _put(new, "spiking", spikes.state)
+            stats = spikes.stats
+            adapter = self.adapter.step if step else self.adapter.forward
+            c, adapter_state = adapter(spikes.y, membrane, _sub(state, "adapter"))
+            _put(new, "adapter", adapter_state)
             u = x + c  # (B, T, D)
         # 2. liquid path (and, bidirectional mode, Mamba with the state exchange)
         if self.mode == "bidirectional":
-            ls, ms = _sub(state, "liquid"), _sub(state, "mamba")
-            if step:
-                L, M, ls, ms = self._exchange(u, x, ls, ms)
-            else:
-                Ls, Ms = [], []
-                for u_t, x_t in zip(u.unbind(1), x.unbind(1), strict=True):  # unbind: O(T) backward
-                    L, M, ls, ms = self._exchange(u_t, x_t, ls, ms)
-                    Ls.append(L)
-                    Ms.append(M)
-                L, M = torch.stack(Ls, 1), torch.stack(Ms, 1)  # (B, T, D)
-            if ls is not None:
-                _put(new, "liquid", ls)
-                _put(new, "mamba", ms)
+            L, M = self._exchange_loop(u, x, state, new, step)
         else:
-            L, _ = run("liquid", self.liquid, u)
+            L = run("liquid", u).y
         if self.cross_modal is not None:  # the liquid path queries the spike path
-            a_L, a_c, _ = run("cross_modal", self.cross_modal, L, c)
-            L = L + a_L if a_c is None else L + a_L + a_c
+            a = run("cross_modal", L, c)
+            L = L + a.a if a.b is None else L + a.a + a.b
         # 3. combine with Mamba
         if self.mode == "sequential":
-            y, _ = run("mamba", self.mamba, u + L)
+            y = run("mamba", u + L).y
         elif self.mode == "parallel":
-            M, _ = run("mamba", self.mamba, x)
-            y = self.fusion(L, M)
+            y = self.fusion(L, run("mamba", x).y)
         else:
-            a_L, a_M, _ = run("mamba_cross", self.mamba_cross, L, M)
-            y = self.fusion(L + a_L, M + a_M)
-        return y, new, stats
+            a = run("mamba_cross", L, M)
+            y = self.fusion(L + a.a, M + a.b)
+        return MixerOutput(y, new, stats)
 
     def extra_repr(self) -> str:
         adapter = self.adapter.kind if self.adapter is not None else None

@@ -29,16 +29,13 @@ State: ``{"h": (B, U)}``.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from ncps.torch import CfCCell, LTCCell, WiredCfCCell
 from ncps.wirings import AutoNCP, FullyConnected
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
-
-logger = logging.getLogger(__name__)
+from s3cmn.modeling.mixer import MixerOutput, MixerState
 
 __all__ = ["LiquidMixer", "ncp_motor_size"]
 
@@ -53,7 +50,10 @@ def ncp_motor_size(units: int) -> int:
 
 
 class LiquidMixer(nn.Module):
-    """Liquid (CfC / LTC / NCP) sequence mixer: x (B, T, D) -> y (B, T, D), a per-token recurrence."""
+    """Liquid (CfC / LTC / NCP) sequence mixer: x (B, T, D) -> y (B, T, D), a per-token recurrence.
+
+    A :class:`~s3cmn.modeling.mixer.Mixer` whose ``forward``/``step`` also take optional time constants ``tau``.
+    """
 
     def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
         super().__init__()
@@ -72,23 +72,16 @@ class LiquidMixer(nn.Module):
             self.cell = LTCCell(wiring, in_features=U, ode_unfolds=config.ltc_ode_unfolds,
                                 implicit_param_constraints=True)
             out_units = U
-        elif self.backbone == "ncp":
-            if U < 4 or config.ncp_sparsity < 0.1:
-                raise ValueError(
-                    f"liquid_backbone = 'ncp' needs liquid_units >= 4 and ncp_sparsity >= 0.1 (AutoNCP), "
-                    f"got liquid_units = {U}, ncp_sparsity = {config.ncp_sparsity}"
-                )
+        else:  # "ncp"; the config checks that AutoNCP can wire liquid_units at ncp_sparsity
             wiring = AutoNCP(U, ncp_motor_size(U), sparsity_level=config.ncp_sparsity, seed=NCP_SEED + layer_idx)
             self.cell = WiredCfCCell(U, wiring, mode="default")
             out_units = ncp_motor_size(U)
-        else:
-            raise ValueError(f"unknown liquid_backbone {self.backbone!r}: choose cfc, ltc or ncp")
         self.out_units = out_units
         self.out_proj = nn.Linear(out_units, D)
 
-    def init_state(self, batch_size: int, like: Tensor) -> dict[str, Tensor]:
+    def init_state(self, batch: int, like: Tensor) -> MixerState:
         """The zero state."""
-        return {"h": like.new_zeros(batch_size, self.units)}
+        return {"h": like.new_zeros(batch, self.units)}
 
     def time_step(self, tau: Tensor | None, like: Tensor) -> Tensor:
         """Δt = 1/τ: (B, U) from a given τ (B, U), or the constant 1/τ_base broadcast as (B, 1)."""
@@ -98,9 +91,7 @@ class LiquidMixer(nn.Module):
 
     def _cell_step(self, u: Tensor, h: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
         """One cell update: u (B, U) input, h (B, U) state, dt (B, U) or (B, 1) -> (output (B, U_out), h (B, U))."""
-        if self.backbone == "cfc":
-            out, h = self.cell(u, h, dt)
-        elif self.backbone == "ltc":
+        if self.backbone in ("cfc", "ltc"):
             out, h = self.cell(u, h, dt)
         else:
             # WiredCfCCell.forward with the time step split per NCP layer, so a per-unit Δt is possible
@@ -114,10 +105,8 @@ class LiquidMixer(nn.Module):
             out, h = inp, torch.cat(new, dim=1)
         return out, h  # (B, U_out), (B, U)
 
-    def forward(
-        self, x: Tensor, state: dict[str, Tensor] | None = None, tau: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, T, D) -> (y (B, T, D), {"h": (B, U)}); ``tau`` (B, T, U) optional per-token time constants."""
+    def forward(self, x: Tensor, state: MixerState | None = None, tau: Tensor | None = None) -> MixerOutput:
+        """x (B, T, D) -> y (B, T, D), state {"h": (B, U)}; ``tau`` (B, T, U) optional per-token time constants."""
         B, T, _ = x.shape
         h = self.init_state(B, x)["h"] if state is None else state["h"]  # (B, U)
         u = self.in_proj(x)  # (B, T, U), all tokens in one matmul
@@ -127,16 +116,14 @@ class LiquidMixer(nn.Module):
             out, h = self._cell_step(u_t, h, self.time_step(tau_t, u_t))
             outs.append(out)
         o = torch.stack(outs, dim=1) if outs else u.new_zeros(B, 0, self.out_units)  # (B, T, U_out)
-        return self.out_proj(o), {"h": h}  # (B, T, D)
+        return MixerOutput(self.out_proj(o), {"h": h})  # (B, T, D)
 
-    def step(
-        self, x: Tensor, state: dict[str, Tensor] | None, tau: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, D) -> (y (B, D), state): one token; ``tau`` (B, U) optional."""
+    def step(self, x: Tensor, state: MixerState | None, tau: Tensor | None = None) -> MixerOutput:
+        """x (B, D) -> y (B, D): one token; ``tau`` (B, U) optional."""
         h = self.init_state(x.shape[0], x)["h"] if state is None else state["h"]
         u = self.in_proj(x)  # (B, U)
         out, h = self._cell_step(u, h, self.time_step(tau, u))
-        return self.out_proj(out), {"h": h}
+        return MixerOutput(self.out_proj(out), {"h": h})
 
     def extra_repr(self) -> str:
         return f"backbone={self.backbone}, units={self.units}, out_units={self.out_units}, tau_base={self.tau_base}"

@@ -11,12 +11,13 @@ For x (B, T, D), inner width E = mamba_expand·D, state size N, dt rank R::
     out    = out_proj(y)
 
 State: ``{"conv": (B, E, d_conv − 1)`` the last raw inputs of the conv, ``"ssm": (B, E, N)`` fp32 ``}``.
-``forward`` continues from a given state (prefill continuation); ``step`` decodes one token in O(E·N).
+``forward`` continues from a given state (prefill continuation); ``step`` decodes one token in O(E·N). ``step``
+optionally scales B and C per token (``scale_B``, ``scale_C`` (B, N)): the Mamba–liquid state exchange of
+:mod:`s3cmn.modeling.integration` (B' = B ⊙ scale_B, C' = C ⊙ scale_C).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -24,9 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.selective_scan import selective_scan
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["MambaMixer"]
 
@@ -34,7 +34,8 @@ DT_MIN, DT_MAX, DT_INIT_FLOOR, DT_SCALE = 1e-3, 1e-1, 1e-4, 1.0
 
 
 class MambaMixer(nn.Module):
-    """Mamba (S6) sequence mixer: x (B, T, D) -> y (B, T, D). Parameter names follow mamba_simple.py."""
+    """Mamba (S6) sequence mixer, a :class:`~s3cmn.modeling.mixer.Mixer`: x (B, T, D) -> y (B, T, D).
+    Parameter names follow mamba_simple.py."""
 
     def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
         super().__init__()
@@ -66,15 +67,23 @@ class MambaMixer(nn.Module):
         self.D._no_weight_decay = True
         self.out_proj = nn.Linear(E, D, bias=False)
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, T, D) -> (y (B, T, D), state after the last token); ``state`` None = zero state."""
+    def init_state(self, batch: int, like: Tensor) -> MixerState:
+        """The zero state: no conv input kept, SSM state 0 (fp32)."""
+        return {
+            "conv": like.new_zeros(batch, self.d_inner, self.d_conv - 1),
+            "ssm": like.new_zeros(batch, self.d_inner, self.d_state, dtype=torch.float32),
+        }
+
+    def forward(self, x: Tensor, state: MixerState | None = None) -> MixerOutput:
+        """x (B, T, D) -> y (B, T, D) and the state after the last token; ``state`` None = zero state."""
         batch, T, _ = x.shape
+        state = self.init_state(batch, x) if state is None else state
         # 1. input projection into the SSM branch x and the gate z; everything stays (B, T, E) in memory and
         #    is handed to the scan as transposed (B, E, T) views (the scan works in that layout: no copies)
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, T, E) each
         # 2. depthwise causal conv over [kept inputs, x], as d_conv shifted multiply-adds (F.conv1d would need
         #    (B, E, T) copies); its last d_conv-1 raw inputs are the new conv state
-        history = self._conv_state(state, batch, xs).transpose(1, 2)  # (B, d_conv-1, E)
+        history = state["conv"].to(xs.dtype).transpose(1, 2)  # (B, d_conv-1, E)
         xs_full = torch.cat([history, xs], dim=1)  # (B, d_conv-1+T, E)
         weight = self.conv1d.weight[:, 0, :]  # (E, d_conv); conv1d is a cross-correlation
         conv = self.conv1d.bias + xs_full[:, :T] * weight[:, 0]
@@ -90,42 +99,39 @@ class MambaMixer(nn.Module):
         y, ssm_state = selective_scan(
             xs.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
             z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            return_last_state=True, initial_state=None if state is None else state["ssm"],
+            return_last_state=True, initial_state=state["ssm"],
         )  # (B, E, T), (B, E, N)
         # 5. output projection
         out = self.out_proj(y.transpose(1, 2))  # (B, T, D)
-        return out, {"conv": conv_state, "ssm": ssm_state}
+        return MixerOutput(out, {"conv": conv_state, "ssm": ssm_state})
 
-    def step(self, x: Tensor, state: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, D) -> (y (B, D), state): one token, same numbered steps as ``forward``."""
+    def step(
+        self, x: Tensor, state: MixerState | None, scale_B: Tensor | None = None, scale_C: Tensor | None = None
+    ) -> MixerOutput:
+        """x (B, D) -> y (B, D): one token, same numbered steps as ``forward``; B, C optionally scaled (B, N)."""
         batch = x.shape[0]
+        state = self.init_state(batch, x) if state is None else state
         # 1. input projection
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, E) each
         # 2. conv over the window [kept inputs, x]
-        window = torch.cat([self._conv_state(state, batch, xs), xs.unsqueeze(-1)], dim=2)  # (B, E, d_conv)
+        window = torch.cat([state["conv"].to(xs.dtype), xs.unsqueeze(-1)], dim=2)  # (B, E, d_conv)
         xs = (window * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias  # (B, E)
         xs = F.silu(xs)
         # 3. input-dependent Δ, B, C
         dt, B, C = torch.split(self.x_proj(xs), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        if scale_B is not None:
+            B = B * scale_B  # (B, N)
+        if scale_C is not None:
+            C = C * scale_C
         dt = F.softplus(self.dt_proj(dt).float())  # (B, E)
         # 4. one step of the recurrence h = exp(Δ A) h + Δ B u, y = C·h + D u, gated
         A = -torch.exp(self.A_log.float())  # (E, N)
-        h = torch.exp(dt.unsqueeze(-1) * A) * self._ssm_state(state, batch, xs)  # (B, E, N)
+        h = torch.exp(dt.unsqueeze(-1) * A) * state["ssm"].float()  # (B, E, N)
         h = h + (dt * xs.float()).unsqueeze(-1) * B.float().unsqueeze(1)
         y = (h @ C.float().unsqueeze(-1)).squeeze(-1) + self.D.float() * xs.float()  # (B, E)
         y = (y * F.silu(z.float())).to(x.dtype)
         # 5. output projection
-        return self.out_proj(y), {"conv": window[:, :, 1:], "ssm": h}
-
-    def _conv_state(self, state: dict[str, Tensor] | None, batch: int, like: Tensor) -> Tensor:
-        if state is None:
-            return like.new_zeros(batch, self.d_inner, self.d_conv - 1)
-        return state["conv"].to(like.dtype)
-
-    def _ssm_state(self, state: dict[str, Tensor] | None, batch: int, like: Tensor) -> Tensor:
-        if state is None:
-            return like.new_zeros(batch, self.d_inner, self.d_state, dtype=torch.float32)
-        return state["ssm"].float()
+        return MixerOutput(self.out_proj(y), {"conv": window[:, :, 1:], "ssm": h})
 
     def extra_repr(self) -> str:
         return f"d_inner={self.d_inner}, d_state={self.d_state}, d_conv={self.d_conv}, dt_rank={self.dt_rank}"

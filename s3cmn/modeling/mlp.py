@@ -6,10 +6,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.mixer import MixerOutput, MixerState
 
 
 class MLP(nn.Module):
-    """fc (D -> mlp_ratio·D), GELU, proj (-> D), dropout. Position-wise, so trivially causal."""
+    """fc (D -> mlp_ratio·D), GELU, proj (-> D), dropout. Position-wise (trivially causal), so its state is
+    empty; a mixer like the others (``s3cmn.modeling.mixer``) so the block treats every sub-layer alike."""
 
     def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
         super().__init__()
@@ -17,6 +19,14 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.hidden_dim, inner)
         self.proj = nn.Linear(inner, config.hidden_dim)
         self.dropout = nn.Dropout(config.dropout)
+        self.layer_idx = layer_idx
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))  # (..., D)
+    def init_state(self, batch: int, like: Tensor) -> MixerState:
+        return {}
+
+    def forward(self, x: Tensor, state: MixerState | None = None) -> MixerOutput:
+        """x (B, T, D) or (B, D) -> y of the same shape."""
+        return MixerOutput(self.dropout(self.proj(F.gelu(self.fc(x)))), {})  # (..., D)
+
+    def step(self, x: Tensor, state: MixerState | None) -> MixerOutput:
+        return self.forward(x)

@@ -24,12 +24,11 @@ coding of place / direction cells)::
 β is per input (shared by its population), parameterised as in ``LIFLayer``. The threshold scale s (N,) is
 a learned parameter, or with ``adaptive_threshold`` a buffer moved by homeostasis toward
 ``target_spike_rate`` from the population's mean rate (the spread is kept: it *is* the code).
-``forward``/``step`` return ``(y, {"v": (B, N·P)}, PopulationSpikeStats)``.
+``forward``/``step`` return ``MixerOutput(y, {"v": (B, N·P)}, PopulationSpikeStats)``.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -37,10 +36,9 @@ import torch
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.modeling.spiking import DETACH_RESET, MIN_THRESHOLD, LIFLayer, SpikeStats
 from s3cmn.ops.lif import lif_scan, lif_scan_ref
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["PopulationLIFLayer", "PopulationSpikeStats", "population_scan", "threshold_spread", "decode_population"]
 
@@ -145,7 +143,7 @@ def decode_population(spikes: Tensor, decoding: str) -> Tensor:
 
 
 class PopulationLIFLayer(LIFLayer):
-    """Population-coded LIF mixer (module docstring); the ``LIFLayer`` interface ``(y, state, stats)``.
+    """Population-coded LIF mixer (module docstring); the ``LIFLayer`` mixer interface.
 
     It shares ``LIFLayer``'s input projection, β and ``forward``/``step``; ``threshold`` (N,) is the per-input
     threshold scale, multiplied by the fixed ``spread`` (P,) of the population.
@@ -156,8 +154,6 @@ class PopulationLIFLayer(LIFLayer):
         N, P = config.spiking_units, config.population_size
         self.population_size, self.num_neurons = P, N * P
         self.decoding = config.population_decoding
-        if self.decoding not in DECODINGS:
-            raise ValueError(f"unknown population_decoding {self.decoding!r}: choose one of {DECODINGS}")
         self.spread_kind = config.population_threshold_spread
         self.register_buffer("spread", threshold_spread(P, self.spread_kind))  # (P,)
         features = 2 * N * P if self.decoding == "hybrid" else N * P
@@ -168,11 +164,9 @@ class PopulationLIFLayer(LIFLayer):
         scale = self.threshold.clone() if self.adaptive_threshold else self.threshold
         return scale[:, None] * self.spread[None, :]
 
-    def _run(
-        self, x: Tensor, state: dict[str, Tensor] | None, update_threshold: bool, ref: bool = False
-    ) -> tuple[Tensor, dict[str, Tensor], PopulationSpikeStats]:
+    def _run(self, x: Tensor, state: MixerState | None, update_threshold: bool, ref: bool = False) -> MixerOutput:
         B, T, _ = x.shape
-        v0 = self.init_state(B, x.device, x.dtype)["v"] if state is None else state["v"]  # (B, N·P)
+        v0 = self.init_state(B, x)["v"] if state is None else state["v"]  # (B, N·P)
         current = self.in_proj(x)  # (B, T, N)
         out = population_scan(current, self.decay(), self.thresholds(), v0, self.reset_mode, self.surrogate,
                               self.alpha, self.num_spike_steps, ref)
@@ -180,7 +174,7 @@ class PopulationLIFLayer(LIFLayer):
         stats = self._stats(out)
         if update_threshold:
             self._homeostasis(stats.spike_count / stats.num_steps)
-        return y, {"v": out.v}, stats
+        return MixerOutput(y, {"v": out.v}, stats)
 
     def _stats(self, out: PopulationScan) -> PopulationSpikeStats:
         s = out.spikes.detach()  # (B, T, S, N, P)

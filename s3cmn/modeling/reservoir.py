@@ -18,25 +18,25 @@ R = ``config.reservoir_size`` neurons, at absolute position p = p0 + t::
   flow *through* the frozen weights to the layers below.
 
 The recurrence is a per-token loop (``reservoir_scan``); its input projection for all T is one matmul.
-``reservoir_scan_ref`` is the readable twin (projection inside the loop). The block's state is
-``{"attention": {"k", "v"} (B, H, t, hd), "reservoir": {"h": (B, R), "pos": (B,) int64}}``; the attention
-cache grows with the context (standard attention), the reservoir state does not.
+``reservoir_scan_ref`` is the readable twin (projection inside the loop). ``CausalSelfAttention`` and
+``TimeAwareReservoir`` are mixers (:mod:`s3cmn.modeling.mixer`, registry names "attention" and
+"reservoir"); the block is an ``S3CMNBlock`` over them. Its state is ``{"attention": {"k", "v"} (B, H, t, hd),
+"reservoir": {"h": (B, R), "pos": (B,) int64}}``; the attention cache grows with the context (standard
+attention), the reservoir state does not.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
-from s3cmn.modeling.block import BlockOutput
-from s3cmn.modeling.cache import LayerState
+from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cross_modal import causal_attention, merge_heads, split_heads
-from s3cmn.modeling.mlp import MLP
+from s3cmn.modeling.mixer import MixerOutput, MixerState
 
 logger = logging.getLogger(__name__)
 
@@ -116,21 +116,25 @@ class TimeAwareReservoir(nn.Module):
         waves = torch.sin(angles + self.ripple_phase)  # (B, T, K, R)
         return torch.einsum("k,btkr->btr", self.ripple_amplitude, waves)  # (B, T, R)
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, T, D) -> (y (B, T, D), {"h": (B, R), "pos": (B,)}); continues from ``state``."""
+    def init_state(self, batch: int, like: Tensor) -> MixerState:
+        """Reservoir at rest, at position 0."""
+        return {"h": like.new_zeros(batch, self.size), "pos": torch.zeros(batch, dtype=torch.long, device=like.device)}
+
+    def forward(self, x: Tensor, state: MixerState | None = None) -> MixerOutput:
+        """x (B, T, D) -> y (B, T, D), state {"h": (B, R), "pos": (B,)}; continues from ``state``."""
         B, T, _ = x.shape
-        h0 = x.new_zeros(B, self.size) if state is None else state["h"]  # (B, R)
-        pos0 = torch.zeros(B, dtype=torch.long, device=x.device) if state is None else state["pos"]  # (B,)
+        state = self.init_state(B, x) if state is None else state
+        h0, pos0 = state["h"], state["pos"]  # (B, R), (B,)
         u = x @ self.W_in.t() + self.bias  # (B, T, R) all tokens in one matmul
         hs, h = reservoir_scan(u, self.W, self.leak, h0)  # (B, T, R), (B, R)
         positions = pos0[:, None] + torch.arange(T, device=x.device)  # (B, T)
         z = hs + self.ripples(positions) if self.num_ripples else hs  # (B, T, R)
-        return self.dropout(self.readout(z)), {"h": h, "pos": pos0 + T}
+        return MixerOutput(self.dropout(self.readout(z)), {"h": h, "pos": pos0 + T})
 
-    def step(self, x: Tensor, state: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, D) -> (y (B, D), state): one token."""
-        y, state = self.forward(x[:, None], state)
-        return y[:, 0], state
+    def step(self, x: Tensor, state: MixerState | None) -> MixerOutput:
+        """x (B, D) -> y (B, D): one token."""
+        out = self.forward(x[:, None], state)
+        return MixerOutput(out.y[:, 0], out.state)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, num_ripples={self.num_ripples}"
@@ -141,63 +145,33 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
         super().__init__()
+        self.layer_idx = layer_idx
         D = config.hidden_dim
-        self.num_heads = config.num_attention_heads
+        self.num_heads = config.num_attention_heads  # divides D: checked by the config
         self.dropout_p = config.attention_dropout
         self.qkv = nn.Linear(D, 3 * D)
         self.proj = nn.Linear(D, D)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, T, D) -> (y (B, T, D), {"k", "v": (B, H, t+T, hd)}); attends to the cached keys too."""
+    def init_state(self, batch: int, like: Tensor) -> MixerState:
+        """The empty key/value cache."""
+        hd = self.qkv.in_features // self.num_heads
+        empty = like.new_zeros(batch, self.num_heads, 0, hd)
+        return {"k": empty, "v": empty}
+
+    def forward(self, x: Tensor, state: MixerState | None = None) -> MixerOutput:
+        """x (B, T, D) -> y (B, T, D), state {"k", "v": (B, H, t+T, hd)}; attends to the cached keys too."""
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(x).chunk(3, dim=-1))  # (B, H, T, hd)
         if state is not None:
             k, v = torch.cat([state["k"], k], dim=2), torch.cat([state["v"], v], dim=2)  # (B, H, t+T, hd)
         y = causal_attention(q, k, v, 0, self.dropout_p if self.training else 0.0)  # (B, H, T, hd)
-        return self.resid_dropout(self.proj(merge_heads(y))), {"k": k, "v": v}
+        return MixerOutput(self.resid_dropout(self.proj(merge_heads(y))), {"k": k, "v": v})
 
-    def step(self, x: Tensor, state: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, D) -> (y (B, D), state): one token attending to the cache (which grows by one entry)."""
-        y, state = self.forward(x[:, None], state)
-        return y[:, 0], state
+    def step(self, x: Tensor, state: MixerState | None) -> MixerOutput:
+        """x (B, D) -> y (B, D): one token attending to the cache (which grows by one entry)."""
+        out = self.forward(x[:, None], state)
+        return MixerOutput(out.y[:, 0], out.state)
 
 
-class ReservoirBlock(nn.Module):
-    """The LiquidLM block, with the interface of ``S3CMNBlock`` (``forward``/``step`` -> ``BlockOutput``)."""
-
-    def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
-        super().__init__()
-        self.layer_idx = layer_idx
-        D, eps = config.hidden_dim, config.layer_norm_eps
-        self.attention_norm = nn.LayerNorm(D, eps=eps)
-        self.attention = CausalSelfAttention(config, layer_idx)
-        self.reservoir_norm = nn.LayerNorm(D, eps=eps)
-        self.reservoir = TimeAwareReservoir(config, layer_idx)
-        self.mlp_norm = nn.LayerNorm(D, eps=eps)
-        self.mlp = MLP(config, layer_idx)
-
-    @property
-    def reads_memory(self) -> bool:
-        return False
-
-    def forward(self, x: Tensor, state: LayerState | None = None, memory: Any = None) -> BlockOutput:
-        """x (B, T, D) -> BlockOutput; ``state`` None starts from zeros (position 0), otherwise continues."""
-        return self._run(x, state or {}, step=False)
-
-    def step(self, x: Tensor, state: LayerState | None, memory: Any = None) -> BlockOutput:
-        """x (B, D) -> BlockOutput for one token."""
-        return self._run(x, state or {}, step=True)
-
-    def _run(self, x: Tensor, state: LayerState, step: bool) -> BlockOutput:
-        new_state: LayerState = {}
-        # 1. causal attention (its own residual dropout)
-        run = self.attention.step if step else self.attention.forward
-        y, new_state["attention"] = run(self.attention_norm(x), state.get("attention"))
-        x = x + y  # (B, T, D)
-        # 2. time-aware reservoir
-        run = self.reservoir.step if step else self.reservoir.forward
-        y, new_state["reservoir"] = run(self.reservoir_norm(x), state.get("reservoir"))
-        x = x + y
-        # 3. MLP
-        x = x + self.mlp(self.mlp_norm(x))
-        return BlockOutput(x, new_state)
+class ReservoirBlock(S3CMNBlock):
+    """The LiquidLM block (``block_type = "reservoir"``): an ``S3CMNBlock`` over attention → reservoir → MLP."""

@@ -21,7 +21,6 @@ is an ordinary float tensor for saving, dtype casts and ``index_select`` reorder
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -29,10 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.fftconv import fft_causal_conv
 from s3cmn.ops.s4d_kernel import s4d_discretize, vandermonde_reduce, vandermonde_sum
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["S4DMixer"]
 
@@ -40,14 +38,13 @@ DT_MIN, DT_MAX = 1e-3, 1e-1
 
 
 class S4DMixer(nn.Module):
-    """S4D sequence mixer: x (B, T, D) -> y (B, T, D); ``config.s4d_d_state`` = N (N/2 complex modes)."""
+    """S4D sequence mixer, a :class:`~s3cmn.modeling.mixer.Mixer`: x (B, T, D) -> y (B, T, D);
+    ``config.s4d_d_state`` = N (even, checked by the config: N/2 complex modes)."""
 
     def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
         D, N = config.hidden_dim, config.s4d_d_state
-        if N % 2:
-            raise ValueError(f"S3CMNConfig.s4d_d_state = {N} must be even for S4D (N/2 conjugate pairs)")
         self.hidden_dim, self.n_modes = D, N // 2
         log_dt = torch.rand(D) * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN)
         self.log_dt = nn.Parameter(log_dt)  # (D,)
@@ -69,8 +66,12 @@ class S4DMixer(nn.Module):
     def _output(self, y: Tensor) -> Tensor:
         return F.glu(self.output_linear(F.gelu(y)), dim=-1)  # (..., D)
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, T, D) -> (y (B, T, D), state after the last token); ``state`` None = zero state."""
+    def init_state(self, batch: int, like: Tensor) -> MixerState:
+        """The zero state, (re, im) pairs in fp32."""
+        return {"ssm": like.new_zeros(batch, self.hidden_dim, self.n_modes, 2, dtype=torch.float32)}
+
+    def forward(self, x: Tensor, state: MixerState | None = None) -> MixerOutput:
+        """x (B, T, D) -> y (B, T, D) and the state after the last token; ``state`` None = zero state."""
         T = x.shape[1]
         u = x.transpose(1, 2).float()  # (B, D, T)
         dtA, A_bar, B_bar, C = self._ssm()
@@ -85,17 +86,17 @@ class S4DMixer(nn.Module):
             x_last = x_last + torch.exp(dtA * T) * x0
         # 3. GELU, output linear and GLU
         out = self._output(y.transpose(1, 2).to(x.dtype))  # (B, T, D)
-        return out, {"ssm": torch.view_as_real(x_last)}
+        return MixerOutput(out, {"ssm": torch.view_as_real(x_last)})
 
-    def step(self, x: Tensor, state: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """x (B, D) -> (y (B, D), state): one token of x[t] = Ā x[t-1] + B̄ u[t]."""
+    def step(self, x: Tensor, state: MixerState | None) -> MixerOutput:
+        """x (B, D) -> y (B, D): one token of x[t] = Ā x[t-1] + B̄ u[t]."""
         u = x.float()  # (B, D)
         _, A_bar, B_bar, C = self._ssm()
         h = B_bar * u.unsqueeze(-1)  # (B, D, N/2)
         if state is not None:
             h = h + A_bar * torch.view_as_complex(state["ssm"].float().contiguous())
         y = 2.0 * (h * C).sum(-1).real + self.D.float() * u  # (B, D)
-        return self._output(y.to(x.dtype)), {"ssm": torch.view_as_real(h)}
+        return MixerOutput(self._output(y.to(x.dtype)), {"ssm": torch.view_as_real(h)})
 
     def extra_repr(self) -> str:
         return f"hidden_dim={self.hidden_dim}, n_modes={self.n_modes} (d_state={2 * self.n_modes})"

@@ -20,13 +20,12 @@ gradient ``config.surrogate`` with slope ``config.surrogate_alpha``).
   firing rate over the batch, r* = ``config.target_spike_rate``, η = ``config.threshold_adaptation_rate``.
   ``eval()`` and ``step`` never change it. (Under DistributedDataParallel buffers are broadcast from rank 0.)
 
-``forward`` and ``step`` return ``(y, state, stats)``: the state is ``{"v": (B, N)}``, the membrane, and
-``stats`` a :class:`SpikeStats` for the sparsity evaluation.
+A :class:`~s3cmn.modeling.mixer.Mixer`: ``forward`` and ``step`` return ``MixerOutput(y, state, stats)``, the
+state ``{"v": (B, N)}`` (the membrane) and the stats a :class:`SpikeStats` for the sparsity evaluation.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
@@ -34,9 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.lif import lif_scan
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["LIFLayer", "SpikeStats"]
 
@@ -87,7 +85,7 @@ class SpikeStats:
 
 
 class LIFLayer(nn.Module):
-    """LIF spiking mixer (module docstring). ``forward``/``step`` return ``(y, state, stats)``."""
+    """LIF spiking mixer (module docstring). ``forward``/``step`` return ``MixerOutput(y, state, SpikeStats)``."""
 
     def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
         super().__init__()
@@ -127,32 +125,22 @@ class LIFLayer(nn.Module):
             return BETA_EPS + (1 - 2 * BETA_EPS) * torch.sigmoid(self.beta_logit)
         return self.beta
 
-    def init_state(
-        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> dict[str, Tensor]:
-        """The zero state: membrane at rest."""
-        p = self.in_proj.weight
-        v = torch.zeros(batch_size, self.num_neurons, device=device or p.device, dtype=dtype or p.dtype)
-        return {"v": v}
+    def init_state(self, batch: int, like: Tensor) -> MixerState:
+        """The zero state: membrane at rest, (B, neurons)."""
+        return {"v": like.new_zeros(batch, self.num_neurons)}
 
-    def forward(
-        self, x: Tensor, state: dict[str, Tensor] | None = None
-    ) -> tuple[Tensor, dict[str, Tensor], SpikeStats]:
+    def forward(self, x: Tensor, state: MixerState | None = None) -> MixerOutput:
         """x (B, T, D) -> y (B, T, D); continues from ``state`` if given; then homeostasis (training only)."""
         return self._run(x, state, update_threshold=self.training and self.adaptive_threshold)
 
-    def step(
-        self, x: Tensor, state: dict[str, Tensor] | None
-    ) -> tuple[Tensor, dict[str, Tensor], SpikeStats]:
+    def step(self, x: Tensor, state: MixerState | None) -> MixerOutput:
         """x (B, D) -> y (B, D): one token (never adapts the threshold)."""
-        y, state, stats = self._run(x[:, None], state, update_threshold=False)
-        return y[:, 0], state, stats
+        out = self._run(x[:, None], state, update_threshold=False)
+        return MixerOutput(out.y[:, 0], out.state, out.stats)
 
-    def _run(
-        self, x: Tensor, state: dict[str, Tensor] | None, update_threshold: bool
-    ) -> tuple[Tensor, dict[str, Tensor], SpikeStats]:
+    def _run(self, x: Tensor, state: MixerState | None, update_threshold: bool) -> MixerOutput:
         B, T, _ = x.shape
-        v0 = self.init_state(B, x.device, x.dtype)["v"] if state is None else state["v"]  # (B, N)
+        v0 = self.init_state(B, x)["v"] if state is None else state["v"]  # (B, N)
         current = self.in_proj(x)  # (B, T, N)
         # a copy of the homeostatic θ: the in-place update below must not alter what backward saved
         threshold = self.threshold.clone() if self.adaptive_threshold else self.threshold  # (N,)
@@ -173,7 +161,7 @@ class LIFLayer(nn.Module):
         )
         if update_threshold:
             self._homeostasis(spike_count / num_steps)
-        return y, {"v": out.v}, stats
+        return MixerOutput(y, {"v": out.v}, stats)
 
     @torch.no_grad()
     def _homeostasis(self, rate: Tensor) -> None:

@@ -1,6 +1,7 @@
-"""Contracts of the Mamba–liquid–spiking integration: every mode and adapter (shapes, causality, step == forward,
-prefill continuation, gradients), the composed Mamba step, the EMA adapter fast == ref, the gate, the config
-rules, and the LM with use_liquid (causality, generation == full forward, save/load, gradients)."""
+"""Integration-specific checks: the parts each setting builds, homeostasis through the potential adapter, the
+EMA adapter fast == ref, the exchange at init, the gate, the config rules, and the LM with use_liquid
+(causality, generation == full forward, save/load, gradients). (The mixer contract over modes and adapters:
+tests/modeling/test_mixer_contract.py.)"""
 
 from __future__ import annotations
 
@@ -9,27 +10,14 @@ import torch
 
 from s3cmn import S3CMNConfig, S3CMNForCausalLM
 from s3cmn.modeling.block import S3CMNBlock
-from s3cmn.modeling.integration import GatedFusion, IntegratedMixer, ema_scan, ema_scan_ref, mamba_step_modulated
-from s3cmn.modeling.mamba import MambaMixer
+from s3cmn.modeling.integration import GatedFusion, IntegratedMixer, ema_scan, ema_scan_ref
 from s3cmn.modeling.population import PopulationLIFLayer, PopulationSpikeStats
-from s3cmn.modeling.spiking import SpikeStats
+from s3cmn.modeling.spiking import LIFLayer
 from s3cmn.utils.fields import ConfigError
 
 D, V = 16, 50
 MODES = ["sequential", "parallel", "bidirectional"]
 ADAPTERS = ["rate", "temporal", "potential"]
-VARIANTS = [
-    dict(),
-    dict(use_cross_modal_attention=True),
-    dict(use_cross_modal_attention=True, cross_modal_mode="bidirectional"),
-    dict(use_cross_modal_attention=True, cross_modal_mode="multiscale", cross_attention_heads=2),
-    dict(use_population_coding=True, population_decoding="hybrid", num_spike_steps=2),
-    dict(use_spiking=False),
-    dict(liquid_backbone="ltc"),
-    dict(liquid_backbone="ncp"),
-]
-
-
 def _config(**overrides) -> S3CMNConfig:
     fields = dict(vocab_size=V, embedding_dim=D, hidden_dim=D, num_layers=2, num_attention_heads=4,
                   cross_attention_heads=4, gating_heads=4, spiking_units=6, liquid_units=8, mamba_d_state=4,
@@ -48,57 +36,22 @@ def _x(B: int = 2, T: int = 8, seed: int = 1) -> torch.Tensor:
     return torch.randn(B, T, D, generator=torch.Generator().manual_seed(seed))
 
 
-def _check_mixer(m: IntegratedMixer) -> None:
-    """Shapes, causality, step == forward, [0:3] then [3:T] == [0:T]."""
-    x = _x()
-    x2 = x.clone()
-    x2[:, 5:] = torch.randn(2, 3, D)
-    with torch.no_grad():
-        y, state, stats = m(x)
-        torch.testing.assert_close(m(x2)[0][:, :5], y[:, :5], rtol=0, atol=1e-6)
-        st, ys = None, []
-        for t in range(x.shape[1]):
-            yt, st, _ = m.step(x[:, t], st)
-            ys.append(yt)
-        ya, sa, _ = m(x[:, :3])
-        yb, sb, _ = m(x[:, 3:], sa)
-    assert y.shape == (2, 8, D)
-    assert all(v.shape[0] == 2 for v in state.values()) and set(st) == set(state) == set(sb)
-    torch.testing.assert_close(torch.stack(ys, 1), y, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(torch.cat([ya, yb], 1), y, rtol=1e-5, atol=1e-5)
-    for k in state:
-        torch.testing.assert_close(st[k], state[k], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(sb[k], state[k], rtol=1e-5, atol=1e-5)
-    assert (stats is None) == (m.spiking is None)
-    if stats is not None:
-        assert isinstance(stats, SpikeStats) and stats.num_steps == 2 * 8 * m.spiking.num_spike_steps
-
-
-@pytest.mark.parametrize("adapter", ADAPTERS)
-@pytest.mark.parametrize("mode", MODES)
-def test_modes_and_adapters(mode: str, adapter: str) -> None:
-    _check_mixer(_mixer(integration_mode=mode, spike_adapter=adapter))
-
-
-@pytest.mark.parametrize("variant", VARIANTS, ids=str)
-@pytest.mark.parametrize("mode", ["sequential", "bidirectional"])
-def test_variants(mode: str, variant: dict) -> None:
-    m = _mixer(integration_mode=mode, **variant)
-    assert isinstance(m.spiking, PopulationLIFLayer) == bool(variant.get("use_population_coding"))
-    _check_mixer(m)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_gradients_reach_every_trainable_parameter(mode: str) -> None:
-    m = _mixer(integration_mode=mode, spike_adapter="potential", use_cross_modal_attention=True,
-               cross_modal_mode="bidirectional", adaptive_threshold=False).train()
-    x = _x().requires_grad_()
-    y, _, _ = m(x)
-    y.square().mean().backward()
-    for name, p in m.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
-    assert x.grad.abs().sum() > 0
+@pytest.mark.parametrize(
+    "fields,spiking,parts",
+    [
+        (dict(integration_mode="sequential"), LIFLayer, {"spiking", "adapter", "liquid", "mamba"}),
+        (dict(integration_mode="parallel", use_population_coding=True), PopulationLIFLayer,
+         {"spiking", "adapter", "liquid", "mamba", "fusion"}),
+        (dict(integration_mode="bidirectional", use_spiking=False), None,
+         {"liquid", "mamba", "fusion", "mamba_cross", "exchange_B", "exchange_C", "exchange_tau"}),
+        (dict(use_cross_modal_attention=True), LIFLayer, {"spiking", "adapter", "liquid", "mamba", "cross_modal"}),
+    ],
+    ids=str,
+)
+def test_settings_build_their_parts(fields: dict, spiking: type | None, parts: set) -> None:
+    m = _mixer(**fields)
+    assert {name for name, _ in m.named_children()} == parts
+    assert (m.spiking is None) if spiking is None else type(m.spiking) is spiking
 
 
 def test_potential_adapter_keeps_homeostasis() -> None:
@@ -120,22 +73,6 @@ def test_ema_fast_matches_reference() -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_modulated_mamba_step_is_mamba_step() -> None:
-    torch.manual_seed(0)
-    mamba = MambaMixer(_config(), 0)
-    x = _x()
-    with torch.no_grad():
-        s1 = s2 = s3 = None
-        for t in range(x.shape[1]):
-            y1, s1 = mamba.step(x[:, t], s1)
-            y2, s2 = mamba_step_modulated(mamba, x[:, t], s2, torch.ones(2, 4), torch.ones(2, 4))
-            y3, s3 = mamba_step_modulated(mamba, x[:, t], s3, torch.full((2, 4), 1.5), None)
-            torch.testing.assert_close(y2, y1, rtol=0, atol=0)
-        assert not torch.allclose(y3, y1)
-    for k in s1:
-        torch.testing.assert_close(s2[k], s1[k], rtol=0, atol=0)
-
-
 def test_exchange_starts_as_identity() -> None:
     """W_B, W_C, W_τ start at zero: Mamba starts unmodulated, the liquid τ at liquid_tau_base."""
     m = _mixer(integration_mode="bidirectional")
@@ -144,8 +81,8 @@ def test_exchange_starts_as_identity() -> None:
     x = _x(2, 1)[:, 0]
     with torch.no_grad():
         L, M, _, _ = m._exchange(x, x, None, None)
-        torch.testing.assert_close(M, m.mamba.step(x, None)[0])
-        torch.testing.assert_close(L, m.liquid.step(x, None)[0])
+        torch.testing.assert_close(M, m.mamba.step(x, None).y)
+        torch.testing.assert_close(L, m.liquid.step(x, None).y)
 
 
 def test_gated_fusion() -> None:
@@ -185,7 +122,9 @@ def test_bad_combinations_are_config_errors(fields: dict, match: str) -> None:
 
 def test_block_uses_the_integrated_mixer() -> None:
     block = S3CMNBlock(_config(), 0)
-    assert isinstance(block.integration, IntegratedMixer) and block.ssm is None and block.spiking is None
+    assert isinstance(block.integration, IntegratedMixer)
+    assert not hasattr(block, "ssm") and not hasattr(block, "spiking")
+    assert [sub.kind for sub in block.sublayers] == ["hyena", "integration", "mlp"]
     out = block(_x())
     assert set(out.state) == {"hyena", "integration"} and out.spike_stats is not None
 

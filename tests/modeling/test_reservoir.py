@@ -1,6 +1,7 @@
-"""Contracts of the LiquidLM block (attention → time-aware reservoir → MLP) and of a reservoir LM: frozen sparse
-reservoir with the set spectral radius, scan == reference, ripples of the absolute position, causality,
-step == forward, gradients (none into the frozen buffers), save/load, config errors."""
+"""The LiquidLM block (attention → time-aware reservoir → MLP) and a reservoir LM: frozen sparse reservoir with
+the set spectral radius, scan == reference, ripples of the absolute position, the block's causality and
+step == forward, gradients (none into the frozen buffers), save/load, config errors. (The attention and
+reservoir mixers' contract: tests/modeling/test_mixer_contract.py.)"""
 
 from __future__ import annotations
 
@@ -71,24 +72,22 @@ def test_scan_matches_reference_forward_and_backward() -> None:
 
 
 def test_ripples_follow_the_absolute_position() -> None:
-    """Continuing from a state carries the position counter: [0:5] then [5:12] == [0:12]; a restart differs."""
+    """Continuing from a state carries the position counter (the continuation itself: the mixer contract);
+    a restart at position 0 differs."""
     res = _block().reservoir
     x = _x()
     with torch.no_grad():
-        y, s = res(x)
-        y_a, s_a = res(x[:, :5])
-        y_b, s_b = res(x[:, 5:], s_a)
-        y_restart, _ = res(x[:, 5:])  # same input, positions 0.. and zero state: different
-    assert s["pos"].tolist() == [12, 12] and s_a["pos"].dtype == torch.long
-    torch.testing.assert_close(torch.cat([y_a, y_b], 1), y, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(y_restart, y[:, 5:])
+        full, first = res(x), res(x[:, :5])
+        restart = res(x[:, 5:])  # same input, positions 0.. and zero state: different
+    assert full.state["pos"].tolist() == [12, 12] and first.state["pos"].dtype == torch.long
+    assert not torch.allclose(restart.y, full.y[:, 5:])
     ripples = res.ripples(torch.arange(20)[None])  # (1, 20, R)
     assert ripples.shape == (1, 20, R) and ripples.std() > 0
 
 
 def test_block_interface_causality_and_step() -> None:
     block = _block()
-    assert not block.reads_memory
+    assert not block.reads_memory and [sub.kind for sub in block.sublayers] == ["attention", "reservoir", "mlp"]
     x = _x()
     x2 = x.clone()
     x2[:, 7:] = torch.randn(2, 5, D)

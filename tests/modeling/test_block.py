@@ -1,0 +1,126 @@
+"""The block built from the mixer registry: today's checkpoints keep their keys and numbers, the default layout
+follows the flags, an explicit ``block_mixers`` order is what the block runs, and the memory read uses the bank."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from s3cmn import S3CMNConfig, S3CMNForCausalLM
+from s3cmn.modeling.block import S3CMNBlock
+
+DATA = Path(__file__).parent / "data"
+FIXTURES = json.loads((DATA / "state_dict_keys_v1.json").read_text())  # made by data/make_v1_fixtures.py
+D, V = 16, 40
+SMALL = dict(vocab_size=V, embedding_dim=D, hidden_dim=D, num_layers=2, num_attention_heads=4, spiking_units=8,
+             mamba_d_state=4, s4d_d_state=4, hyena_filter_dim=8, hyena_filter_length=16, memory_size=64,
+             memory_max_size=64, num_clusters=2, memory_compression_dim=8, dropout=0.0, embedding_dropout=0.0,
+             memory_layers=[-1], max_retrieval_distance=2.0, spike_threshold=0.2)
+
+
+def _config(**overrides) -> S3CMNConfig:
+    return S3CMNConfig.from_preset("tiny", **{**SMALL, **overrides})
+
+
+@pytest.mark.parametrize("name", FIXTURES["configs"])
+def test_state_dict_keys_are_those_of_the_v1_format(name: str) -> None:
+    """Every sub-layer on, in one config or another: the parameter names and shapes of 39e2ec5."""
+    entry = FIXTURES["configs"][name]
+    model = S3CMNForCausalLM(S3CMNConfig.from_preset("tiny", **{**FIXTURES["base"], **entry["config"]}))
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == entry["keys"]
+
+
+@pytest.mark.parametrize("name", ["mamba_population", "liquid_bidirectional", "s4d_lif"])
+def test_a_v1_checkpoint_loads_and_gives_its_logits(name: str) -> None:
+    saved = load_file(DATA / "checkpoint_v1.safetensors")
+    fields = {**FIXTURES["base"], **FIXTURES["configs"][name]["config"], "use_memory": False, "dropout": 0.0,
+              "embedding_dropout": 0.0}
+    model = S3CMNForCausalLM(S3CMNConfig.from_preset("tiny", **fields)).eval()
+    prefix = f"{name}/"
+    model.load_state_dict({k[len(prefix):]: v for k, v in saved.items()
+                           if k.startswith(prefix) and not k.endswith("__logits__")}, strict=True)
+    with torch.no_grad():
+        logits = model(torch.arange(12).reshape(2, 6) % 61).logits
+    torch.testing.assert_close(logits, saved[f"{name}/__logits__"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "flags,layout",
+    [
+        (dict(), ["hyena", "mamba", "lif", "memory", "mlp"]),
+        (dict(ssm_type="s4d", use_population_coding=True, use_memory=False), ["hyena", "s4d", "population_lif", "mlp"]),
+        (dict(use_hyena=False, use_spiking=False), ["mamba", "memory", "mlp"]),
+        (dict(use_liquid=True), ["hyena", "integration", "memory", "mlp"]),
+        (dict(block_type="reservoir", use_memory=False), ["attention", "reservoir", "mlp"]),
+    ],
+    ids=str,
+)
+def test_default_layout_follows_the_flags(flags: dict, layout: list[str]) -> None:
+    config = _config(**flags)
+    assert config.block_mixers is None and config.resolved_block_mixers() == layout
+    reads = [sub.kind for sub in S3CMNBlock(config, 1).sublayers]  # block 1 reads memory (memory_layers = [-1])
+    assert reads == layout
+    assert [sub.kind for sub in S3CMNBlock(config, 0).sublayers] == [k for k in layout if k != "memory"]
+
+
+def test_an_explicit_order_is_the_order_the_block_runs() -> None:
+    default = _config(use_memory=False)
+    swapped = _config(use_memory=False, block_mixers=["mamba", "hyena", "lif", "mlp"])
+    torch.manual_seed(0)
+    block = S3CMNBlock(default, 0).eval()
+    other = S3CMNBlock(swapped, 0).eval()
+    other.load_state_dict(block.state_dict())  # same sub-layers, same keys: only the order differs
+    assert [slot for slot, _, _ in other.pairs()] == ["ssm", "hyena", "spiking", "mlp"]
+    x = torch.randn(2, 6, D)
+    with torch.no_grad():
+        y = other(x).hidden
+        # by hand: the residual loop in the swapped order
+        h = x
+        for name in ("ssm", "hyena", "spiking", "mlp"):
+            h = h + getattr(block, name)(getattr(block, f"{'spike' if name == 'spiking' else name}_norm")(h)).y
+    torch.testing.assert_close(y, h, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(y, block(x).hidden)
+
+
+def test_a_repeated_mixer_gets_its_own_slot_and_state() -> None:
+    config = _config(use_memory=False, use_spiking=False, use_hyena=False, block_mixers=["mamba", "mamba", "mlp"])
+    torch.manual_seed(0)
+    model = S3CMNForCausalLM(config).eval()
+    block = model.model.layers[0]
+    assert [slot for slot, _, _ in block.pairs()] == ["ssm", "ssm_1", "mlp"]
+    assert block.ssm is not block.ssm_1 and "model.layers.0.ssm_norm_1.weight" in model.state_dict()
+    ids = torch.randint(0, V, (2, 9))
+    with torch.no_grad():
+        full = model(ids).logits
+        out = model(ids[:, :4], use_cache=True)
+        logits = [out.logits]
+        for t in range(4, 9):
+            out = model(ids[:, t : t + 1], cache=out.cache, use_cache=True)
+            logits.append(out.logits)
+    assert set(out.cache.layers[0]) == {"ssm", "ssm_1"}
+    torch.testing.assert_close(torch.cat(logits, 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_memory_block_reads_the_bank_and_stages_its_write() -> None:
+    """The block hands the bank to its memory read: it stages the normed state it read with, in step mode too."""
+    from s3cmn.memory.bank import MemoryBank
+
+    config = _config(memory_write_stride=2)
+    torch.manual_seed(0)
+    block = S3CMNBlock(config, 1).eval()
+    bank = MemoryBank.from_config(config)
+    assert block.reads_memory and not S3CMNBlock(config, 0).reads_memory and bank.layers == [1]
+    x = torch.randn(2, 6, D)
+    with torch.no_grad(), bank.forward_pass(read=True, write=True):
+        out = block(x, None, bank)
+        assert bank.pending == [1]
+        written = bank.commit(torch.randint(0, V, (2, 6)))
+    assert written == bank[1].num_entries == 2 * 3  # positions 1, 3, 5 of both rows
+    assert out.memory_stats is not None and not out.memory_stats.searched  # the store was empty when read
+    with torch.no_grad(), bank.forward_pass(read=True, write=True):
+        one = block.step(x[:, 0], None, bank)
+        assert bank.pending == [1] and one.hidden.shape == (2, D) and one.memory_stats.searched
