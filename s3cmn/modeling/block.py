@@ -7,7 +7,8 @@ in place of the state-space mixer and the LIF layer; the LiquidLM layout attenti
 
     for norm, mixer in sub-layers:  x = x + dropout(mixer(norm(x), state).y)
 
-The memory read is present only in the blocks of ``config.memory_layer_indices()``.
+The memory read is present only in the blocks of ``config.memory_layer_indices()``; it stages what the
+block writes in the memory bank the block is given (the LM commits it after the whole forward).
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ class BlockOutput:
 
     hidden: Tensor  # (B, T, D) or (B, D) in step mode
     state: LayerState
-    spike_stats: Any = None
-    memory_stats: Any = None
-    memory_input: Tensor | None = None  # (B, T, D) the normed hidden state the memory read with
+    spike_stats: Any = None  # SpikeStats of the spiking sub-layer (lif, population_lif, integration), if any
+    memory_stats: Any = None  # MemoryReadStats of the memory read, if the block has one
 
 
 class SubLayer(NamedTuple):
@@ -90,7 +90,7 @@ class S3CMNBlock(nn.Module):
 
     def _run(self, x: Tensor, state: LayerState, memory: MemoryBank | None, step: bool) -> BlockOutput:
         new_state: LayerState = {}
-        reports: dict[str, Any] = {"spike_stats": None, "memory_stats": None, "memory_input": None}
+        reports: dict[str, Any] = {"spike_stats": None, "memory_stats": None}
         for sub in self.sublayers:
             mixer = getattr(self, sub.slot)
             h = getattr(self, sub.norm)(x)  # (B, T, D)
@@ -102,6 +102,4 @@ class S3CMNBlock(nn.Module):
             x = x + (self.dropout(out.y) if sub.spec.residual_dropout else out.y)  # (B, T, D)
             if sub.spec.reports is not None:
                 reports[sub.spec.reports] = out.stats
-            if sub.spec.reads_memory:
-                reports["memory_input"] = h
         return BlockOutput(x, new_state, **reports)

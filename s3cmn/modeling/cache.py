@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# layer index -> mixer name -> that mixer's state (a dict of batch-first tensors)
+# one block's state: sub-layer slot ("hyena", "ssm", "spiking", ...; see s3cmn.modeling.mixer.MIXERS) -> that
+# mixer's state (a dict of batch-first tensors); stateless sub-layers (memory read, MLP) have no entry
 LayerState = dict[str, dict[str, Tensor]]
 
 

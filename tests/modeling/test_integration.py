@@ -140,38 +140,19 @@ LM_CASES = [
 
 
 @pytest.mark.parametrize("fields", LM_CASES, ids=str)
-def test_lm_causality_and_generation_equals_full_forward(fields: dict) -> None:
+def test_lm_causality_and_generation_equals_full_forward(fields: dict, check_decoding) -> None:
     torch.manual_seed(0)
     model = S3CMNForCausalLM(_config(**fields)).eval()
-    ids = torch.randint(0, V, (2, 14))
-    changed = ids.clone()
-    changed[:, 8:] = torch.randint(0, V, (2, 6))
-    with torch.no_grad():
-        full = model(ids)
-        torch.testing.assert_close(model(changed).logits[:, :8], full.logits[:, :8], rtol=0, atol=1e-6)
-        out = model(ids[:, :5], use_cache=True)
-        logits = [out.logits]
-        for t in range(5, 14):
-            out = model(ids[:, t : t + 1], cache=out.cache, use_cache=True)
-            logits.append(out.logits)
-    torch.testing.assert_close(torch.cat(logits, 1), full.logits, rtol=1e-5, atol=1e-5)
+    full = check_decoding(model, torch.randint(0, V, (2, 14)), split=8, prefill=5)
     assert len(full.spike_stats) == 2 and 0 <= full.spike_rate <= 1
     if fields.get("use_population_coding"):
         assert all(isinstance(s, PopulationSpikeStats) for s in full.spike_stats)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_lm_gradients_and_save_load(mode: str, tmp_path) -> None:
+def test_lm_gradients_and_save_load(mode: str, tmp_path, check_training_and_save) -> None:
     torch.manual_seed(0)
     model = S3CMNForCausalLM(_config(integration_mode=mode, use_cross_modal_attention=True,
-                                     adaptive_threshold=False)).train()
-    ids = torch.randint(0, V, (2, 10))
-    model(ids, labels=ids).loss.backward()
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
-    model.eval().save_pretrained(tmp_path)
-    loaded = S3CMNForCausalLM.from_pretrained(tmp_path).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+                                     adaptive_threshold=False))
+    loaded = check_training_and_save(model, torch.randint(0, V, (2, 10)), tmp_path)
     assert loaded.config.integration_mode == mode

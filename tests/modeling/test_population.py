@@ -146,36 +146,17 @@ def test_drop_in_for_the_block_lif_layer() -> None:
 
 
 @pytest.mark.parametrize("decoding", ["rate", "hybrid"])
-def test_lm_causality_generation_and_stats(decoding: str) -> None:
+def test_lm_causality_generation_and_stats(decoding: str, check_decoding) -> None:
     torch.manual_seed(0)
     model = S3CMNForCausalLM(_config(population_decoding=decoding, num_spike_steps=2)).eval()
-    ids = torch.randint(0, V, (2, 16))
-    changed = ids.clone()
-    changed[:, 9:] = torch.randint(0, V, (2, 7))
-    with torch.no_grad():
-        full = model(ids)
-        torch.testing.assert_close(model(changed).logits[:, :9], full.logits[:, :9], rtol=0, atol=1e-6)
-        out = model(ids[:, :6], use_cache=True)
-        logits = [out.logits]
-        for t in range(6, 16):
-            out = model(ids[:, t : t + 1], cache=out.cache, use_cache=True)
-            logits.append(out.logits)
-    torch.testing.assert_close(torch.cat(logits, 1), full.logits, rtol=1e-5, atol=1e-5)
+    full = check_decoding(model, torch.randint(0, V, (2, 16)), split=9, prefill=6)
     assert len(full.spike_stats) == 2 and all(isinstance(s, PopulationSpikeStats) for s in full.spike_stats)
     assert 0 < full.spike_rate < 1
 
 
-def test_lm_gradients_and_save_load(tmp_path) -> None:
+def test_lm_gradients_and_save_load(tmp_path, check_training_and_save) -> None:
     torch.manual_seed(0)
-    model = S3CMNForCausalLM(_config(adaptive_threshold=False)).train()
-    ids = torch.randint(0, V, (2, 12))
-    model(ids, labels=ids).loss.backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
-    model.eval().save_pretrained(tmp_path)
-    loaded = S3CMNForCausalLM.from_pretrained(tmp_path).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+    check_training_and_save(S3CMNForCausalLM(_config(adaptive_threshold=False)), torch.randint(0, V, (2, 12)), tmp_path)
 
 
 def test_population_needs_spiking() -> None:
