@@ -15,7 +15,8 @@ mixers, ``MemoryReadStats`` of the memory read), never printed.
 ``MIXERS`` maps the names that ``S3CMNConfig.block_mixers`` lists to a :class:`MixerSpec`: how to build the
 mixer (its module is imported only when one is built) and where the block keeps it. The ``slot`` is the
 block's attribute, so it is the checkpoint key prefix (``layers.0.hyena.*``, ``layers.0.hyena_norm.*``) and
-the key of the mixer's state in the block's state.
+the key of the mixer's state in the block's state; a kind listed twice gets ``ssm_1`` / ``ssm_norm_1``. The
+memory read (``reads_memory``) takes the model's memory bank as a third argument of ``forward``/``step``.
 """
 
 from __future__ import annotations
