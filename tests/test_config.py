@@ -45,7 +45,8 @@ def test_defaults_match_the_spec() -> None:
 
 
 def test_save_load_round_trip(tmp_path) -> None:
-    config = S3CMNConfig.from_preset("demo", memory_layers=[0, -1], memory_layer_settings={"0": {"memory_size": 256}})
+    config = S3CMNConfig.from_preset("demo", memory_layers=[0, -1], memory_layer_settings={"0": {"memory_size": 256}},
+                                     block_mixers=["mamba", "hyena", "lif", "memory", "mlp"])
     config.save_pretrained(tmp_path)
     loaded = S3CMNConfig.from_pretrained(tmp_path)
     assert loaded.settings_dict() == config.settings_dict()
