@@ -1,17 +1,20 @@
-"""The external FAISS memory: store (FaissMemory), attention reader (MemoryReader), write selection
-(select_write), data-parallel sync (synced_write) and inspection (memory_report, query_report, plot_memory).
+"""The external FAISS memory: the stores of a model (MemoryBank), one store (FaissMemory), attention reader
+(MemoryReader), write selection (select_write), data-parallel sync (synced_write) and inspection
+(memory_report, query_report, plot_memory).
 
 Names are imported lazily (PEP 562) so ``import s3cmn`` does not import faiss.
 
-How the LM uses it (one memory per block in ``config.memory_layer_indices()``):
-    memory = FaissMemory.from_config(config, layer_idx)       # the store, with this layer's overrides
-    reader = MemoryReader(config, layer_idx)                   # in the block
-    delta, stats = reader(h, memory)                           # read: one FAISS search; h = h + delta
-    # after the whole forward of the segment, never before:
-    values, prov = select_write(h, input_ids, memory.write_stride)
-    ids = synced_write(memory, values, prov, step)             # = memory.write(...) on one process;
-                                                               # under DDP syncs usage + gathers writes
-    memory.save(dir); FaissMemory.load(dir)                    # with save_pretrained / checkpoints
+How the LM uses it (one store per block in ``config.memory_layer_indices()``):
+    bank = MemoryBank.from_config(config)                      # FaissMemory.from_config(config, i) per layer
+    with bank.forward_pass(read=use_memory, write=write_memory):
+        # the memory sub-layer of block i:
+        delta, stats = reader(h, bank.store(i))                # read: one FAISS search; h = h + delta
+        bank.stage(i, h)                                       # kept aside, not written yet
+        # after the whole forward of the segment, never before:
+        bank.commit(input_ids)                                 # per layer: select_write(h, ids, stride), then
+                                                               # synced_write (= store.write on one process;
+                                                               # under DDP syncs usage + gathers writes)
+    bank.save(dir); bank.load(dir)                             # with save_pretrained: dir/<layer>/
 """
 
 from __future__ import annotations
