@@ -10,9 +10,9 @@ block looks up its own store by ``layer_idx``. One forward pass goes:
         bank.commit(input_ids)                               # after the whole forward: select_write + write
 
 Causality: ``stage`` only records the states; the stores change in ``commit``, after every block has read, so
-no position of a segment can retrieve a state of its own segment. A pass with ``write=False`` stages nothing;
-``discard`` drops what was staged (e.g. a segment with a non-finite loss). Reading and writing are
-independent: ``read=False, write=True`` fills the memory without using it.
+no position of a segment can retrieve a state of its own segment. A pass with ``write=False`` (and any call
+outside a pass) stages nothing; ``discard`` drops what was staged (e.g. a segment with a non-finite loss).
+Reading and writing are independent: ``read=False, write=True`` fills the memory without using it.
 
 Saved layout (``save`` / ``load``): one folder per store, ``<folder>/<layer>/`` (:mod:`s3cmn.memory.persist`).
 """
@@ -49,8 +49,8 @@ class MemoryBank:
         for layer, memory in (stores or {}).items():
             self[layer] = memory
         self._pending: dict[int, Tensor] = {}
-        self.reading = True
-        self.writing = True
+        self.reading = True  # outside a forward_pass: the stores are read, nothing is staged
+        self.writing = False
         self.writes = writes
 
     @classmethod

@@ -120,3 +120,10 @@ def test_save_load_copy_reset(tmp_path):
     shutil.rmtree(tmp_path / "0")
     with pytest.raises(FileNotFoundError, match="memory of block 0 is missing"):
         other.load(tmp_path)
+
+
+def test_outside_a_pass_the_stores_are_read_and_nothing_is_staged():
+    bank = _bank()
+    assert bank.store(0) is bank[0]
+    bank.stage(0, torch.randn(1, 2, 8))
+    assert bank.pending == []
