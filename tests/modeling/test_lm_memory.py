@@ -157,3 +157,28 @@ def test_an_old_checkpoint_memory_folder_loads(tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "memory").iterdir()) == ["0", "1"]
     loaded = S3CMNForCausalLM.from_pretrained(tmp_path)
     assert entries(loaded) == entries(model)
+
+
+def test_a_checkpoint_saved_before_the_bank_loads_with_the_same_outputs(tmp_path) -> None:
+    """tests/modeling/data/lm-memory-v1: save_pretrained of commit 39e2ec5 (model.memories, memory/<layer>/):
+    the stores load into the bank and the model reads them to the same logits."""
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    folder = Path(__file__).parent / "data" / "lm-memory-v1"
+    expected = load_file(folder / "expected.safetensors")
+    model = S3CMNForCausalLM.from_pretrained(folder)
+    assert model.memory_bank.layers == [0, 1]
+    for layer, memory in model.memory_bank:
+        torch.testing.assert_close(torch.from_numpy(memory.entries()["values"]), expected[f"values/{layer}"])
+    out = model(expected["probe"])
+    assert out.memory_hit_rate.item() > 0
+    torch.testing.assert_close(out.memory_hit_rate.reshape(1), expected["hit_rate"])
+    torch.testing.assert_close(out.logits, expected["logits"], atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path)  # and saves in the same layout
+    assert sorted(p.name for p in (tmp_path / "memory").iterdir()) == ["0", "1"]
+    shutil.rmtree(tmp_path / "memory" / "1")
+    with pytest.raises(FileNotFoundError, match="memory of block 1 is missing"):
+        S3CMNForCausalLM.from_pretrained(tmp_path)
