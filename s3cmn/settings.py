@@ -2,7 +2,7 @@
 
 A settings file is JSON or YAML with one section per settings class::
 
-    {"model": {...S3CMNConfig fields...}, "training": {...}, "data": {...}, "evaluation": {...}}
+    {"model": {...S3CMNConfig fields...}, "training": {...}, "data": {...}, "evaluation": {...}, "task": {...}}
 
 A flat mapping of field names is accepted too (each name belongs to exactly one section). The sections are
 the fields of :class:`Settings`, each naming its config class: adding a section is one line there.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from s3cmn.config import S3CMNConfig
-from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
+from s3cmn.run_config import DataConfig, EvalConfig, TaskConfig, TrainingConfig
 from s3cmn.utils.fields import ConfigError, settings_fields, unknown_key_error
 
 
@@ -38,6 +38,7 @@ class Settings:
     training: dict[str, Any] = _section(TrainingConfig)
     data: dict[str, Any] = _section(DataConfig)
     evaluation: dict[str, Any] = _section(EvalConfig)
+    task: dict[str, Any] = _section(TaskConfig)
 
     def update(self, values: dict[str, Any], source: str) -> None:
         """Merge a sectioned or flat mapping; an unknown key is an error naming the closest valid key."""

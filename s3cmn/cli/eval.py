@@ -25,13 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s3cmn-eval",
         allow_abbrev=False,
-        usage="s3cmn-eval CHECKPOINT [--wikitext2] [--split test|valid] [--data-dir DIR] [--<setting> VALUE ...]",
+        usage="s3cmn-eval CHECKPOINT [--task vision|robotics] [--wikitext2] [--split test|valid] [--data-dir DIR] "
+        "[--<setting> VALUE ...]",
         description="Evaluate a checkpoint folder (save_pretrained, or a training checkpoint such as "
         "runs/s3cmn/best) on WikiText-2 with sliding windows. Offline: --data-dir ../shared/data/wikitext-2-raw. "
         "The tokenizer is the one saved in the checkpoint (else --tokenizer). Writes report.json and report.md "
         "with --report-dir, PNG charts with --plot-dir; prints the Markdown summary.",
     )
-    parser.add_argument("checkpoint", help="model folder: config.json, model.safetensors, memory/, tokenizer")
+    parser.add_argument("checkpoint", nargs="?",
+                        help="model folder: config.json, model.safetensors, memory/, tokenizer")
+    parser.add_argument("--checkpoint", dest="checkpoint_dir", metavar="DIR", help="the same as CHECKPOINT")
+    parser.add_argument("--task", choices=["llm", "vision", "robotics"], default="llm",
+                        help="vision / robotics: score the s3cmn-train --task run in DIR (s3cmn and its baseline) "
+                        "on its test split: accuracy and noise curve, or rollout error")
     parser.add_argument("--wikitext2", action="store_true",
                         help="score WikiText-2 raw (the default, and for now the only, text)")  # fmt: skip
     parser.add_argument("--config-path", help="a JSON or YAML settings file with 'data' / 'evaluation' sections")
@@ -58,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     from s3cmn.evaluation.run import EvaluationError, evaluate_checkpoint
     from s3cmn.utils.fields import ConfigError
 
+    args.checkpoint = args.checkpoint_dir or args.checkpoint
+    if args.checkpoint is None:
+        parser.error("give the checkpoint folder: CHECKPOINT or --checkpoint DIR")
+    if args.task != "llm":
+        return _evaluate_task(parser, args.checkpoint)
     memory_modes = vars(args).pop("memory", None)  # a list: EvalConfig.memory keeps the old on/off/both
     try:
         settings = settings_from_args(args, SECTIONS)
@@ -72,6 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     print(render_markdown(report), end="")
     for kind, path in written.items():
         print(f"{kind}: {', '.join(path) if isinstance(path, list) else path}")
+    return 0
+
+
+def _evaluate_task(parser: argparse.ArgumentParser, checkpoint: str) -> int:
+    """s3cmn-eval --task vision|robotics: the run's models on its test split, side by side."""
+    from s3cmn.data.errors import DataError
+    from s3cmn.tasks.commands import evaluate_task_command
+    from s3cmn.training.checkpoint import CheckpointError
+    from s3cmn.utils.fields import ConfigError
+
+    try:
+        print(evaluate_task_command(checkpoint), end="")
+    except (CheckpointError, DataError, ConfigError, OSError) as err:
+        parser.exit(2, f"s3cmn-eval: error: {' '.join(str(err).split())}\n")
     return 0
 
 

@@ -24,14 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s3cmn-train",
         allow_abbrev=False,
-        usage="s3cmn-train [--preset NAME] [--config-path FILE] [--modify JSON] [--<setting> VALUE ...]",
+        usage="s3cmn-train [--task llm|vision|robotics] [--preset NAME] [--config-path FILE] [--modify JSON] "
+        "[--<setting> VALUE ...]",
         description="Train an S3CMN model (default: the tiny preset on WikiText-2). Offline: "
         "--train-file ../shared/data/wikitext-2-raw/wiki.valid.raw "
         "--validation-file ../shared/data/wikitext-2-raw/wiki.test.raw "
-        "--tokenizer ../shared/data/tokenizers/bert-base-uncased. Under torchrun it trains data-parallel.",
+        "--tokenizer ../shared/data/tokenizers/bert-base-uncased. Under torchrun it trains data-parallel. "
+        "--task vision (preset vision-digits) / --task robotics (preset robotics-pendulum) trains the S3CMN model "
+        "and its parameter-matched CNN / GRU baseline on the task instead.",
     )
     add_config_options(parser)
-    add_settings_arguments(parser, SECTIONS)
+    add_settings_arguments(parser, SECTIONS + ("task",))
+    from s3cmn.tasks.config import TASK_PRESETS  # --task vision|robotics: s3cmn.tasks.commands
+
+    preset = next(a for a in parser._actions if a.dest == "preset")
+    preset.choices = sorted([*preset.choices, *TASK_PRESETS])
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -41,15 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args_strictly(parser, argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from s3cmn.data.errors import DataError
+    from s3cmn.tasks.commands import is_task_preset, task_run_settings, train_task_command
     from s3cmn.training import CheckpointError, TrainingError, train
     from s3cmn.training.checkpoint import check_output_dir
     from s3cmn.utils.fields import ConfigError
 
-    implicit_preset = not args.preset and not args.config_path
-    if implicit_preset:
+    task_preset = args.preset if is_task_preset(args.preset) else None
+    args.preset = None if task_preset else args.preset
+    implicit_preset = not args.preset and not args.config_path and not task_preset
+    if implicit_preset and getattr(args, "task", "llm") == "llm":
         args.preset = "tiny"
     try:
-        settings = settings_from_args(args, SECTIONS)
+        settings = settings_from_args(args, SECTIONS + ("task",))
+        task_settings = task_run_settings(settings, task_preset)
+        if task_settings is not None:  # --task vision|robotics or a task preset: the task run, then done
+            if args.save_config:
+                write_config_file(task_settings, args.save_config)
+            print(train_task_command(task_settings.build()), end="")
+            return 0
         training = settings.build_section("training")
         if training.resume:
             check_output_dir(training.output_dir, training.resume, training.overwrite)  # before reading `last`

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from s3cmn.tasks.config import TaskConfig
 from s3cmn.tasks.models import ConvFrontEnd, DynamicsModel, DynamicsOutput, VisionOutput, conv_output_shape
+from s3cmn.utils.fields import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def match_parameters(build: Callable[[int], nn.Module], target: int) -> nn.Modul
     model = build(width)
     n = count_parameters(model)
     if abs(n - target) > PARAMETER_TOLERANCE * target:
-        raise ValueError(f"no width of {type(model).__name__} has {target:,} parameters within "
+        raise ConfigError(f"no width of {type(model).__name__} has {target:,} parameters within "
                          f"{PARAMETER_TOLERANCE:.0%} (closest: {n:,} at width {width}); change the model size")
     logger.info("%s width %d: %s parameters (target %s)", type(model).__name__, width, f"{n:,}", f"{target:,}")
     return model

@@ -23,6 +23,7 @@ from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import LayerState
 from s3cmn.ops.lif import lif_scan
 from s3cmn.tasks.config import TaskConfig
+from s3cmn.utils.fields import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def conv_output_shape(task: TaskConfig, image_shape: tuple[int, int, int]) -> tu
     for i, (k, s, p) in enumerate(zip(task.conv_kernel_sizes, task.conv_strides, task.conv_padding, strict=True)):
         H, W = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
         if H < 1 or W < 1:
-            raise ValueError(f"conv layer {i} (kernel {k}, stride {s}, padding {p}) leaves no pixels of the "
+            raise ConfigError(f"conv layer {i} (kernel {k}, stride {s}, padding {p}) leaves no pixels of the "
                              f"{image_shape[1]}x{image_shape[2]} images: use smaller kernels / strides or more padding")
     return task.conv_channels[-1], H, W
 
@@ -60,7 +61,7 @@ class BlockStack(nn.Module):
     def __init__(self, config: S3CMNConfig) -> None:
         super().__init__()
         if config.use_memory:
-            raise ValueError("the vision and robotics tasks read no external memory: set use_memory = false")
+            raise ConfigError("the vision and robotics tasks read no external memory: set use_memory = false")
         self.blocks = nn.ModuleList(S3CMNBlock(config, i) for i in range(config.num_layers))
         self.norm = nn.LayerNorm(config.hidden_dim, eps=config.layer_norm_eps)
 

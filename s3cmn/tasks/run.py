@@ -32,6 +32,7 @@ from s3cmn.tasks.models import DynamicsS3CMN, VisionS3CMN
 from s3cmn.tasks.robotics_sim import Trajectories, trajectory_splits
 from s3cmn.tasks.train import TaskFitResult, fit_task
 from s3cmn.tasks.vision_data import ImageSplits, load_images
+from s3cmn.training.checkpoint import CheckpointError
 from s3cmn.training.loop import TrainingError, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -222,6 +223,9 @@ def evaluate_task(output_dir: str | os.PathLike) -> dict[str, Any]:
     """Score the checkpoints of a task run (``<dir>/s3cmn``, ``<dir>/baseline``) on the test split of the data
     they were trained on (the task settings and data seed saved in each checkpoint)."""
     out, results = Path(output_dir), {}
+    if not any((out / name).exists() or (out / f"{name}.old").exists() for name in MODEL_NAMES):
+        raise CheckpointError(f"{out} holds no task run ({' and '.join(f'{n}/' for n in MODEL_NAMES)}): point "
+                              "--checkpoint at the --output-dir of an s3cmn-train --task run")
     for name in MODEL_NAMES:
         model, spec = load_task_model(out / name)
         task, seed = TaskConfig.from_dict(spec["task"]), spec["data_seed"]  # the seed that split the data

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from s3cmn.data.errors import DataError
 from s3cmn.tasks.config import TaskConfig
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["ImageSplits", "VisionDataError", "load_images", "holdout", "load_digits_splits", "stratified_split"]
 
 
-class VisionDataError(ValueError):
+class VisionDataError(DataError):
     """Image data that is missing or cannot be read; the message says how to get it."""
 
 

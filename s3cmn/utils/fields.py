@@ -22,9 +22,10 @@ class ConfigError(ValueError):
 
 # The groups a setting belongs to, in the order --help and the configuration reference show them.
 GROUPS = (
-    ARCHITECTURE, SPIKING, ATTENTION, MEMORY, REGULARISATION, OPTIONAL_BLOCKS, GENERATION, TRAINING, DATA, EVALUATION
+    ARCHITECTURE, SPIKING, ATTENTION, MEMORY, REGULARISATION, OPTIONAL_BLOCKS, GENERATION, TRAINING, DATA, EVALUATION,
+    TASK,
 ) = ("architecture", "spiking", "attention", "memory", "regularisation", "optional blocks", "generation",
-     "training", "data", "evaluation")
+     "training", "data", "evaluation", "task")
 
 
 def setting(
