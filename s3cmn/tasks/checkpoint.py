@@ -6,7 +6,6 @@ safetensors only: nothing is unpickled."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from torch import nn
 from s3cmn.config import S3CMNConfig
 from s3cmn.tasks.config import TaskConfig
 from s3cmn.training.checkpoint import CheckpointError, resolve_checkpoint, save_checkpoint
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["FORMAT", "build_task_model", "load_task_model", "save_task_checkpoint"]
 

@@ -3,7 +3,6 @@ the settings given, the run, and its printed summary."""
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -12,8 +11,6 @@ from s3cmn.tasks.config import TASK_PRESETS, task_preset
 from s3cmn.tasks.report import render_task_report
 from s3cmn.tasks.run import evaluate_task, run_task
 from s3cmn.training.loop import TrainingError
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_TASK_PRESET", "evaluate_task_command", "is_task_preset", "task_run_settings",
            "train_task_command"]

@@ -3,15 +3,12 @@ one-step error, open-loop rollout error and the horizon before it crosses a thre
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from s3cmn.tasks.robotics_sim import Trajectories
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["classify", "one_step_rmse", "rollout", "rollout_report", "vision_report"]
 

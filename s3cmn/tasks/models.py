@@ -10,7 +10,6 @@ front end and head.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +23,6 @@ from s3cmn.modeling.cache import LayerState
 from s3cmn.ops.lif import lif_scan
 from s3cmn.tasks.config import TaskConfig
 from s3cmn.utils.fields import ConfigError
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["BlockStack", "ConvFrontEnd", "DynamicsModel", "DynamicsOutput", "DynamicsS3CMN", "SpikingActivation",
            "VisionOutput", "VisionS3CMN", "conv_output_shape"]

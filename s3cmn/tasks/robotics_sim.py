@@ -14,7 +14,6 @@ validation / test trajectories use disjoint seeds.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ import torch
 from torch import Tensor
 
 from s3cmn.tasks.config import TaskConfig
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["Trajectories", "TrajectorySplits", "rk4_step", "simulate", "trajectory_splits"]
 

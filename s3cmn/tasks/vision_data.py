@@ -8,7 +8,6 @@ keep their official test set and hold a stratified validation slice out of their
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from torch import Tensor
 
 from s3cmn.data.errors import DataError
 from s3cmn.tasks.config import TaskConfig
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["ImageSplits", "VisionDataError", "load_images", "holdout", "load_digits_splits", "stratified_split"]
 

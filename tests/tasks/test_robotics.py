@@ -64,10 +64,13 @@ def test_splits_use_disjoint_seeds(pendulum_task: TaskConfig) -> None:
     assert splits.train.states.shape == (6, 30, 2) and splits.train.actions.shape == (6, 30, 1)
 
 
-def _models(task: TaskConfig) -> list[torch.nn.Module]:
+def _models(task: TaskConfig, variants: bool = False) -> list[torch.nn.Module]:
     data = trajectory_splits(task, 0).train
     models = [DynamicsS3CMN(tiny_config(), task), DynamicsS3CMN(tiny_config(use_liquid=True), task),
               GRUBaseline(task, width=16)]
+    if variants:  # the ablation switches of benchmarks/tasks.py
+        models += [DynamicsS3CMN(tiny_config(use_population_coding=True), task),
+                   DynamicsS3CMN(tiny_config(use_liquid=True, use_cross_modal_attention=True), task)]
     for model in models:
         model.fit_normalisation(data.states, data.actions)
     return [m.eval() for m in models]
@@ -76,7 +79,7 @@ def _models(task: TaskConfig) -> list[torch.nn.Module]:
 def test_step_by_step_equals_the_full_forward(pendulum_task: TaskConfig) -> None:
     data = trajectory_splits(pendulum_task, 0).test
     states, actions = data.states[:, :12], data.actions[:, :12]
-    for model in _models(pendulum_task):
+    for model in _models(pendulum_task, variants=True):
         with torch.no_grad():
             full = model(states, actions).next_states  # (B, T, S)
             cache, stepped = None, []
