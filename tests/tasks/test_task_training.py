@@ -22,7 +22,7 @@ from s3cmn.training.checkpoint import CheckpointError
 from s3cmn.training.loop import TrainingError
 from s3cmn.training.optim import build_optimizer, build_scheduler
 
-from .conftest import TINY_MODEL, tiny_config
+from .conftest import tiny_config
 
 
 def _all_models(vision_task: TaskConfig, pendulum_task: TaskConfig) -> dict:
@@ -194,4 +194,11 @@ def test_task_models_refuse_an_external_memory(vision_task) -> None:
                       load_digits_splits(vision_task, 0), 0)
 
 
-assert TINY_MODEL["use_memory"] is False
+
+def test_two_seeded_runs_give_identical_numbers(pendulum_task) -> None:
+    training = TrainingConfig(num_epochs=2, batch_size=4, warmup_steps=0, seed=5, sequence_length=8)
+    config = tiny_config(num_layers=1, use_population_coding=True)
+    first, second = (run_task(config, training, pendulum_task)["results"] for _ in range(2))
+    for name in ("s3cmn", "baseline"):
+        assert first[name]["test"] == second[name]["test"]
+        assert [h["train_loss"] for h in first[name]["history"]] == [h["train_loss"] for h in second[name]["history"]]
