@@ -12,7 +12,9 @@ Two implementations with one signature (that of ``mamba_ssm.ops.selective_scan_i
 plus ``initial_state`` for prefill continuation):
 
 - ``selective_scan_ref``: the readable loop over tokens (the specification).
-- ``selective_scan``: the fast path, a chunked scan. Time is cut into nc chunks of L ≈ sqrt(T) tokens and
+- ``selective_scan``: the fast path. On CPU tensors it runs a compiled C loop per channel
+  (:mod:`s3cmn.ops.selective_scan_cpu`, ``backend="c"``); elsewhere, or where no C compiler is found, the
+  chunked scan below (``backend="chunked"``). Time is cut into nc chunks of L ≈ sqrt(T) tokens and
   the recurrence runs over the L positions of a chunk for all chunks at once (one (B, nc, N, E) slice a
   step), so there are about 2·sqrt(T) Python steps instead of T, and O(T) work:
     1. every chunk from a zero state: its end state;
@@ -35,15 +37,21 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from s3cmn.ops.cpu_kernel import why_unavailable
+from s3cmn.ops.selective_scan_cpu import SelectiveScanC, scan_kernel
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 0  # 0 = about sqrt(T): balances the in-chunk and across-chunk loops
+Backend = Literal["auto", "c", "chunked"]
+BACKENDS: tuple[str, ...] = ("auto", "c", "chunked")
 
 
 def _prepare_delta(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool) -> Tensor:
@@ -280,6 +288,21 @@ class _SelectiveScanCore(torch.autograd.Function):
         )
 
 
+def _use_c_kernel(backend: Backend, u: Tensor) -> bool:
+    """Whether this call runs the C kernel; an explicit "c" that cannot run is an error."""
+    if backend == "chunked":
+        return False
+    if u.device.type != "cpu":
+        if backend == "c":
+            raise ValueError(f"selective_scan backend 'c' runs on CPU tensors, got {u.device}: use 'chunked'")
+        return False
+    if scan_kernel() is None:
+        if backend == "c":
+            raise RuntimeError(f"selective_scan backend 'c' is unavailable: {why_unavailable('selective_scan')}")
+        return False
+    return True
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -293,15 +316,22 @@ def selective_scan(
     return_last_state: bool = False,
     initial_state: Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    backend: Backend = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan, chunked (the fast path); same contract and numbers as ``selective_scan_ref``.
+    """Selective scan, the fast path; same contract and numbers as ``selective_scan_ref``.
 
-    ``chunk_size``: tokens per chunk; 0 picks a divisor of T near sqrt(T) (else ceil(sqrt(T)), padded).
-    Computes in fp32 whatever the input dtype. Saves for backward the inputs and the states at every
-    ~sqrt(chunk)-th position of each chunk (about (B, E, N, T / sqrt(chunk))), nothing of size (B, E, N, T).
+    ``backend``: "c" the compiled per-channel loop (:mod:`s3cmn.ops.selective_scan_cpu`, CPU tensors; saves
+    only the inputs for backward); "chunked" the PyTorch chunked scan of this module (any device); "auto" = "c"
+    for CPU tensors where the kernel builds, else "chunked" (the reason logged once).
+    ``chunk_size`` (chunked only): tokens per chunk; 0 picks a divisor of T near sqrt(T) (else ceil(sqrt(T)),
+    padded). The chunked scan saves for backward the inputs and the states at every ~sqrt(chunk)-th position
+    of each chunk (about (B, E, N, T / sqrt(chunk))), nothing of size (B, E, N, T).
+    Computes in fp32 whatever the input dtype.
     """
     if A.is_complex() or B.dim() != 3 or C.dim() != 3:
         raise ValueError("selective_scan supports real A (E, N) and input-dependent B, C of shape (B, N, T)")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown selective_scan backend {backend!r}: choose one of {BACKENDS}")
     dtype = u.dtype
     delta_f = _prepare_delta(delta, delta_bias, delta_softplus)  # (B, E, T)
     batch, channels, _ = u.shape
@@ -309,6 +339,10 @@ def selective_scan(
         h0 = u.new_zeros(batch, channels, A.shape[1], dtype=torch.float32)  # (B, E, N)
     else:
         h0 = initial_state.float()
-    y, h_last = _SelectiveScanCore.apply(u.float(), delta_f, A.float(), B.float(), C.float(), h0, chunk_size)
+    args = (u.float(), delta_f, A.float(), B.float(), C.float(), h0)
+    if _use_c_kernel(backend, u):
+        y, h_last = SelectiveScanC.apply(*args)
+    else:
+        y, h_last = _SelectiveScanCore.apply(*args, chunk_size)
     out = _finish(y, u, D, z, dtype)
     return (out, h_last) if return_last_state else out

@@ -46,10 +46,11 @@ def _run(fn, inputs, use, **kw):
     [(1, 0), (7, 3), (16, 4), (37, 0), (50, 64), (33, 8)],
 )
 @pytest.mark.parametrize("use", [(), ("D", "z", "delta_bias", "initial_state")])
-def test_fast_matches_ref_forward_backward(T: int, chunk_size: int, use: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("backend", ["chunked", "c"])
+def test_fast_matches_ref_forward_backward(T: int, chunk_size: int, use: tuple[str, ...], backend: str) -> None:
     inputs = _inputs(2, 5, 4, T)
     y_ref, h_ref, g_ref = _run(selective_scan_ref, inputs, use)
-    y, h, g = _run(selective_scan, inputs, use, chunk_size=chunk_size)
+    y, h, g = _run(selective_scan, inputs, use, chunk_size=chunk_size, backend=backend)
     assert y.shape == (2, 5, T) and h.shape == (2, 5, 4)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5)
@@ -71,29 +72,32 @@ def test_ref_matches_hand_computed_recurrence() -> None:
         assert y.item() == pytest.approx(y1, rel=1e-6) and h.item() == pytest.approx(h1, rel=1e-6)
 
 
-def test_continuation_from_last_state() -> None:
+@pytest.mark.parametrize("backend", ["chunked", "c"])
+def test_continuation_from_last_state(backend: str) -> None:
     """Scanning [0:T1] then [T1:T] from the returned state equals one scan over [0:T]."""
     inputs = {k: v.detach() for k, v in _inputs(2, 6, 3, 40).items()}
     full, h_full = selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"],
-                                  inputs["D"], delta_softplus=True, return_last_state=True, chunk_size=6)
+                                  inputs["D"], delta_softplus=True, return_last_state=True, chunk_size=6,
+                                  backend=backend)
     parts, h = [], None
     for sl in (slice(0, 17), slice(17, 40)):
         u, dlt, B, C = (inputs[k][..., sl] for k in ("u", "delta", "B", "C"))
         y, h = selective_scan(u, dlt, inputs["A"], B, C, inputs["D"], delta_softplus=True,
-                              return_last_state=True, initial_state=h, chunk_size=6)
+                              return_last_state=True, initial_state=h, chunk_size=6, backend=backend)
         parts.append(y)
     torch.testing.assert_close(torch.cat(parts, dim=-1), full, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h, h_full, rtol=1e-5, atol=1e-5)
 
 
-def test_large_decay_is_stable() -> None:
+@pytest.mark.parametrize("backend", ["chunked", "c"])
+def test_large_decay_is_stable(backend: str) -> None:
     """Huge Δ·A (decays ~exp(-1e3) inside a chunk) must give finite numbers equal to the reference."""
     inputs = {k: v.detach() for k, v in _inputs(1, 3, 4, 24).items()}
     delta = inputs["delta"] * 0 + 50.0
     for x in (inputs["u"], delta, inputs["A"], inputs["B"], inputs["C"]):
         x.requires_grad_()
     args = (inputs["u"], delta, inputs["A"], inputs["B"], inputs["C"])
-    y = selective_scan(*args, chunk_size=8)
+    y = selective_scan(*args, chunk_size=8, backend=backend)
     y_ref = selective_scan_ref(*args)
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
@@ -112,10 +116,35 @@ def test_no_grad_and_dtype() -> None:
     assert y.dtype == torch.bfloat16 and y.shape == (1, 4, 9)
 
 
-def test_deterministic() -> None:
+@pytest.mark.parametrize("backend", ["chunked", "c"])
+def test_deterministic(backend: str) -> None:
     inputs = {k: v.detach() for k, v in _inputs(2, 4, 3, 21).items()}
     args = (inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], inputs["D"])
-    assert torch.equal(selective_scan(*args, chunk_size=5), selective_scan(*args, chunk_size=5))
+    first = selective_scan(*args, chunk_size=5, backend=backend)
+    assert torch.equal(first, selective_scan(*args, chunk_size=5, backend=backend))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_c_kernel_threads_agree(threads: int) -> None:
+    """The C kernel splits channels over threads and sums dL/dB, dL/dC over them: any split, same numbers."""
+    inputs = _inputs(2, 7, 4, 19)
+    use = ("D", "z", "delta_bias", "initial_state")
+    y_ref, h_ref, g_ref = _run(selective_scan_ref, inputs, use)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y, h, g = _run(selective_scan, inputs, use, backend="c")
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for name in g:
+        torch.testing.assert_close(g[name], g_ref[name], **GRAD_TOL, msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+def test_rejects_unknown_backend() -> None:
+    inputs = {k: v.detach() for k, v in _inputs(1, 4, 2, 9).items()}
+    with pytest.raises(ValueError, match="unknown selective_scan backend 'cuda'"):
+        selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], backend="cuda")
 
 
 def test_rejects_bad_shapes() -> None:

@@ -1,0 +1,122 @@
+"""Small C kernels for the CPU, compiled on first use with the system C compiler and loaded with ctypes.
+
+Why: the recurrences of the model (the selective scan, the LIF loop) are sequential in time. In PyTorch
+they are a Python loop of whole-tensor elementwise ops, each a sweep through memory; a C loop keeps one
+channel's state in registers and does the whole recurrence in one pass (compute-bound instead of
+memory-bound). No torch headers are needed (plain C on raw float pointers), so a build takes about a second.
+
+The shared object is cached per source text and compiler flags under ``~/.cache/s3cmn/kernels`` (built in a
+temporary file, then renamed: concurrent processes never load a half-written library). Where no compiler
+is found or the build fails, :func:`load_kernel` returns None and says why once in the log; callers then use
+their PyTorch path (the choice is explicit in their ``backend`` argument).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CACHE_DIR", "KernelUnavailable", "load_kernel", "num_workers", "parallel_ranges", "ptr", "why_unavailable"]
+
+CACHE_DIR = Path.home() / ".cache" / "s3cmn" / "kernels"
+# -ffast-math lets gcc vectorise expf through glibc's libmvec; the kernels contain no NaN/inf logic
+CFLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c99")
+
+_loaded: dict[str, ctypes.CDLL | None] = {}
+_why_not: dict[str, str] = {}
+_pool: ThreadPoolExecutor | None = None
+
+
+class KernelUnavailable(RuntimeError):
+    """A C kernel was requested explicitly but cannot be built here."""
+
+
+def _compiler() -> str | None:
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _build(name: str, source: str, target: Path) -> None:
+    compiler = _compiler()
+    if compiler is None:
+        raise KernelUnavailable("no C compiler (cc, gcc or clang) on PATH: install one (apt-get install gcc)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src, out = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
+        src.write_text(source)
+        proc = subprocess.run([compiler, *CFLAGS, str(src), "-o", str(out), "-lm"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise KernelUnavailable(f"{compiler} failed on {name}.c: {proc.stderr.strip()[:500]}")
+        os.replace(out, target)  # atomic: another process sees either no file or the whole library
+
+
+def load_kernel(name: str, source: str, signatures: dict[str, list[type]]) -> ctypes.CDLL | None:
+    """The compiled library of ``source`` (cached), with the argument types of its functions set; None (logged
+    once, reason in :func:`why_unavailable`) if it cannot be built here."""
+    if name in _loaded:
+        return _loaded[name]
+    key = hashlib.sha256((source + " ".join(CFLAGS) + torch.backends.cpu.get_cpu_capability()).encode())
+    target = CACHE_DIR / f"{name}-{key.hexdigest()[:16]}.so"
+    lib = None
+    try:
+        if not target.exists():
+            _build(name, source, target)
+        lib = ctypes.CDLL(str(target))
+        for fn, argtypes in signatures.items():
+            getattr(lib, fn).argtypes = argtypes
+            getattr(lib, fn).restype = None
+    except (KernelUnavailable, OSError) as err:
+        _why_not[name] = str(err)
+        logger.warning("C kernel %s unavailable, using the PyTorch path: %s", name, err)
+        lib = None
+    _loaded[name] = lib
+    return lib
+
+
+def why_unavailable(name: str) -> str:
+    """Why :func:`load_kernel` returned None for ``name`` ('' if it did not)."""
+    return _why_not.get(name, "")
+
+
+def ptr(x: Tensor) -> ctypes.c_void_p:
+    """The data pointer of a contiguous fp32 tensor, for a ``float *`` argument."""
+    if x.dtype != torch.float32 or not x.is_contiguous():
+        raise ValueError(f"C kernels take contiguous float32 tensors, got {x.dtype}, strides {x.stride()}")
+    return ctypes.c_void_p(x.data_ptr())
+
+
+def num_workers(n: int) -> int:
+    """How many slices :func:`parallel_ranges` cuts range(n) into: torch.get_num_threads(), at most n."""
+    return max(1, min(torch.get_num_threads(), n))
+
+
+def parallel_ranges(n: int, run: Callable[[int, int, int], None]) -> None:
+    """Call ``run(worker, start, stop)`` on :func:`num_workers` slices of range(n), in threads (ctypes releases
+    the GIL during a C call, so the slices run in parallel)."""
+    global _pool
+    workers = num_workers(n)
+    if workers == 1:
+        run(0, 0, n)
+        return
+    if _pool is None or _pool._max_workers < workers:
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3cmn-kernel")
+    bounds = [n * i // workers for i in range(workers + 1)]
+    futures = [_pool.submit(run, i, bounds[i], bounds[i + 1]) for i in range(workers)]
+    for f in futures:
+        f.result()
