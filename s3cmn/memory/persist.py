@@ -9,6 +9,9 @@ A saved memory is a directory holding
 Data files are content-addressed and written first (to a temporary name, fsync, ``os.replace``); the
 manifest is replaced last, so it is the commit point: a crash mid-save leaves the previous save loadable.
 Files no longer named by the manifest are deleted afterwards.
+
+This module knows only the state API (:class:`MemoryState`: ``settings``, ``state``, ``state_arrays``,
+``load_state_arrays``), not the store class, so the store can import it.
 """
 
 from __future__ import annotations
@@ -17,21 +20,37 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from s3cmn.memory.records import INDEX_ARRAY, MemoryLoadError
-
-if TYPE_CHECKING:
-    from s3cmn.memory.store import FaissMemory
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "memory.json"
 FORMAT = "s3cmn-faiss-memory"
 VERSION = 1
+
+
+class MemoryState(Protocol):
+    """What is saved and loaded: a memory built from ``settings()``, its content as ``state_arrays()`` + ``state()``."""
+
+    @property
+    def num_entries(self) -> int: ...
+
+    def settings(self) -> dict[str, Any]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def state_arrays(self) -> dict[str, np.ndarray]: ...
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None: ...
+
+
+M = TypeVar("M", bound=MemoryState)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -43,7 +62,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_memory(memory: FaissMemory, directory: str | os.PathLike) -> None:
+def save_memory(memory: MemoryState, directory: str | os.PathLike) -> None:
     """Write ``memory`` to ``directory`` (created if needed), replacing any memory saved there before."""
     from safetensors.numpy import save as safetensors_save
 
@@ -119,8 +138,9 @@ def _read_manifest(root: Path) -> dict:
     return manifest
 
 
-def load_memory(cls: type[FaissMemory], directory: str | os.PathLike) -> FaissMemory:
-    """Read a memory written by :func:`save_memory`; raise MemoryLoadError naming the bad file and the fix."""
+def load_memory(build: Callable[..., M], directory: str | os.PathLike) -> M:
+    """Read a memory written by :func:`save_memory`: ``build(**settings)`` (the memory class) filled with the saved
+    state; raise MemoryLoadError naming the bad file and the fix."""
     from safetensors import SafetensorError
     from safetensors.numpy import load as safetensors_load
 
@@ -134,7 +154,7 @@ def load_memory(cls: type[FaissMemory], directory: str | os.PathLike) -> FaissMe
         raise MemoryLoadError(f"{root / files['arrays']['name']} cannot be read ({err}); re-save the memory") from err
     if "index" in files:
         arrays[INDEX_ARRAY] = np.frombuffer(_read_checked(root, files["index"], "FAISS index"), dtype=np.uint8)
-    memory = cls(**manifest["settings"])
+    memory = build(**manifest["settings"])
     try:
         memory.load_state_arrays(arrays, {**manifest["state"], "pca": manifest["pca"]})
     except MemoryLoadError as err:

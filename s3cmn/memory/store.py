@@ -31,6 +31,7 @@ from torch import Tensor
 
 from s3cmn.memory import index as faiss_index
 from s3cmn.memory.pca import PCA
+from s3cmn.memory.persist import load_memory, save_memory
 from s3cmn.memory.records import (
     INDEX_ARRAY,
     PROVENANCE_WINDOW,
@@ -607,13 +608,9 @@ class FaissMemory:
 
     def save(self, directory: str) -> None:
         """Write the memory to ``directory`` atomically (format: :mod:`s3cmn.memory.persist`)."""
-        from s3cmn.memory.persist import save_memory
-
         save_memory(self, directory)
 
     @classmethod
     def load(cls, directory: str) -> FaissMemory:
         """Read a memory written by :meth:`save`; MemoryLoadError names a missing or corrupt file."""
-        from s3cmn.memory.persist import load_memory
-
         return load_memory(cls, directory)

@@ -2,7 +2,7 @@
 
 ``PreTrainedModel`` costs seconds to import; ``import s3cmn`` registers this small stand-in instead, which
 imports ``S3CMNForCausalLM`` on first use. Importing ``s3cmn.modeling.lm`` replaces the stand-in with the
-real class.
+real class (``AutoModelForCausalLM.register`` there: the model module does not import this one back).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ class LazyS3CMNForCausalLM:
         return cls._real()._from_config(config, **kwargs)
 
 
-def register_auto_classes(model_class: type = LazyS3CMNForCausalLM) -> None:
-    """Make ``AutoConfig`` / ``AutoModelForCausalLM`` resolve ``model_type = "s3cmn"``."""
+def register_auto_classes() -> None:
+    """Make ``AutoConfig`` / ``AutoModelForCausalLM`` resolve ``model_type = "s3cmn"`` (to the stand-in)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     AutoConfig.register(S3CMNConfig.model_type, S3CMNConfig, exist_ok=True)
-    AutoModelForCausalLM.register(S3CMNConfig, model_class, exist_ok=True)
+    AutoModelForCausalLM.register(S3CMNConfig, LazyS3CMNForCausalLM, exist_ok=True)

@@ -10,11 +10,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 
 from s3cmn.config import S3CMNConfig
 from s3cmn.memory.bank import MemoryBank
-from s3cmn.modeling.auto import register_auto_classes
 from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import S3CMNCache
 from s3cmn.modeling.outputs import S3CMNCausalLMOutput
@@ -114,7 +113,7 @@ class S3CMNPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "input_ids"
     _is_stateful = True
-    _no_split_modules = ["S3CMNBlock", "ReservoirBlock"]
+    _no_split_modules = ["S3CMNBlock"]
 
     def _init_weights(self, module: nn.Module) -> None:
         """Normal(0, initializer_range) for the embedding, the projections and the MLPs; ones/zeros for norms.
@@ -157,12 +156,8 @@ class S3CMNModel(S3CMNPreTrainedModel):
         )
         self.embed_dropout = nn.Dropout(config.embedding_dropout)
         self.in_proj = nn.Linear(E, D) if E != D else None
-        if config.block_type == "reservoir":  # LiquidLM: attention -> time-aware reservoir -> MLP
-            from s3cmn.modeling.reservoir import ReservoirBlock
-
-            self.layers = nn.ModuleList(ReservoirBlock(config, i) for i in range(config.num_layers))
-        else:
-            self.layers = nn.ModuleList(S3CMNBlock(config, i) for i in range(config.num_layers))
+        # every layout, LiquidLM's reservoir one included, is an S3CMNBlock (config.resolved_block_mixers())
+        self.layers = nn.ModuleList(S3CMNBlock(config, i) for i in range(config.num_layers))
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.out_proj = nn.Linear(D, E) if E != D else None
         self.post_init()
@@ -523,4 +518,5 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         return cache
 
 
-register_auto_classes(S3CMNForCausalLM)
+# ``import s3cmn`` registered a stand-in (s3cmn.modeling.auto) that imports this module; now the real class
+AutoModelForCausalLM.register(S3CMNConfig, S3CMNForCausalLM, exist_ok=True)

@@ -115,7 +115,7 @@ def test_block_interface_causality_and_step() -> None:
 
 def test_lm_gradients_reach_every_parameter_and_no_buffer() -> None:
     model = _lm().train()
-    assert all(type(layer).__name__ == "ReservoirBlock" for layer in model.model.layers)
+    assert all([s.kind for s in layer.sublayers] == ["attention", "reservoir", "mlp"] for layer in model.model.layers)
     frozen = {n: b.clone() for n, b in model.named_buffers() if n.split(".")[-1] in FROZEN}
     assert len(frozen) == 2 * len(FROZEN)
     ids = torch.randint(0, V, (2, 16))
