@@ -29,11 +29,18 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CACHE_DIR", "KernelUnavailable", "load_kernel", "num_workers", "parallel_ranges", "ptr", "why_unavailable"]
+__all__ = [
+    "CACHE_DIR", "EXACT", "FAST_MATH", "KernelUnavailable", "load_kernel", "num_workers", "parallel_ranges", "ptr",
+    "why_unavailable",
+]
 
 CACHE_DIR = Path.home() / ".cache" / "s3cmn" / "kernels"
-# -ffast-math lets gcc vectorise expf through glibc's libmvec; the kernels contain no NaN/inf logic
-CFLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC", "-shared", "-std=c99")
+CFLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c99")
+# -ffast-math lets gcc vectorise expf through glibc's libmvec (for kernels with no NaN/inf logic and no
+# need to round exactly as PyTorch does)
+FAST_MATH = ("-ffast-math",)
+# no fused multiply-add: a*b + c rounded twice, as PyTorch's separate mul and add (bit-equal results)
+EXACT = ("-ffp-contract=off",)
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _why_not: dict[str, str] = {}
@@ -52,7 +59,7 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(name: str, source: str, target: Path) -> None:
+def _build(name: str, source: str, target: Path, flags: tuple[str, ...]) -> None:
     compiler = _compiler()
     if compiler is None:
         raise KernelUnavailable("no C compiler (cc, gcc or clang) on PATH: install one (apt-get install gcc)")
@@ -60,23 +67,27 @@ def _build(name: str, source: str, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src, out = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
         src.write_text(source)
-        proc = subprocess.run([compiler, *CFLAGS, str(src), "-o", str(out), "-lm"], capture_output=True, text=True)
+        command = [compiler, *CFLAGS, *flags, str(src), "-o", str(out), "-lm"]
+        proc = subprocess.run(command, capture_output=True, text=True)
         if proc.returncode != 0:
             raise KernelUnavailable(f"{compiler} failed on {name}.c: {proc.stderr.strip()[:500]}")
         os.replace(out, target)  # atomic: another process sees either no file or the whole library
 
 
-def load_kernel(name: str, source: str, signatures: dict[str, list[type]]) -> ctypes.CDLL | None:
+def load_kernel(
+    name: str, source: str, signatures: dict[str, list[type]], flags: tuple[str, ...] = ()
+) -> ctypes.CDLL | None:
     """The compiled library of ``source`` (cached), with the argument types of its functions set; None (logged
-    once, reason in :func:`why_unavailable`) if it cannot be built here."""
+    once, reason in :func:`why_unavailable`) if it cannot be built here. ``flags``: added to ``CFLAGS``."""
     if name in _loaded:
         return _loaded[name]
-    key = hashlib.sha256((source + " ".join(CFLAGS) + torch.backends.cpu.get_cpu_capability()).encode())
+    options = " ".join(CFLAGS + flags)
+    key = hashlib.sha256((source + options + torch.backends.cpu.get_cpu_capability()).encode())
     target = CACHE_DIR / f"{name}-{key.hexdigest()[:16]}.so"
     lib = None
     try:
         if not target.exists():
-            _build(name, source, target)
+            _build(name, source, target, flags)
         lib = ctypes.CDLL(str(target))
         for fn, argtypes in signatures.items():
             getattr(lib, fn).argtypes = argtypes

@@ -17,7 +17,8 @@ output for a token is the spike *rate* over its micro-steps (in [0, 1]; with ``n
 
 - ``lif_scan_ref``: the plain loop over :func:`lif_step` (the specification, autograd through every step).
 - ``lif_scan``: the same loop in an ``autograd.Function`` that builds no per-step graph: forward keeps only
-  U (B, T·num_steps, N); backward is the adjoint loop in reverse time (see ``_LIFScan.backward``).
+  U (B, T·num_steps, N); backward is the adjoint loop in reverse time (see ``_LIFScan.backward``). Its two
+  time loops run in C on fp32 CPU tensors (:mod:`s3cmn.ops.lif_cpu`), else in Python.
 
 Both return the final membrane V and the mean / std of the membrane V[t] (after reset) over every batch
 element, token, micro-step and neuron (detached statistics).
@@ -26,11 +27,13 @@ element, token, micro-step and neuron (detached statistics).
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
+from s3cmn.ops.cpu_kernel import why_unavailable
+from s3cmn.ops.lif_cpu import lif_adjoint_loop, lif_charge_loop, lif_kernel
 from s3cmn.ops.surrogate import spike_fn, surrogate_grad
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["RESETS", "LIFScanOutput", "lif_step", "lif_scan", "lif_scan_ref"]
 
 RESETS: tuple[str, ...] = ("subtract", "zero")
+Backend = Literal["auto", "c", "loop"]
+BACKENDS: tuple[str, ...] = ("auto", "c", "loop")
 
 
 class LIFScanOutput(NamedTuple):
@@ -133,27 +138,63 @@ def _reset_where(u: Tensor, threshold: Tensor, reset: str) -> Tensor:
     return torch.where(fired, u - threshold if reset == "subtract" else 0.0, u)
 
 
+def _charge_loop(cur: Tensor, beta: Tensor, threshold: Tensor, v0: Tensor, zero_reset: bool, num_steps: int
+                 ) -> tuple[Tensor, Tensor]:
+    """The forward time loop: cur (T, B, N) -> (U of every micro-step (T·S, B, N), V after the last (B, N))."""
+    T, B, N = cur.shape
+    reset = "zero" if zero_reset else "subtract"
+    u_all = cur.new_empty(T * num_steps, B, N)  # charge U of every micro-step
+    v = v0
+    for t in range(T):
+        for k in range(num_steps):
+            u = beta * v + cur[t]  # (B, N), the same expression as lif_step: same rounding
+            u_all[t * num_steps + k] = u
+            v = _reset_where(u, threshold, reset)
+    return u_all, v
+
+
+def _adjoint_loop(a_all: Tensor | None, c_all: Tensor, beta: Tensor, g_v: Tensor) -> tuple[Tensor, Tensor]:
+    """The backward time loop gU[k] = a[k]·gV + c[k], gV = β·gU[k] (a None: 1) -> (gU (K, B, N), dL/dV0)."""
+    gu_all = torch.empty_like(c_all)  # (K, B, N)
+    gv = g_v
+    for k in reversed(range(c_all.shape[0])):
+        gu = gv + c_all[k] if a_all is None else a_all[k] * gv + c_all[k]
+        gu_all[k] = gu
+        gv = gu * beta
+    return gu_all, gv
+
+
+def _use_c_kernel(backend: Backend, *tensors: Tensor) -> bool:
+    """Whether the time loops run in C: "auto" for fp32 CPU tensors where the kernel builds; "c" must."""
+    if backend == "loop":
+        return False
+    fits = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    if backend == "c" and not fits:
+        raise ValueError("lif_scan backend 'c' takes float32 CPU tensors: use backend='loop' for others")
+    if fits and lif_kernel() is None:
+        if backend == "c":
+            raise RuntimeError(f"lif_scan backend 'c' is unavailable: {why_unavailable('lif')}")
+        return False
+    return fits
+
+
 class _LIFScan(torch.autograd.Function):
     """lif_scan's autograd: tensors are kept time-major, (K, B, N) with K = T · num_steps micro-steps."""
 
     @staticmethod
-    def forward(ctx, current, beta, threshold, v0, reset, surrogate, alpha, num_steps, detach_reset):
+    def forward(ctx, current, beta, threshold, v0, reset, surrogate, alpha, num_steps, detach_reset, backend):
         B, T, N = current.shape
         S = num_steps
         cur = current.transpose(0, 1)  # (T, B, N)
-        u_all = current.new_empty(T * S, B, N)  # charge U of every micro-step
-        v = v0
-        for t in range(T):
-            for k in range(S):
-                u = beta * v + cur[t]  # (B, N), the same expression as lif_step: same rounding
-                u_all[t * S + k] = u
-                v = _reset_where(u, threshold, reset)
+        use_c = _use_c_kernel(backend, current, beta, threshold, v0)
+        charge_loop = lif_charge_loop if use_c else _charge_loop
+        u_all, v = charge_loop(cur, beta, threshold, v0, reset == "zero", S)  # (T·S, B, N), (B, N)
         s_all = (u_all - threshold >= 0).to(u_all.dtype)  # (K, B, N), the same test as spike_fn
         v_all = _reset(u_all, s_all, threshold, reset)  # (K, B, N)
         spikes = (s_all.view(T, S, B, N).sum(1) / S).transpose(0, 1).contiguous()  # (B, T, N)
         mean, std = _moments(v_all) if T else _moments(v0[:, None])
         ctx.save_for_backward(u_all, beta, threshold, v0)
-        ctx.cfg = (reset, surrogate, alpha, num_steps, detach_reset)
+        ctx.cfg = (reset, surrogate, alpha, num_steps, detach_reset, use_c)
         ctx.mark_non_differentiable(mean, std)
         return spikes, v, mean, std
 
@@ -170,7 +211,7 @@ class _LIFScan(torch.autograd.Function):
         ``gU = a·gV + c; gV = β·gU``; every sum over micro-steps (gI, gβ, gθ) is done after it, vectorised.
         """
         u_all, beta, threshold, v0 = ctx.saved_tensors
-        reset, surrogate, alpha, S, detach_reset = ctx.cfg
+        reset, surrogate, alpha, S, detach_reset, use_c = ctx.cfg
         K, B, N = u_all.shape
         T = K // S
         s_all = (u_all - threshold >= 0).to(u_all.dtype)  # (K, B, N)
@@ -182,12 +223,8 @@ class _LIFScan(torch.autograd.Function):
         else:
             a_all = 1 - s_all if detach_reset else 1 - s_all - u_all * d_all
         # 1. the reverse recurrence
-        gu_all = torch.empty_like(u_all)  # (K, B, N)
-        gv = g_v
-        for k in reversed(range(K)):
-            gu = gv + c_all[k] if a_all is None else a_all[k] * gv + c_all[k]
-            gu_all[k] = gu
-            gv = gu * beta
+        use_c = use_c and g_v.dtype == torch.float32 and d_all.dtype == torch.float32
+        gu_all, gv = (lif_adjoint_loop if use_c else _adjoint_loop)(a_all, c_all, beta, g_v)  # (K, B, N), (B, N)
         # 2. the sums, vectorised
         g_cur = gu_all.view(T, S, B, N).sum(1).transpose(0, 1)  # (B, T, N)
         g_beta = g_thr = None
@@ -203,7 +240,7 @@ class _LIFScan(torch.autograd.Function):
             else:
                 gs_tot = g_s if detach_reset else g_s - gv_all * u_all
                 g_thr = -(gs_tot * d_all).sum((0, 1))
-        return g_cur, g_beta, g_thr, gv, None, None, None, None, None
+        return g_cur, g_beta, g_thr, gv, None, None, None, None, None, None
 
 
 def lif_scan(
@@ -216,10 +253,17 @@ def lif_scan(
     alpha: float = 2.0,
     num_steps: int = 1,
     detach_reset: bool = True,
+    backend: Backend = "auto",
 ) -> LIFScanOutput:
-    """Same contract and numbers as :func:`lif_scan_ref`, with no per-step autograd graph (the fast path)."""
+    """Same contract and numbers as :func:`lif_scan_ref`, with no per-step autograd graph (the fast path).
+
+    ``backend``: "c" runs the two time loops in C (:mod:`s3cmn.ops.lif_cpu`, fp32 CPU tensors, bit-equal
+    membranes); "loop" in Python; "auto" = "c" where it applies and builds, else "loop".
+    """
     _check_scan(current, beta, threshold, v0, reset, num_steps)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown lif_scan backend {backend!r}: choose one of {BACKENDS}")
     spikes, v, mean, std = _LIFScan.apply(
-        current, beta, threshold, v0, reset, surrogate, float(alpha), int(num_steps), bool(detach_reset)
+        current, beta, threshold, v0, reset, surrogate, float(alpha), int(num_steps), bool(detach_reset), backend
     )
     return LIFScanOutput(spikes, v, mean, std)

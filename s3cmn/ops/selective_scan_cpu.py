@@ -17,7 +17,7 @@ import ctypes
 import torch
 from torch.autograd.function import once_differentiable
 
-from s3cmn.ops.cpu_kernel import load_kernel, num_workers, parallel_ranges, ptr
+from s3cmn.ops.cpu_kernel import FAST_MATH, load_kernel, num_workers, parallel_ranges, ptr
 
 __all__ = ["scan_kernel", "SelectiveScanC"]
 
@@ -116,7 +116,7 @@ SIGNATURES = {
 
 def scan_kernel() -> ctypes.CDLL | None:
     """The compiled scan kernels, or None where they cannot be built (the reason is logged once)."""
-    return load_kernel("selective_scan", SOURCE, SIGNATURES)
+    return load_kernel("selective_scan", SOURCE, SIGNATURES, FAST_MATH)
 
 
 class SelectiveScanC(torch.autograd.Function):

@@ -65,7 +65,8 @@ def _run(scan, inputs, **kw):
 @pytest.mark.parametrize("detach_reset", [True, False])
 @pytest.mark.parametrize("num_steps", [1, 3])
 @pytest.mark.parametrize("surrogate", ["atan", "fast_sigmoid", "triangular"])
-def test_fast_matches_ref_forward_and_backward(reset, detach_reset, num_steps, surrogate):
+@pytest.mark.parametrize("backend", ["loop", "c"])
+def test_fast_matches_ref_forward_and_backward(reset, detach_reset, num_steps, surrogate, backend):
     g = torch.Generator().manual_seed(0)
     B, T, N = 3, 9, 6
     inputs = (
@@ -75,13 +76,25 @@ def test_fast_matches_ref_forward_and_backward(reset, detach_reset, num_steps, s
         torch.randn(B, N, generator=g),  # v0
     )
     kw = dict(reset=reset, surrogate=surrogate, alpha=2.0, num_steps=num_steps, detach_reset=detach_reset)
-    fast, g_fast = _run(lif_scan, inputs, **kw)
+    fast, g_fast = _run(lif_scan, inputs, **kw, backend=backend)
     ref, g_ref = _run(lif_scan_ref, inputs, **kw)
     assert 0 < fast.spikes.mean() < 1  # both spiking and silent steps are exercised
     for a, b in zip(fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for name, a, b in zip(["current", "beta", "threshold", "v0"], g_fast, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_c_loops_are_bit_equal_to_the_python_loops(reset):
+    """The C loops round as PyTorch does (no fused multiply-add): identical spikes, membrane and gradients."""
+    g = torch.Generator().manual_seed(5)
+    inputs = (1.5 * torch.randn(2, 40, 8, generator=g), 0.1 + 0.85 * torch.rand(8, generator=g),
+              0.5 + torch.rand(8, generator=g), torch.randn(2, 8, generator=g))
+    c, g_c = _run(lif_scan, inputs, reset=reset, num_steps=2, backend="c")
+    loop, g_loop = _run(lif_scan, inputs, reset=reset, num_steps=2, backend="loop")
+    for a, b in zip([*c, *g_c], [*loop, *g_loop], strict=True):
+        assert torch.equal(a, b)
 
 
 def test_detach_reset_changes_the_gradient():
@@ -103,3 +116,7 @@ def test_bad_arguments_raise():
         lif_scan_ref(c, b, b, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="num_steps"):
         lif_scan(c, b, b, v, num_steps=0)
+    with pytest.raises(ValueError, match="unknown lif_scan backend"):
+        lif_scan(c, b, b, v, backend="cuda")
+    with pytest.raises(ValueError, match="float32 CPU tensors"):
+        lif_scan(c.double(), b.double(), b.double(), v.double(), backend="c")
