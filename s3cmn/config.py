@@ -128,6 +128,11 @@ class S3CMNConfig(PreTrainedConfig):
              "the flags (hyena, ssm, lif, memory, mlp); a list must name exactly the sub-layers the flags turn on "
              "(repeats allowed)",
     )
+    layer_scale_init: float | None = setting(
+        None, group=ARCH, gt=0,
+        help="LayerScale (Touvron et al. 2021): each sub-layer's output times a learned per-channel scale "
+             "initialised to this value (e.g. 0.01: every block starts near the identity); null = off",
+    )
 
     # --- spiking ------------------------------------------------------------------------------------
     spike_threshold: float = setting(1.0, group=SPIKE, help="initial firing threshold theta", gt=0)

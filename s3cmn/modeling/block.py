@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
@@ -71,6 +72,12 @@ class S3CMNBlock(nn.Module):
             self.add_module(sub.norm, nn.LayerNorm(config.hidden_dim, eps=config.layer_norm_eps))
             self.add_module(sub.slot, spec(config, layer_idx))
             self.sublayers.append(sub)
+        # LayerScale: a learned per-channel scale of each sub-layer's output (keys layers.<i>.layer_scale.<slot>)
+        self.layer_scale = None
+        if config.layer_scale_init is not None:
+            self.layer_scale = nn.ParameterDict({
+                sub.slot: nn.Parameter(torch.full((config.hidden_dim,), config.layer_scale_init))
+                for sub in self.sublayers})
 
     @property
     def reads_memory(self) -> bool:
@@ -99,7 +106,8 @@ class S3CMNBlock(nn.Module):
             out: MixerOutput = run(h, state.get(sub.slot), *extra)
             if out.state:
                 new_state[sub.slot] = out.state
-            x = x + (self.dropout(out.y) if sub.spec.residual_dropout else out.y)  # (B, T, D)
+            y = out.y if self.layer_scale is None else out.y * self.layer_scale[sub.slot]
+            x = x + (self.dropout(y) if sub.spec.residual_dropout else y)  # (B, T, D)
             if sub.spec.reports is not None:
                 reports[sub.spec.reports] = out.stats
         return BlockOutput(x, new_state, **reports)

@@ -118,3 +118,20 @@ def test_memory_block_reads_the_bank_and_stages_its_write() -> None:
     with torch.no_grad(), bank.forward_pass(read=True, write=True):
         one = block.step(x[:, 0], None, bank)
         assert bank.pending == [1] and one.hidden.shape == (2, D) and one.memory_stats.searched
+
+
+def test_layer_scale_scales_every_sub_layer_and_keeps_the_contract(check_decoding, check_training_and_save,
+                                                                    tmp_path) -> None:
+    config = _config(use_memory=False, layer_scale_init=1e-3)
+    torch.manual_seed(0)
+    model = S3CMNForCausalLM(config).eval()
+    block = model.model.layers[0]
+    assert set(block.layer_scale) == {slot for slot, _, _ in block.pairs()}
+    assert all(torch.all(p == 1e-3) for p in block.layer_scale.values())
+    x = torch.randn(2, 6, config.hidden_dim)
+    with torch.no_grad():  # every output scaled by 1e-3: the block starts close to the identity
+        assert (block(x).hidden - x).abs().max() < 0.05 * x.abs().max()
+    ids = torch.randint(0, V, (2, 9))
+    check_decoding(model, ids, split=5, prefill=4)
+    check_training_and_save(model, ids, tmp_path)  # the scales get gradients and round-trip
+    assert "layer_scale" not in str(list(S3CMNForCausalLM(_config(use_memory=False)).state_dict()))  # off: v1 keys
