@@ -11,7 +11,8 @@ from this table are made on validation text, and the test split stays for ``comp
 Groups (``--group``):
 
 - ``sublayers`` (default): the full block; without Hyena; without the LIF layer; S4D instead of Mamba; the
-  Mamba mixer alone; narrower Mamba (expand 1); the preset's learning rate x3;
+  Mamba mixer alone; narrower Mamba (expand 1); the preset's learning rate x3; Mamba before Hyena
+  (placement); LayerScale 0.01 on every sub-layer (each block starts near the identity);
 - ``optional``: the optional blocks (population coding, cross-modal attention, the Mamba–liquid–spiking
   modes, liquid backbones, the LiquidLM reservoir), each against the full block.
 
@@ -60,6 +61,8 @@ GROUPS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
         "mamba-only": (dict(use_hyena=False, use_spiking=False), {}),
         "mamba-expand-1": (dict(mamba_expand=1), {}),
         "lr-x3": ({}, {"learning_rate_scale": 3.0}),
+        "mamba-first": (dict(block_mixers=["mamba", "hyena", "lif", "mlp"]), {}),
+        "layer-scale": (dict(layer_scale_init=0.01), {}),
     },
     "optional": {
         "full": ({}, {}),
