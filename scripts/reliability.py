@@ -22,33 +22,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+
+from s3cmn.utils import cli_runner
+from s3cmn.utils.cli_runner import TINY_MODEL as MODEL
+from s3cmn.utils.cli_runner import TINY_RUN as RUN
+from s3cmn.utils.cli_runner import TRACEBACK, cli_env
+from s3cmn.utils.cli_runner import CliResult as Result
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-TRACEBACK = "Traceback (most recent call last)"
-MODEL = ["--preset", "tiny", "--embedding-dim", "32", "--hidden-dim", "32", "--num-layers", "1",
-         "--spiking-units", "16", "--liquid-units", "16", "--hyena-filter-dim", "8", "--hyena-filter-length", "16",
-         "--memory-size", "64", "--num-clusters", "4", "--memory-compression-dim", "8"]
-RUN = ["--mixed-precision", "no", "--device", "cpu", "--batch-size", "4", "--sequence-length", "32",
-       "--warmup-steps", "2", "--eval-interval", "4", "--eval-batches", "2", "--save-interval", "2",
-       "--log-interval", "1", "--num-samples", "0"]
 
 
 class CaseFailed(AssertionError):
     """The CLI did not end the way the case requires."""
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
 
 
 class Workspace:
@@ -90,34 +77,22 @@ class Workspace:
         return self.root / "cases" / name
 
 
-def env() -> dict[str, str]:
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-
-
-def command(module: str, args: list[str]) -> list[str]:
-    return [sys.executable, "-m", f"s3cmn.cli.{module}", *args]
-
-
 def cli(module: str, args: list[str], timeout: float = 180, stdin: str | None = None) -> Result:
     try:
-        proc = subprocess.run(command(module, args), capture_output=True, text=True, timeout=timeout, env=env(),
-                              input=stdin, cwd=REPO)
+        return cli_runner.run_cli(module, args, timeout, cwd=REPO, stdin=stdin)
     except subprocess.TimeoutExpired as err:
         raise CaseFailed(f"still running after {timeout:.0f} s") from err
-    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def start(module: str, args: list[str], log: Path) -> subprocess.Popen:
-    handle = open(log, "w")  # noqa: SIM115 - the process owns it until it ends
-    return subprocess.Popen(command(module, args), stdout=handle, stderr=subprocess.STDOUT, env=env(), cwd=REPO)
+    return cli_runner.start_cli(module, args, log, cwd=REPO)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise CaseFailed(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    try:
+        cli_runner.wait_for(predicate, timeout, what)
+    except TimeoutError as err:
+        raise CaseFailed(str(err)) from None
 
 
 def finish(proc: subprocess.Popen, log: Path, timeout: float) -> Result:
@@ -194,6 +169,24 @@ def train_error(name: str, pattern: str, *extra: str) -> None:
         return error(cli("train", ws.train_args(ws.folder(name), *extra)), "s3cmn-train", pattern)
 
 
+def resume_refused(name: str, pattern: str, *extra: str) -> None:
+    """A case: resuming a copy of the base run with ``extra`` flags is refused, and the checkpoint stays whole."""
+    @case(name)
+    def run(ws: Workspace) -> str:
+        out = ws.copy_run(name)
+        line = error(cli("train", ws.train_args(out, "--resume", *extra)), "s3cmn-train", pattern)
+        intact(out, 4)
+        return line
+
+
+def edited_config_run(ws: Workspace, name: str) -> Path:
+    """A copy of the base run whose ``last/config.json`` says hidden_dim 64 (the weights are 32 wide)."""
+    out = ws.copy_run(name)
+    config = json.loads((out / "last" / "config.json").read_text())
+    (out / "last" / "config.json").write_text(json.dumps({**config, "hidden_dim": 64}))
+    return out
+
+
 # --- issue 17: the seven problems
 @case("rerun-into-existing-run-without-resume")
 def _(ws: Workspace) -> str:
@@ -247,28 +240,18 @@ def _(ws: Workspace) -> str:
     return line
 
 
-@case("resume-with-another-hidden-dim")
-def _(ws: Workspace) -> str:
-    out = ws.copy_run("resume-hidden")
-    line = error(cli("train", ws.train_args(out, "--resume", "--hidden-dim", "64")), "s3cmn-train",
-                 r"hidden_dim \(checkpoint 32, given 64\)")
-    intact(out, 4)
-    return line
+resume_refused("resume-with-another-hidden-dim", r"hidden_dim \(checkpoint 32, given 64\)", "--hidden-dim", "64")
 
 
 @case("edited-config-json-resume")
 def _(ws: Workspace) -> str:
-    out = ws.copy_run("edited-config")
-    config = json.loads((out / "last" / "config.json").read_text())
-    (out / "last" / "config.json").write_text(json.dumps({**config, "hidden_dim": 64}))
+    out = edited_config_run(ws, "edited-config")
     return error(cli("train", ws.train_args(out, "--resume")), "s3cmn-train", "does not match its config")
 
 
 @case("edited-config-json-eval")
 def _(ws: Workspace) -> str:
-    out = ws.copy_run("edited-config-eval")
-    config = json.loads((out / "last" / "config.json").read_text())
-    (out / "last" / "config.json").write_text(json.dumps({**config, "hidden_dim": 64}))
+    out = edited_config_run(ws, "edited-config-eval")
     return error(cli("eval", [str(out / "last"), "--max-eval-tokens", "64"]), "s3cmn-eval",
                  "does not match its config")
 
@@ -281,7 +264,7 @@ train_error("learned-positions-shorter-than-sequence", r"sequence_length = 32 is
 def _(ws: Workspace) -> str:
     out = ws.copy_run("pickled-optimizer")
     code = "import argparse, sys, torch; torch.save({'state': argparse.Namespace(a=1)}, sys.argv[1])"
-    subprocess.run([sys.executable, "-c", code, str(out / "last" / "optimizer.pt")], check=True, env=env())
+    subprocess.run([sys.executable, "-c", code, str(out / "last" / "optimizer.pt")], check=True, env=cli_env())
     line = error(cli("train", ws.train_args(out, "--resume")), "s3cmn-train", "not in a safe format")
     if "weights_only" in line:
         raise CaseFailed("the error recommends weights_only")
@@ -298,13 +281,8 @@ def _(ws: Workspace) -> str:
     return line
 
 
-@case("resume-with-new-sequence-length")
-def _(ws: Workspace) -> str:
-    out = ws.copy_run("resume-seq")
-    line = error(cli("train", ws.train_args(out, "--resume", "--sequence-length", "16")), "s3cmn-train",
-                 r"sequence_length \(checkpoint 32, given 16")
-    intact(out, 4)
-    return line
+resume_refused("resume-with-new-sequence-length", r"sequence_length \(checkpoint 32, given 16", "--sequence-length",
+               "16")
 
 
 @case("sigint-during-a-long-validation")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import types
 from typing import Any, Literal, TextIO, Union, get_args, get_origin
@@ -159,6 +160,17 @@ def add_settings_arguments(parser: argparse.ArgumentParser, sections: tuple[str,
             kwargs.update(nargs="?", const=True, metavar="BOOL")
         action = groups[group_name].add_argument(_flag(f.name), **kwargs)
         action.shown_default = repr(default).replace("%", "%%")
+
+
+def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--log-level``: how much the library logs to stderr (set up by :func:`configure_logging`)."""
+    parser.add_argument("--log-level", default=default, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="the least severe log messages shown on stderr (default %(default)s)")
+
+
+def configure_logging(level: str | int) -> None:
+    """Log lines with time, level and logger name, from ``level`` up, to stderr."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:

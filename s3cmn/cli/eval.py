@@ -4,10 +4,15 @@ spike sparsity, memory statistics, speed, size and peak memory, optionally 8-bit
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from s3cmn.cli.arguments import add_settings_arguments, parse_args_strictly, settings_from_args
+from s3cmn.cli.arguments import (
+    add_log_level,
+    add_settings_arguments,
+    configure_logging,
+    parse_args_strictly,
+    settings_from_args,
+)
 
 SECTIONS = ("data", "evaluation")
 
@@ -51,17 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "learned, both = off,learned; default both). cache / knn / cache+knn need `s3cmn-memory fit` "
                    "(and `build` for knn) first")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level(parser, "INFO")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args_strictly(parser, argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     from s3cmn.data.errors import DataError
+    from s3cmn.evaluation.errors import EvaluationError
     from s3cmn.evaluation.report import render_markdown, write_reports
-    from s3cmn.evaluation.run import EvaluationError, evaluate_checkpoint
+    from s3cmn.evaluation.run import evaluate_checkpoint
+    from s3cmn.utils.checkpoints import CheckpointError
     from s3cmn.utils.fields import ConfigError
 
     args.checkpoint = args.checkpoint_dir or args.checkpoint
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_checkpoint(args.checkpoint, data, evaluation, memory_start=evaluation.memory_start,
                                      memory_modes=memory_modes, progress=not args.no_progress)  # fmt: skip
         written = write_reports(report, evaluation.report_dir, evaluation.plot_dir)
-    except (EvaluationError, DataError, ConfigError, ImportError, OSError) as err:
+    except (CheckpointError, EvaluationError, DataError, ConfigError, ImportError, OSError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         parser.exit(2, f"s3cmn-eval: error: {message}\n")
     print(render_markdown(report), end="")

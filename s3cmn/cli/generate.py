@@ -18,11 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("checkpoint", help="model folder (config.json + weights + tokenizer)")
     parser.add_argument("--prompt", action="append", help="a prompt (repeatable); default: read stdin, one a line")
-    parser.add_argument("--max-new-tokens", type=int, default=50)
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate per prompt (default 50)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default 1)")
     parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="seed of the sampling, for reproducible text")
     parser.add_argument(
         "--quantize",
         choices=["none", "int8"],

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from s3cmn.cli.arguments import configure_logging
+
 
 def find_memories(path: Path) -> list[Path]:
     """Folders at or under ``path`` holding a saved memory, sorted."""
@@ -74,11 +76,11 @@ def print_report(report: dict) -> None:
 def query_memories(checkpoint: Path, text: str, tokenizer: Any, k: int | None) -> dict[str, list[dict]]:
     """Per memory layer: the hits for the last token of ``text``, with the model's own projected query."""
     from s3cmn.memory import query_report
-    from s3cmn.modeling.lm import S3CMNForCausalLM
+    from s3cmn.modeling.loading import load_model
 
     if tokenizer is None:
         raise ValueError("--query needs a tokenizer: the checkpoint has none; give --tokenizer")
-    model = S3CMNForCausalLM.from_pretrained(checkpoint)
+    model = load_model(checkpoint)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
     if ids.shape[1] == 0:
         raise ValueError("--query text is empty after tokenisation")
@@ -97,12 +99,13 @@ def query_memories(checkpoint: Path, text: str, tokenizer: Any, k: int | None) -
 def _model_and_text(checkpoint: Path, text_file: Path, context_length: int, stride: int, batch_size: int):
     """The checkpoint's model, the text's stream (as s3cmn-eval tokenises it) and the resolved windows."""
     from s3cmn.evaluation.perplexity import prepare_text
-    from s3cmn.evaluation.run import load_checkpoint, load_eval_tokenizer, resolve_window
+    from s3cmn.evaluation.run import load_eval_tokenizer, resolve_window
+    from s3cmn.modeling.loading import load_model
     from s3cmn.run_config import DataConfig, EvalConfig
 
     if not text_file.is_file():
         raise ValueError(f"--text {text_file} is not a file")
-    model = load_checkpoint(checkpoint)
+    model = load_model(checkpoint)
     tokenizer, _ = load_eval_tokenizer(checkpoint, DataConfig())
     window = resolve_window(EvalConfig(context_length=context_length, stride=stride), model.config, checkpoint)
     text = prepare_text(text_file.read_text(encoding="utf-8"), tokenizer, 0, None, model.config.vocab_size)
@@ -181,13 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.command == "inspect" else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    configure_logging(logging.WARNING if args.command == "inspect" else logging.INFO)
     from s3cmn.data.errors import DataError
     from s3cmn.memory import FaissMemory, MemoryLoadError, memory_report, plot_memory
 
     if args.command in ("build", "fit"):
-        from s3cmn.evaluation.run import EvaluationError
+        from s3cmn.evaluation.errors import EvaluationError
 
         try:
             (run_build if args.command == "build" else run_fit)(args)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from s3cmn.cli.arguments import add_config_options, add_settings_arguments, parse_args_strictly, settings_from_args
+from s3cmn.cli.arguments import (
+    add_config_options,
+    add_log_level,
+    add_settings_arguments,
+    configure_logging,
+    parse_args_strictly,
+    settings_from_args,
+)
 from s3cmn.settings import read_config_file
 
 SECTIONS = ("model", "training", "data")
@@ -28,20 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a search dimension: NAME=log:1e-4:3e-3, NAME=float:0:0.3, NAME=int:1:4, "
                        "NAME=choice:a,b (width_scale=choice:0.5,1.0,1.5 scales all widths)")
     sweep.add_argument("--n-trials", type=int, default=10, help="finished trials the study should reach")
-    sweep.add_argument("--study-name", default="s3cmn")
+    sweep.add_argument("--study-name", default="s3cmn", help="the study's name in the storage (default s3cmn)")
     sweep.add_argument("--storage", help="Optuna storage URL (default sqlite:///<output-dir>/study.db)")
-    sweep.add_argument("--sampler", choices=["tpe", "random", "grid"], default="tpe")
-    sweep.add_argument("--pruner", choices=["median", "none"], default="median")
+    sweep.add_argument("--sampler", choices=["tpe", "random", "grid"], default="tpe",
+                       help="how trials pick their parameters; grid needs a choice list for every one (default tpe)")
+    sweep.add_argument("--pruner", choices=["median", "none"], default="median",
+                       help="median: stop a trial whose validation loss is worse than the median of earlier trials "
+                       "at the same step (default median)")
     add_config_options(parser)
     add_settings_arguments(parser, SECTIONS)
-    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level(parser, "WARNING")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args_strictly(parser, argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     from s3cmn.data.errors import DataError
     from s3cmn.training import CheckpointError, TrainingError
     from s3cmn.training.sweep import SweepSpec, parse_param, run_sweep, trials_table

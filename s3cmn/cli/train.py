@@ -9,7 +9,9 @@ from pathlib import Path
 
 from s3cmn.cli.arguments import (
     add_config_options,
+    add_log_level,
     add_settings_arguments,
+    configure_logging,
     interactive_edit,
     parse_args_strictly,
     settings_from_args,
@@ -39,14 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     preset = next(a for a in parser._actions if a.dest == "preset")
     preset.choices = sorted([*preset.choices, *TASK_PRESETS])
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level(parser, "INFO")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args_strictly(parser, argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     from s3cmn.data.errors import DataError
     from s3cmn.tasks.commands import is_task_preset, task_run_settings, train_task_command
     from s3cmn.training import CheckpointError, TrainingError, train

@@ -25,7 +25,6 @@ What was chosen is a JSON-ready *selection record* that training stores in every
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from s3cmn.data.errors import DataError
+from s3cmn.utils.checkpoints import STATE_FILE, read_trainer_state, resolve_checkpoint
 
 if TYPE_CHECKING:
     from s3cmn.run_config import DataConfig
@@ -231,18 +231,13 @@ def _short(source: dict[str, Any]) -> str:
 def validation_selection(checkpoint: str | Path) -> dict[str, Any] | None:
     """The selection record stored in a checkpoint (a checkpoint folder, or a run folder: its ``best``).
 
-    None for checkpoints written before the record was kept, or trained without validation text.
+    None for checkpoints written before the record was kept, or trained without validation text; a
+    :class:`~s3cmn.utils.checkpoints.CheckpointError` where there is no readable training checkpoint.
     """
-    from s3cmn.training.checkpoint import STATE_FILE, resolve_checkpoint
-
     folder = Path(checkpoint).expanduser()
     if not (folder / STATE_FILE).is_file() and (folder / "best").is_dir():
         folder = folder / "best"  # a run folder: the checkpoint chosen on the validation text
-    folder = resolve_checkpoint(folder)
-    try:
-        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"checkpoint {folder}: its {STATE_FILE} is unreadable ({err})") from None
+    state = read_trainer_state(resolve_checkpoint(folder))
     return (state.get("settings") or {}).get(SELECTION_KEY)
 
 

@@ -14,8 +14,7 @@ from s3cmn.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "evaluate_checkpoint": "s3cmn.evaluation.run",
-    "load_checkpoint": "s3cmn.evaluation.run",
-    "EvaluationError": "s3cmn.evaluation.run",
+    "EvaluationError": "s3cmn.evaluation.errors",
     "score_stream": "s3cmn.evaluation.perplexity",
     "sliding_windows": "s3cmn.evaluation.perplexity",
     "prepare_text": "s3cmn.evaluation.perplexity",

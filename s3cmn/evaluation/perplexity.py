@@ -41,7 +41,6 @@ text whose tokens are scored.
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -52,8 +51,6 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-logger = logging.getLogger(__name__)
 
 _LINES_PER_BATCH = 512
 

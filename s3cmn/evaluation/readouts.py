@@ -53,7 +53,7 @@ def resolve_memory_modes(memory_modes: Sequence[str] | None, legacy: str) -> lis
 def readout_inputs(folder: Path, modes: list[str], text: EvalText, window: dict[str, Any],
                    notes: list[str]) -> tuple[Any, Any]:
     """Settings and datastore for the read-out modes; refuse a scored text they were fitted on / built from."""
-    from s3cmn.evaluation.run import EvaluationError
+    from s3cmn.evaluation.errors import EvaluationError
     from s3cmn.memory.nexttoken.generate import load_readouts
     from s3cmn.memory.nexttoken.stream import check_settings
 
@@ -99,10 +99,10 @@ def _run(precision: str, mode: str, text: EvalText, nll: torch.Tensor, seconds: 
 def score_modes(model: Any, precision: str, modes: list[str], text: EvalText, window: dict[str, Any],
                 batch_size: int, snapshot: Any, device: torch.device, progress: bool, settings: Any,
                 datastore: Any) -> list[dict[str, Any]]:
-    """One run per mode, in the order asked: learned through :func:`~s3cmn.evaluation.run.score_run`, the
+    """One run per mode, in the order asked: learned through :func:`~s3cmn.evaluation.runs.score_run`, the
     others in one shared LM pass."""
     from s3cmn.evaluation.perplexity import sliding_windows
-    from s3cmn.evaluation.run import score_run
+    from s3cmn.evaluation.runs import score_run
     from s3cmn.evaluation.sparsity import model_sparsity
 
     shared = [m for m in modes if m in READOUT_MODES]

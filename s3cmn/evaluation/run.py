@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from s3cmn.evaluation.memory_state import (
-    memory_content,
-    provenance_overlap,
-    restore_memories,
-    snapshot_memories,
-    summarise_reads,
-)
-from s3cmn.evaluation.perplexity import EvalText, nll_summary, prepare_text, score_stream
+from s3cmn.evaluation.errors import EvaluationError
+from s3cmn.evaluation.memory_state import memory_content, provenance_overlap, restore_memories, snapshot_memories
+from s3cmn.evaluation.perplexity import EvalText, prepare_text
 from s3cmn.evaluation.readouts import (
     readout_generation_cost,
     readout_inputs,
@@ -37,10 +31,15 @@ from s3cmn.evaluation.readouts import (
     resolve_memory_modes,
     score_modes,
 )
-from s3cmn.evaluation.sparsity import ENERGY_NOTE, model_sparsity
-from s3cmn.evaluation.speed import PeakMemory, folder_size, measure_speed, parameter_count, serialized_size
+from s3cmn.evaluation.runs import context_curve, speed_and_size
+from s3cmn.evaluation.sparsity import ENERGY_NOTE
+from s3cmn.evaluation.speed import PeakMemory, folder_size
 from s3cmn.memory.nexttoken.stream import READOUT_MODES
+from s3cmn.modeling.loading import load_model
 from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
+from s3cmn.utils.checkpoints import STATE_FILE, CheckpointError, read_trainer_state
+
+__all__ = ["EvaluationError", "evaluate_checkpoint", "load_eval_tokenizer", "resolve_window", "selection_note"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,30 +50,8 @@ CURVE_CONTEXTS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 
 
-class EvaluationError(ValueError):
-    """A checkpoint or a setting cannot be evaluated; the message says why and what to do."""
-
-
 # --------------------------------------------------------------------------------------------------
 # inputs
-
-
-def load_checkpoint(path: str | os.PathLike) -> Any:
-    """``S3CMNForCausalLM.from_pretrained(path)`` with one-line errors for a missing or broken checkpoint."""
-    from s3cmn.modeling.lm import S3CMNForCausalLM
-
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise EvaluationError(f"checkpoint {folder} does not exist or is not a folder")
-    if not (folder / "config.json").is_file():
-        inner = [folder / n for n in ("best", "last") if (folder / n / "config.json").is_file()]
-        hint = f"; it holds training checkpoints: evaluate {inner[0]}" if inner else ""
-        raise EvaluationError(f"{folder} is not a model checkpoint: config.json is missing{hint}")
-    try:
-        return S3CMNForCausalLM.from_pretrained(str(folder))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EvaluationError(f"cannot load the checkpoint {folder}: {reason}") from err
 
 
 def load_eval_tokenizer(folder: Path, data: DataConfig) -> tuple[Any, str]:
@@ -89,11 +66,10 @@ def load_eval_tokenizer(folder: Path, data: DataConfig) -> tuple[Any, str]:
 
 def training_sequence_length(folder: Path) -> tuple[int, str]:
     """The training ``sequence_length``: from ``trainer_state.json`` when it records it, else the default."""
-    state_file = folder / "trainer_state.json"
-    if state_file.is_file():
-        state = json.loads(state_file.read_text(encoding="utf-8"))
+    if (folder / STATE_FILE).is_file():
+        state = read_trainer_state(folder)
         if "sequence_length" in state:
-            return int(state["sequence_length"]), "trainer_state.json sequence_length"
+            return int(state["sequence_length"]), f"{STATE_FILE} sequence_length"
     return TrainingConfig().sequence_length, "TrainingConfig default sequence_length (not recorded in the checkpoint)"
 
 
@@ -126,111 +102,39 @@ def text_source(data: DataConfig, split: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------
-# runs
-
-
-def _layer_names(model: Any, count: int) -> list[str]:
-    names = [str(layer) for layer in model.memory_bank.layers]
-    return names if len(names) == count else [str(i) for i in range(count)]
-
-
-def score_run(model: Any, precision: str, mode: str, text: EvalText, window: dict[str, Any], batch_size: int,
-              snapshot: Any, device: torch.device, progress: bool) -> dict[str, Any]:
-    """One perplexity run: memory ``mode`` "off" (no reads, no writes) or "on" (fresh starting copy, writes)."""
-    use = mode == "on"
-    if use:
-        restore_memories(model, snapshot)
-    start = memory_content(model.memory_bank) if use else None
-    with PeakMemory(device) as peak:
-        score = score_stream(model, text.stream, window["context_length"], window["stride"], batch_size,
-                             use_memory=use, write_memory=use, progress=progress, desc=f"{precision} memory {mode}")
-    run: dict[str, Any] = {
-        "precision": precision,
-        "memory": mode,
-        "perplexity": nll_summary(score.nll_sum, text.num_tokens, text.words, text.bytes),
-        "windows": score.windows,
-        "forwards": score.forwards,
-        "tokens_processed": score.tokens_processed,
-        "seconds": score.seconds,
-        "scored_tokens_per_s": text.num_tokens / max(score.seconds, 1e-9),
-        "peak_memory": peak.result,
-        "sparsity": [s.to_dict() for s in model_sparsity(model, score.spike_stats, score.tokens_processed)],
-        "memory_state": None,
-    }
-    if use:
-        reads = score.memory_reads or []
-        names = _layer_names(model, len(reads))
-        run["memory_state"] = {
-            "start": start,
-            "end": memory_content(model.memory_bank),
-            "reads": {name: summarise_reads(r) for name, r in zip(names, reads, strict=True)},
-            "store": {str(layer): m.stats().to_dict() for layer, m in model.memory_bank},
-            "hit_rate_trace": score.hit_rate_trace,
-        }
-        restore_memories(model, snapshot)  # leave the model holding the starting memory
-    ppl = run["perplexity"]
-    logger.info("%s memory %s: token ppl %.3f, word ppl %.3f, %.4f bits/byte (%d tokens, %.1f s)", precision,
-                mode, ppl["token_perplexity"], ppl["word_perplexity"], ppl["bits_per_byte"], text.num_tokens,
-                score.seconds)  # fmt: skip
-    return run
-
-
-def context_curve(model: Any, text: EvalText, contexts: Sequence[int], tokens: int, batch_size: int,
-                  progress: bool) -> list[dict[str, Any]]:
-    """Token perplexity (memory off) on the first ``tokens`` tokens, for each context (stride = context // 2)."""
-    stream = text.stream[: tokens + 1]
-    rows = []
-    for c in contexts:
-        score = score_stream(model, stream, c, max(1, c // 2), batch_size, progress=progress, desc=f"context {c}")
-        n = stream.numel() - 1
-        rows.append({"context_length": c, "stride": max(1, c // 2), "tokens": n,
-                     "nll_per_token": score.nll_sum / n, "token_perplexity": nll_summary(
-                         score.nll_sum, n, 1, 1)["token_perplexity"]})  # fmt: skip
-    return rows
-
-
-def speed_and_size(model: Any, text: EvalText, use_memory: bool, device: torch.device, prompt_tokens: int,
-                   new_tokens: int, repeats: int) -> dict[str, Any]:
-    """Parameters, serialised size, prefill / generation speed and the peak memory while timing."""
-    limit = prompt_tokens
-    if model.config.position_embedding == "learned":  # prompt + generated tokens must have positions
-        limit = min(limit, model.config.max_position_embeddings - new_tokens)
-    prompt = text.stream[1 : 1 + max(1, min(limit, text.num_tokens))][None]  # (1, T): real text
-    with PeakMemory(device) as peak:
-        speed = measure_speed(model, prompt, new_tokens, repeats, use_memory=use_memory)
-    return {"parameters": parameter_count(model), "serialized_state_dict_bytes": serialized_size(model),
-            "speed": speed.to_dict(), "speed_peak_memory": peak.result}  # fmt: skip
-
-
-def import_quantizer() -> Any:
-    """``quantize_model`` of :mod:`s3cmn.quantization` (the quantization issue), or a clear ImportError."""
-    try:
-        from s3cmn.quantization import quantize_model
-    except ImportError:
-        try:
-            from s3cmn.quantization.backends import quantize_model
-        except ImportError as err:
-            raise ImportError(f"--quantize int8 needs s3cmn.quantization.quantize_model, which is not available "
-                              f"({err}); run without --quantize") from err  # fmt: skip
-    return quantize_model
-
-
-# --------------------------------------------------------------------------------------------------
 # the whole evaluation
-
 
 
 def selection_note(folder: Path) -> str:
     """Which text the checkpoint was selected on (its validation text), as one report note."""
-    from s3cmn.data.errors import DataError
     from s3cmn.data.validation import describe_selection, validation_selection
-    from s3cmn.training.checkpoint import CheckpointError
 
     try:
         record = validation_selection(folder)
-    except (DataError, CheckpointError):  # a bare model folder (save_pretrained) has no trainer state
+    except CheckpointError:  # a bare model folder (save_pretrained) has no trainer state
         record = None
     return f"checkpoint selected (best, early stopping) on: {describe_selection(record)}"
+
+
+@dataclass
+class _Scoring:
+    """What every run of one evaluation shares: the text, the window, the modes and the starting memory."""
+
+    folder: Path
+    device: torch.device
+    raw: str
+    text: EvalText
+    tokenizer: Any
+    tokenizer_source: str
+    window: dict[str, Any]
+    modes: list[str]
+    snapshot: Any
+    overlap: dict[str, int]
+    use_memory: bool  # the learned memory is read in the speed runs
+    readouts: Any
+    datastore: Any
+    notes: list[str]
+
 
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
@@ -253,22 +157,46 @@ def evaluate_checkpoint(
     both = off + learned). ``curve_contexts`` None: the perplexity-against-context curve is computed (powers
     of two up to the context) only when ``evaluation.plot_dir`` is set; an empty sequence: never.
     """
-    from s3cmn.data import load_text_splits
-    from s3cmn.evaluation.report import environment, tokenizer_info
-
     if memory_start not in ("saved", "empty"):
         raise EvaluationError(f"memory_start must be 'saved' or 'empty', got {memory_start!r}")
     started = time.time()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     folder = Path(checkpoint).expanduser()
-    model = load_checkpoint(folder).to(dev).eval()
+    speed = {"prompt_tokens": speed_prompt_tokens, "new_tokens": speed_new_tokens, "repeats": speed_repeats}
+    model = load_model(folder).to(dev).eval()
+    # 1. the text, the window and the starting memory
+    scoring = _prepare(model, folder, data, evaluation, memory_start, memory_modes, dev)
+    # 2. fp32: perplexity runs, speed, size, the context curve
+    runs, models = _score_fp32(model, scoring, evaluation, speed, progress)
+    if curve_contexts is None:
+        c = scoring.window["context_length"]
+        curve_contexts = [x for x in CURVE_CONTEXTS if x < c][-5:] + [c] if evaluation.plot_dir else []
+    curve = context_curve(model, scoring.text, curve_contexts, curve_tokens, evaluation.eval_batch_size, progress) \
+        if curve_contexts else []  # fmt: skip
+    model_config = model.config.settings_dict()
+    # 3. int8: a fresh copy from disk, quantized, with the same starting memory
+    if evaluation.quantize == "int8":
+        del model
+        gc.collect()
+        int8_runs, models["int8"] = _score_int8(scoring, evaluation, speed, progress)
+        runs += int8_runs
+    settings = {"evaluation": evaluation.to_dict(), "data": data.to_dict(), **scoring.window,
+                "memory_modes": scoring.modes, "memory_start": memory_start, "device": str(dev), "speed": speed,
+                "context_curve": {"contexts": list(curve_contexts), "tokens": curve_tokens}}  # fmt: skip
+    return _report(scoring, data, evaluation, started, model_config, settings, runs, models, curve)
+
+
+def _prepare(model: Any, folder: Path, data: DataConfig, evaluation: EvalConfig, memory_start: MemoryStart,
+             memory_modes: Sequence[str] | None, device: torch.device) -> _Scoring:
+    """Tokenizer, window and text; the starting memory (saved or emptied) and its overlap with the text;
+    the memory modes to score and the read-outs they need."""
+    from s3cmn.data import load_text_splits
+
     tokenizer, tokenizer_source = load_eval_tokenizer(folder, data)
     window = resolve_window(evaluation, model.config, folder)
     raw = load_text_splits(data, (evaluation.split,))[evaluation.split]
     text = prepare_text(raw, tokenizer, evaluation.max_eval_tokens, data.cache_dir, model.config.vocab_size)
     notes: list[str] = [selection_note(folder)]
-
-    # 1. the starting memory
     has_memory = len(model.memory_bank) > 0
     if memory_start == "empty":
         model.memory_bank.reset()
@@ -286,69 +214,72 @@ def evaluate_checkpoint(
         modes = [m for m in modes if m != "learned"] or ["off"]
         notes.append("the model has no external memory (use_memory = False): the learned reader was not scored")
     readouts, datastore = readout_inputs(folder, modes, text, window, notes)
-
     if "learned" in modes:
         notes.append(f"memory learned: the {evaluation.eval_batch_size} windows of one forward (eval_batch_size) read "
                      "the memory as it was before that forward and are written to it after they are scored")
-    # 2. fp32: perplexity runs, speed, size, the context curve
-    runs = score_modes(model, "fp32", modes, text, window, evaluation.eval_batch_size, snapshot, dev, progress,
-                       readouts, datastore)  # fmt: skip
-    use_memory = has_memory and "learned" in modes
-    models = {"fp32": {**speed_and_size(model, text, use_memory, dev, speed_prompt_tokens,
-                                        speed_new_tokens, speed_repeats), "disk": folder_size(folder)}}  # fmt: skip
-    generation_modes = [m for m in modes if m in READOUT_MODES and m != "off"]
+    return _Scoring(folder, device, raw, text, tokenizer, tokenizer_source, window, modes, snapshot, overlap,
+                    has_memory and "learned" in modes, readouts, datastore, notes)
+
+
+def _score_fp32(model: Any, scoring: _Scoring, evaluation: EvalConfig, speed: dict[str, int],
+                progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The fp32 runs of every mode, and the fp32 model's speed, size and read-out generation cost."""
+    s = scoring
+    runs = score_modes(model, "fp32", s.modes, s.text, s.window, evaluation.eval_batch_size, s.snapshot, s.device,
+                       progress, s.readouts, s.datastore)  # fmt: skip
+    fp32 = {**speed_and_size(model, s.text, s.use_memory, s.device, **speed), "disk": folder_size(s.folder)}
+    generation_modes = [m for m in s.modes if m in READOUT_MODES and m != "off"]
     if generation_modes:
-        models["fp32"]["readout_generation"] = readout_generation_cost(
-            model, text, generation_modes, readouts, datastore, speed_new_tokens, speed_repeats)
-    if curve_contexts is None:
-        c = window["context_length"]
-        curve_contexts = [x for x in CURVE_CONTEXTS if x < c][-5:] + [c] if evaluation.plot_dir else []
-    curve = context_curve(model, text, curve_contexts, curve_tokens, evaluation.eval_batch_size, progress) \
-        if curve_contexts else []  # fmt: skip
-    model_config = model.config.settings_dict()
+        fp32["readout_generation"] = readout_generation_cost(
+            model, s.text, generation_modes, s.readouts, s.datastore, speed["new_tokens"], speed["repeats"])
+    return runs, {"fp32": fp32}
 
-    # 3. int8: a fresh copy from disk, quantized, with the same starting memory
-    if evaluation.quantize == "int8":
-        quantize_model = import_quantizer()
-        del model
-        gc.collect()
-        with PeakMemory(dev) as peak:
-            qmodel = load_checkpoint(folder).to(dev).eval()
-            qmodel, qreport = quantize_model(qmodel, evaluation.backend)
-        restore_memories(qmodel, snapshot)
-        runs += score_modes(qmodel, "int8", modes, text, window, evaluation.eval_batch_size, snapshot, dev,
-                            progress, readouts, datastore)  # fmt: skip
-        models["int8"] = {**speed_and_size(qmodel, text, use_memory, dev, speed_prompt_tokens,
-                                           speed_new_tokens, speed_repeats),
-                          "parameters": qreport.params_total,  # counted before quantization
-                          "load_and_quantize_peak_memory": peak.result,
-                          "quantization": {**asdict(qreport), "int8_fraction": qreport.int8_fraction}}  # fmt: skip
 
+def _score_int8(scoring: _Scoring, evaluation: EvalConfig, speed: dict[str, int],
+                progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The checkpoint loaded again and quantized (its peak memory measured), then scored like the fp32 one."""
+    from s3cmn.quantization.backends import quantize_model
+
+    s = scoring
+    with PeakMemory(s.device) as peak:
+        model = load_model(s.folder).to(s.device).eval()
+        model, report = quantize_model(model, evaluation.backend)
+    restore_memories(model, s.snapshot)
+    runs = score_modes(model, "int8", s.modes, s.text, s.window, evaluation.eval_batch_size, s.snapshot, s.device,
+                       progress, s.readouts, s.datastore)  # fmt: skip
+    int8 = {**speed_and_size(model, s.text, s.use_memory, s.device, **speed),
+            "parameters": report.params_total,  # counted before quantization
+            "load_and_quantize_peak_memory": peak.result,
+            "quantization": {**asdict(report), "int8_fraction": report.int8_fraction}}  # fmt: skip
+    return runs, int8
+
+
+def _report(scoring: _Scoring, data: DataConfig, evaluation: EvalConfig, started: float,
+            model_config: dict[str, Any], settings: dict[str, Any], runs: list[dict[str, Any]],
+            models: dict[str, Any], curve: list[dict[str, Any]]) -> dict[str, Any]:
+    from s3cmn.evaluation.report import environment, tokenizer_info
+
+    s, raw, text = scoring, scoring.raw, scoring.text
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": time.time() - started,
-        "checkpoint": {"path": str(folder.resolve()), "model_config": model_config},
-        "settings": {"evaluation": evaluation.to_dict(), "data": data.to_dict(), **window,
-                     "memory_modes": modes, "memory_start": memory_start, "device": str(dev),
-                     "speed": {"prompt_tokens": speed_prompt_tokens, "new_tokens": speed_new_tokens,
-                               "repeats": speed_repeats},
-                     "context_curve": {"contexts": list(curve_contexts), "tokens": curve_tokens}},  # fmt: skip
+        "checkpoint": {"path": str(s.folder.resolve()), "model_config": model_config},
+        "settings": settings,
         "data": {"split": evaluation.split, "source": text_source(data, evaluation.split),
                  "split_text_sha256": hashlib.sha256(raw.encode("utf-8")).hexdigest(),
                  "split_bytes": len(raw.encode("utf-8")), "truncated": text.truncated, "lines": text.lines,
                  "words": text.words, "bytes": text.bytes, "tokens": text.num_tokens,
                  "prefix_token_id": text.prefix_token_id},  # fmt: skip
-        "tokenizer": tokenizer_info(tokenizer, tokenizer_source),
-        "memory_start": {"content": memory_start, "layers": memory_content(snapshot.bank),
-                         "entries_holding_scored_text": overlap},  # fmt: skip
-        "readouts": readout_summary(readouts, datastore, modes),
+        "tokenizer": tokenizer_info(s.tokenizer, s.tokenizer_source),
+        "memory_start": {"content": settings["memory_start"], "layers": memory_content(s.snapshot.bank),
+                         "entries_holding_scored_text": s.overlap},  # fmt: skip
+        "readouts": readout_summary(s.readouts, s.datastore, s.modes),
         "runs": runs,
         "models": models,
         "context_curve": curve,
         "energy_note": ENERGY_NOTE,
-        "notes": notes,
-        "environment": environment(dev),
+        "notes": s.notes,
+        "environment": environment(s.device),
     }
-

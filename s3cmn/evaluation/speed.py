@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import io
-import logging
 import os
 import resource
 import statistics
@@ -23,8 +22,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-logger = logging.getLogger(__name__)
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")

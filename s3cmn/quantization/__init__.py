@@ -32,7 +32,7 @@ _EXPORTS = {
     "measure_recall": "s3cmn.quantization.memory_int8",
     "load_for_inference": "s3cmn.quantization.inference",
     "generate_text": "s3cmn.quantization.inference",
-    "CheckpointError": "s3cmn.quantization.inference",
+    "CheckpointError": "s3cmn.utils.checkpoints",
 }
 __all__ = list(_EXPORTS)
 

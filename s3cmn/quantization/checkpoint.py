@@ -27,17 +27,18 @@ from torch import Tensor, nn
 
 from s3cmn.quantization.backends import QuantizationReport, import_bitsandbytes
 from s3cmn.quantization.int8 import Int8Embedding, Int8Linear, quiet_torch_ao, unpack_dynamic
+from s3cmn.utils.checkpoints import QUANTIZED_MANIFEST, CheckpointError
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "quantization.json"
+MANIFEST = QUANTIZED_MANIFEST
 WEIGHTS = "model-int8.safetensors"
 FORMAT = "s3cmn-int8"
 VERSION = 1
 MEMORY_DIR = "memory"
 
 
-class QuantizedCheckpointError(ValueError):
+class QuantizedCheckpointError(CheckpointError):
     """A quantized checkpoint is missing, incomplete, corrupt, or does not match its config."""
 
 

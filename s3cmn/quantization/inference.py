@@ -19,15 +19,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from s3cmn.modeling.loading import load_model
 from s3cmn.quantization.backends import Backend, QuantizationReport, quantize_model
 from s3cmn.quantization.checkpoint import is_quantized_checkpoint, load_quantized
 
 logger = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing, incomplete or unreadable."""
-
 
 @dataclass
 class GenerationResult:
@@ -53,39 +49,24 @@ def load_for_inference(
 
     ``quantize="int8"`` quantises an fp32 checkpoint with ``quantize_model`` (and its FAISS memories to SQ8
     when ``memory_int8``); a quantized checkpoint is loaded as saved whatever ``quantize`` says.
-    Raises CheckpointError (or the loader's own ValueError subclass) with a one-line reason.
+    Raises a :class:`~s3cmn.utils.checkpoints.CheckpointError` with a one-line reason.
     """
     import s3cmn  # noqa: F401  (registers the model with the Auto classes)
     from s3cmn.data.tokenizer import load_tokenizer
 
     root = Path(checkpoint)
-    if not root.is_dir():
-        raise CheckpointError(f"checkpoint folder {root} does not exist")
     if is_quantized_checkpoint(root):
         model, report = load_quantized(root)
         if quantize == "none":
             logger.info("%s is an int8 checkpoint (%s backend): loaded as int8", root, report.backend)
     else:
-        model, report = _load_fp32(root), None
+        model, report = load_model(root), None
         if quantize == "int8":
             model, report = quantize_model(model, backend, threshold)
             if memory_int8:
                 quantize_memories(model)
     tokenizer = load_tokenizer(str(root))
     return model, tokenizer, report
-
-
-def _load_fp32(root: Path) -> nn.Module:
-    from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM
-
-    if not (root / "config.json").is_file():
-        raise CheckpointError(f"{root} holds no config.json: not a model checkpoint (save_pretrained folder)")
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(root)).eval()
-    except (OSError, ValueError, SafetensorError, KeyError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot load the checkpoint in {root}: {first_line}") from err
 
 
 def quantize_memories(model: nn.Module) -> None:

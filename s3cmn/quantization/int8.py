@@ -18,7 +18,6 @@ state dict. Int8Linear has two kernels:
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from collections.abc import Iterator
 from typing import Literal
@@ -26,8 +25,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-logger = logging.getLogger(__name__)
 
 HeadKernel = Literal["auto", "weight_only", "dynamic"]
 

@@ -31,18 +31,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from s3cmn.utils.checkpoints import (
+    STATE_FILE,
+    CheckpointError,
+    CheckpointFormatError,
+    CorruptCheckpointError,
+    first_line,
+    read_trainer_state,
+    resolve_checkpoint,
+)
+
+__all__ = ["CheckpointError", "RunLock", "check_output_dir", "clear_output_dir", "load_training_state",
+           "read_run_settings", "resolve_checkpoint", "save_checkpoint"]
+
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 LOCK_FILE = "train.lock"
-CHECKPOINT_NAMES = ("last", "best")
+CHECKPOINT_NAMES = ("last", "best")  # the order they are listed in messages
 RUN_FILES = ("metrics.jsonl", "metrics.csv", "tensorboard")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, incomplete or corrupt."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -95,35 +103,22 @@ def save_checkpoint(
     return final
 
 
-def resolve_checkpoint(folder: str | os.PathLike) -> Path:
-    """The folder to load: ``folder`` itself, or ``folder.old`` left by a crash between the final renames."""
-    final = Path(folder)
-    if (final / STATE_FILE).is_file():
-        return final
-    old = final.with_name(final.name + ".old")
-    if (old / STATE_FILE).is_file():
-        logger.warning("checkpoint %s is incomplete; using %s left by an interrupted save", final, old)
-        return old
-    if final.exists():
-        raise CheckpointError(f"checkpoint {final} is incomplete: {STATE_FILE} is missing; start without --resume")
-    raise CheckpointError(f"no checkpoint at {final}: train without --resume first (or check --output-dir)")
-
-
 def load_training_state(
     folder: Path, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
     """Restore optimizer, scheduler and RNG states from ``folder``; return the trainer state."""
+    state = read_trainer_state(folder)
     try:
-        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
         optimizer.load_state_dict(_load_tensors(folder / OPTIMIZER_FILE))
         scheduler.load_state_dict(_load_tensors(folder / SCHEDULER_FILE))
     except FileNotFoundError as err:
-        raise CheckpointError(f"checkpoint {folder} is incomplete: {Path(err.filename).name} is missing") from None
+        raise CorruptCheckpointError(f"checkpoint {folder} is incomplete: {Path(err.filename).name} is missing") \
+            from None
     except CheckpointError:
         raise
-    except (json.JSONDecodeError, UnicodeDecodeError, RuntimeError, ValueError, KeyError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(f"checkpoint {folder} is corrupt ({type(err).__name__}: {reason})") from None
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CorruptCheckpointError(f"checkpoint {folder} is corrupt ({type(err).__name__}: {first_line(err)})") \
+            from None
     set_rng_state(state["rng"])
     return state
 
@@ -134,9 +129,9 @@ def _load_tensors(path: Path) -> Any:
         return torch.load(path, weights_only=True)
     except pickle.UnpicklingError as err:
         if "global" not in str(err).lower():  # not a refused Python object: the bytes are damaged
-            raise CheckpointError(f"{path} is corrupt (not a tensor file); restore the checkpoint, or start the "
+            raise CorruptCheckpointError(f"{path} is corrupt (not a tensor file); restore the checkpoint, or start the "
                                   "run again with --overwrite") from None
-        raise CheckpointError(
+        raise CheckpointFormatError(
             f"{path} is not in a safe format: it holds pickled Python objects, which are never loaded (they "
             "could run code). s3cmn-train writes plain tensors: restore this checkpoint from a copy written by "
             "s3cmn-train, or start the run again with --overwrite"
@@ -152,11 +147,11 @@ def read_run_settings(folder: str | os.PathLike) -> dict[str, dict[str, Any] | N
     from s3cmn.config import S3CMNConfig
 
     root = resolve_checkpoint(folder)
+    state = read_trainer_state(root)
     try:
-        state = json.loads((root / STATE_FILE).read_text(encoding="utf-8"))
         model = S3CMNConfig.from_pretrained(str(root)).settings_dict()
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {root} is unreadable ({type(err).__name__}: {err})") from None
+    except (OSError, ValueError, TypeError) as err:
+        raise CorruptCheckpointError(f"checkpoint {root} is unreadable ({type(err).__name__}: {err})") from None
     return {"model": model, "training": state.get("settings", {}).get("training"),
             "data": state.get("settings", {}).get("data")}
 

@@ -16,21 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli.conftest import run_cli, start_cli
-
-TRACEBACK = "Traceback (most recent call last)"
+from s3cmn.utils.cli_runner import TRACEBACK, run_cli, start_cli, wait_for
 
 
 def trainer_state(folder: Path) -> dict:
     return json.loads((folder / "trainer_state.json").read_text())
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def one_line_error(result, prog: str = "s3cmn-train") -> str:

@@ -105,9 +105,9 @@ def test_memory_both_matches_memory_off_alone(report: dict, tiny_checkpoint: Pat
 def test_saved_or_empty_starting_memory(tiny_checkpoint: Path, wikitext_dir: Path, tmp_path: Path) -> None:
     from s3cmn.data import load_tokenizer
     from s3cmn.evaluation.perplexity import prepare_text
-    from s3cmn.evaluation.run import load_checkpoint
+    from s3cmn.modeling.loading import load_model
 
-    model = load_checkpoint(tiny_checkpoint)
+    model = load_model(tiny_checkpoint)
     tokenizer = load_tokenizer(str(tiny_checkpoint))
     text = prepare_text((wikitext_dir / "wiki.test.raw").read_text(), tokenizer, 300)
     model(text.stream[None, 1:], write_memory=True)  # a memory that already holds the scored text

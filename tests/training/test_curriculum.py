@@ -7,11 +7,10 @@ import json
 import pytest
 import torch
 
-from s3cmn import S3CMNConfig, S3CMNForCausalLM
 from s3cmn.run_config import TrainingConfig
 from s3cmn.training import TrainingError, fit
 from s3cmn.training.curriculum import DifficultyCurriculum, pacing, unigram_surprisal, warmup_length
-from s3cmn.training.loop import seed_everything
+from tests.training.conftest import tiny_lm
 
 
 def test_warmup_length_grows_to_full_length() -> None:
@@ -46,17 +45,9 @@ def test_difficulty_orders_easiest_first_and_widens() -> None:
 
 
 def test_curriculum_needs_a_ramp(tmp_path) -> None:
-    model = _model()
+    model = tiny_lm()
     with pytest.raises(TrainingError, match="curriculum-tokens"):
         fit(model, torch.randint(0, 50, (16, 32)), None, _settings(tmp_path, curriculum="seq-length"))
-
-
-def _model() -> S3CMNForCausalLM:
-    config = S3CMNConfig.from_preset(
-        "tiny", vocab_size=50, embedding_dim=16, hidden_dim=16, num_layers=1, spiking_units=8, mamba_d_state=4,
-        hyena_filter_dim=8, hyena_filter_length=16, use_memory=False)
-    seed_everything(0)
-    return S3CMNForCausalLM(config)
 
 
 def _settings(tmp_path, **overrides) -> TrainingConfig:
@@ -69,11 +60,11 @@ def _settings(tmp_path, **overrides) -> TrainingConfig:
 def test_resume_mid_curriculum_equals_uninterrupted(tmp_path, kind: str) -> None:
     blocks = torch.randint(0, 50, (24, 32), generator=torch.Generator().manual_seed(0))
     extra = dict(curriculum=kind, curriculum_tokens=300, curriculum_min_length=8)
-    straight = _model()
+    straight = tiny_lm()
     fit(straight, blocks, None, _settings(tmp_path / "a", **extra))
-    stopped = _model()
+    stopped = tiny_lm()
     fit(stopped, blocks, None, _settings(tmp_path / "b", **extra), should_stop=lambda step, rec: step == 3)
-    resumed = _model()
+    resumed = tiny_lm()
     fit(resumed, blocks, None, _settings(tmp_path / "b", resume=True, **extra))
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name

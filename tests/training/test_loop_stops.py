@@ -6,19 +6,9 @@ import io
 
 import torch
 
-from s3cmn import S3CMNConfig, S3CMNForCausalLM
 from s3cmn.run_config import TrainingConfig
-from s3cmn.training import fit
-from s3cmn.training import loop as loop_module
-from s3cmn.training.loop import seed_everything
-
-
-def _model() -> S3CMNForCausalLM:
-    config = S3CMNConfig.from_preset(
-        "tiny", vocab_size=50, embedding_dim=16, hidden_dim=16, num_layers=1, spiking_units=8, mamba_d_state=4,
-        hyena_filter_dim=8, hyena_filter_length=16, use_memory=False)
-    seed_everything(0)
-    return S3CMNForCausalLM(config)
+from s3cmn.training import fit, setup_run
+from tests.training.conftest import tiny_lm
 
 
 def _settings(tmp_path, **overrides) -> TrainingConfig:
@@ -32,7 +22,7 @@ BLOCKS = torch.randint(0, 50, (24, 32), generator=torch.Generator().manual_seed(
 
 
 def test_persistent_nan_under_skip_stops_at_max_time_and_max_steps(tmp_path) -> None:
-    model = _model()
+    model = tiny_lm()
     with torch.no_grad():
         model.lm_head.weight[0, 0] = float("nan")  # tied to the embedding: every loss is NaN
     result = fit(model, BLOCKS, None, _settings(tmp_path / "a", nan_policy="skip", max_time=1.0))
@@ -50,8 +40,8 @@ def test_progress_bar_total_is_what_max_time_allows(tmp_path, monkeypatch) -> No
         bars.append(tqdm(total=total, initial=initial, file=io.StringIO(), mininterval=0))
         return bars[-1]
 
-    monkeypatch.setattr(loop_module, "_progress_bar", bar)
-    result = fit(_model(), BLOCKS, None, _settings(tmp_path, max_time=1.5))
+    monkeypatch.setattr(setup_run, "progress_bar", bar)
+    result = fit(tiny_lm(), BLOCKS, None, _settings(tmp_path, max_time=1.5))
     assert result.stopped == "max_time"
     planned = 100000 * (24 // 2)
     assert bars[0].total < planned / 100, bars[0].total  # the ETA is about the time limit, not 1.2M steps
