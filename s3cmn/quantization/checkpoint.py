@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from s3cmn.quantization.backends import QuantizationReport, import_bitsandbytes
 from s3cmn.quantization.int8 import Int8Embedding, Int8Linear, quiet_torch_ao, unpack_dynamic
-from s3cmn.utils.checkpoints import QUANTIZED_MANIFEST, CheckpointError
+from s3cmn.utils.checkpoints import QUANTIZED_MANIFEST, CheckpointError, CheckpointFormatError, CorruptCheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,9 @@ VERSION = 1
 MEMORY_DIR = "memory"
 
 
-class QuantizedCheckpointError(CheckpointError):
-    """A quantized checkpoint is missing, incomplete, corrupt, or does not match its config."""
+# The former name of the error of a quantized checkpoint (public in s3cmn.quantization): every failure raises
+# the CheckpointError subclass that names it (CorruptCheckpointError, CheckpointFormatError).
+QuantizedCheckpointError = CheckpointError
 
 
 def is_quantized_checkpoint(directory: str | os.PathLike) -> bool:
@@ -60,7 +61,7 @@ def _module_tensors(
     """(tensors, spec) of a quantized module, None for any other module; ``names``: id(module) -> name."""
     p = f"{name}." if name else ""
     if isinstance(module, nn.Linear) and type(module.weight).__module__.startswith("torchao"):
-        raise QuantizedCheckpointError(
+        raise CheckpointFormatError(
             f"{name} is quantized by torchao, whose models are in-memory only here: quantize with "
             "backend='torch' (or 'auto') to save a quantized checkpoint"
         )
@@ -174,16 +175,16 @@ def save_quantized(
 def _read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     if not path.is_file():
-        raise QuantizedCheckpointError(f"{path} not found: {root} is not a quantized checkpoint (save_quantized)")
+        raise CheckpointFormatError(f"{path} not found: {root} is not a quantized checkpoint (save_quantized)")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise QuantizedCheckpointError(f"{path} is corrupt (not JSON: {err}); save the model again") from err
+        raise CorruptCheckpointError(f"{path} is corrupt (not JSON: {err}); save the model again") from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise QuantizedCheckpointError(f"{path} is not a {FORMAT} v{VERSION} manifest; save the model again")
+        raise CheckpointFormatError(f"{path} is not a {FORMAT} v{VERSION} manifest; save the model again")
     missing = [k for k in ("backend", "modules", "kept_fp32", "weights", "memory") if k not in manifest]
     if missing:
-        raise QuantizedCheckpointError(f"{path} lacks {missing}; save the model again")
+        raise CorruptCheckpointError(f"{path} lacks {missing}; save the model again")
     return manifest
 
 
@@ -201,7 +202,7 @@ def _build(spec: dict[str, Any], t: dict[str, Tensor], p: str, model: nn.Module,
         return Int8Linear.tied_to(model.get_submodule(spec["tied_to"]), kernel)
     if kind == "torch_dynamic":
         if device.type != "cpu":
-            raise QuantizedCheckpointError(f"a torch dynamic int8 checkpoint runs on the CPU only, not {device}")
+            raise CheckpointFormatError(f"a torch dynamic int8 checkpoint runs on the CPU only, not {device}")
         bias = t.get(p + "bias")
         with quiet_torch_ao():
             module = _dynamic_linear_type()(spec["in_features"], spec["out_features"], bias_=spec["bias"])
@@ -220,14 +221,14 @@ def _build(spec: dict[str, Any], t: dict[str, Tensor], p: str, model: nn.Module,
         if spec["bias"]:
             module.bias = nn.Parameter(t[p + "bias"], requires_grad=False)
         return module
-    raise QuantizedCheckpointError(f"unknown quantized module kind {kind!r} in {MANIFEST}")
+    raise CorruptCheckpointError(f"unknown quantized module kind {kind!r} in {MANIFEST}")
 
 
 def load_quantized(
     directory: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, QuantizationReport]:
     """The model saved by :func:`save_quantized`, in eval mode on ``device``, and its report; the codes are
-    loaded as saved (no re-quantisation). QuantizedCheckpointError names a missing / corrupt / mismatched file."""
+    loaded as saved (no re-quantisation). A CheckpointError names a missing / corrupt / mismatched file."""
     from safetensors import SafetensorError
     from safetensors.torch import load as safetensors_load
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -238,15 +239,15 @@ def load_quantized(
     manifest = _read_manifest(root)
     weights = root / manifest["weights"]["name"]
     if not weights.is_file():
-        raise QuantizedCheckpointError(f"{weights} is missing: the checkpoint in {root} is incomplete")
+        raise CorruptCheckpointError(f"{weights} is missing: the checkpoint in {root} is incomplete")
     data = weights.read_bytes()
     if hashlib.sha256(data).hexdigest() != manifest["weights"]["sha256"]:
-        raise QuantizedCheckpointError(f"{weights} is corrupt (its SHA-256 differs from {MANIFEST})")
+        raise CorruptCheckpointError(f"{weights} is corrupt (its SHA-256 differs from {MANIFEST})")
     try:
         tensors = safetensors_load(data)
         config = AutoConfig.from_pretrained(str(root))
     except (SafetensorError, OSError, ValueError) as err:
-        raise QuantizedCheckpointError(f"cannot read the checkpoint in {root}: {err}") from err
+        raise CorruptCheckpointError(f"cannot read the checkpoint in {root}: {err}") from err
 
     model = AutoModelForCausalLM.from_config(config).eval()
     specs: dict[str, dict[str, Any]] = manifest["modules"]
@@ -256,7 +257,7 @@ def load_quantized(
     expected, _ = quantized_state(model)
     if set(expected) != set(tensors):
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        raise QuantizedCheckpointError(f"{weights} does not match config.json: missing {missing[:5]}, "
+        raise CorruptCheckpointError(f"{weights} does not match config.json: missing {missing[:5]}, "
                                        f"unexpected {extra[:5]}")  # fmt: skip
     quantized_prefixes = tuple(f"{n}." for n in specs)
     plain = {k: v for k, v in tensors.items() if not k.startswith(quantized_prefixes)}

@@ -110,3 +110,18 @@ def test_interactive_through_the_cli(monkeypatch, capsys, tmp_path) -> None:
     code, _, _ = run(["--preset", "demo", "--interactive", "--save-config", str(path)], capsys)
     assert code == 0
     assert json.loads(path.read_text())["model"]["hidden_dim"] == 96
+
+
+def test_settings_sections_are_its_fields_and_build_by_name() -> None:
+    from s3cmn.utils.fields import GROUPS, setting
+
+    settings = Settings()
+    settings.update({"hidden_dim": 96, "training": {"learning_rate": 1e-3}}, "test")
+    configs = settings.build()
+    assert configs._fields == tuple(SECTIONS) == tuple(f for f in Settings.__dataclass_fields__)
+    assert (configs.model.hidden_dim, configs.training.learning_rate) == (96, 1e-3)
+    assert settings.build_section("training") == configs.training
+    assert Settings.from_configs(configs).model["hidden_dim"] == 96
+    with pytest.raises(ValueError, match="setting group 'archtecture' is not one of"):
+        setting(1, group="archtecture", help="a typo in a group name fails where it is declared")
+    assert {f.metadata["group"] for cls in SECTIONS.values() for f in settings_fields(cls)} <= set(GROUPS)
