@@ -66,18 +66,24 @@ def resolve_checkpoint(folder: str | os.PathLike) -> Path:
     raise MissingCheckpointError(f"no checkpoint at {final}: train without --resume first (or check --output-dir)")
 
 
+def read_checkpoint_json(path: str | os.PathLike, missing: str | None = None) -> dict[str, Any]:
+    """A JSON mapping of a checkpoint folder; ``missing``: the message when the file is not there."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MissingCheckpointError(missing or f"{path} is missing") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptCheckpointError(f"{path} is corrupt ({type(err).__name__}: {first_line(err)})") from None
+    if not isinstance(values, dict):
+        raise CorruptCheckpointError(f"{path} is corrupt: it holds a {type(values).__name__}, not a mapping")
+    return values
+
+
 def read_trainer_state(folder: str | os.PathLike) -> dict[str, Any]:
     """``trainer_state.json`` of a training checkpoint folder, as a mapping."""
     path = Path(folder) / STATE_FILE
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MissingCheckpointError(f"{path} is missing: {folder} is not a training checkpoint") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CorruptCheckpointError(f"{path} is corrupt ({type(err).__name__}: {first_line(err)})") from None
-    if not isinstance(state, dict):
-        raise CorruptCheckpointError(f"{path} is corrupt: it holds a {type(state).__name__}, not a mapping")
-    return state
+    return read_checkpoint_json(path, f"{path} is missing: {folder} is not a training checkpoint")
 
 
 def model_folder_error(folder: Path) -> CheckpointError | None:
