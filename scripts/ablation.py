@@ -160,7 +160,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in dict.fromkeys((r["preset"], r["variant"]) for r in rows):
         mine = [r for r in rows if (r["preset"], r["variant"]) == key]
         losses = [r["best_val_loss"] for r in mine]
-        out.append({"preset": key[0], "variant": key[1], "params": mine[0]["params"], "seeds": [r["seed"] for r in mine],
+        out.append({"preset": key[0], "variant": key[1], "params": mine[0]["params"],
+                    "seeds": [r["seed"] for r in mine],
                     "learning_rate": mine[0]["learning_rate"], "val_loss_mean": statistics.fmean(losses),
                     "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else 0.0, "val_losses": losses,
                     "spike_rate": mine[0]["spike_rate"], "train_tokens": mine[0]["train_tokens"]})
