@@ -1,0 +1,140 @@
+"""The model's own CPU kernels, old path against new, side by side in one process.
+
+    python benchmarks/bench_kernels.py --out results/kernels/kernels.json
+    python benchmarks/bench_kernels.py --quick                      # CI size (seconds)
+
+For each shape (those of the tiny and small presets at T = 512 and 2048) it times forward + backward of
+
+- ``selective_scan``: ``backend="chunked"`` (the PyTorch chunked scan) vs ``backend="c"`` (the C loop);
+- ``lif_scan``: ``backend="loop"`` (the Python time loops) vs ``backend="c"``;
+
+interleaved (old, new, old, new, ...) so that both see the same load, and reports the median of the repeats
+and their ratio. On a shared machine the ratio within one run is the figure to trust, not the milliseconds.
+The JSON holds every time, the machine and the load average at the start and the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helpers (baselines, bench_scan)
+from baselines import close_meta, fmt_load, run_meta  # noqa: E402
+from bench_scan import scan_inputs  # noqa: E402
+
+from s3cmn.ops.lif import lif_scan  # noqa: E402
+from s3cmn.ops.selective_scan import selective_scan  # noqa: E402
+
+# (preset, B, T, E = mamba_expand·hidden_dim, N = mamba_d_state, LIF units): the presets' training shapes
+SHAPES = [
+    ("tiny", 8, 512, 256, 16, 64),
+    ("tiny", 2, 2048, 256, 16, 64),
+    ("small", 16, 512, 512, 16, 128),
+    ("small", 2, 2048, 512, 16, 128),
+]
+QUICK_SHAPES = [("tiny", 2, 256, 256, 16, 64)]
+
+
+def scan_case(batch: int, T: int, E: int, N: int) -> Callable[[str], Callable[[], None]]:
+    """fwd + bwd of selective_scan with Mamba's arguments (softplus Δ, D skip, z gate)."""
+    inp = scan_inputs(batch, E, N, T)
+
+    def make(backend: str) -> Callable[[], None]:
+        def run() -> None:
+            for t in inp.values():
+                t.grad = None
+            y = selective_scan(inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"], inp["D"], inp["z"],
+                               inp["delta_bias"], delta_softplus=True, backend=backend)
+            y.sum().backward()
+        return run
+    return make
+
+
+def lif_case(batch: int, T: int, units: int) -> Callable[[str], Callable[[], None]]:
+    """fwd + bwd of lif_scan with a learned β (the LIFLayer default) at a ~20% firing rate."""
+    g = torch.Generator().manual_seed(0)
+    current = (torch.randn(batch, T, units, generator=g) * 0.8).requires_grad_()
+    beta = torch.full((units,), 0.9, requires_grad=True)
+    threshold, v0 = torch.ones(units), torch.zeros(batch, units)
+
+    def make(backend: str) -> Callable[[], None]:
+        def run() -> None:
+            current.grad = beta.grad = None
+            out = lif_scan(current, beta, threshold, v0, backend=backend)
+            (out.spikes.sum() + out.v.sum()).backward()
+        return run
+    return make
+
+
+def interleaved(old: Callable[[], None], new: Callable[[], None], repeats: int) -> tuple[list[float], list[float]]:
+    """Wall times (ms) of old and new, alternated, after one warm-up call of each."""
+    old(), new()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, out in ((old, times[0]), (new, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def run_all(shapes: list[tuple[str, int, int, int, int, int]], repeats: int) -> list[dict[str, Any]]:
+    rows = []
+    for preset, batch, T, E, N, units in shapes:
+        cases = [
+            ("selective_scan", f"B={batch} E={E} N={N} T={T}", scan_case(batch, T, E, N), "chunked", "c"),
+            ("lif_scan", f"B={batch} T={T} N={units}", lif_case(batch, T, units), "loop", "c"),
+        ]
+        for kernel, shape, make, old, new in cases:
+            t_old, t_new = interleaved(make(old), make(new), repeats)
+            m_old, m_new = statistics.median(t_old), statistics.median(t_new)
+            rows.append({"kernel": kernel, "preset": preset, "shape": shape, "old": old, "new": new,
+                         "old_ms": m_old, "new_ms": m_new, "speedup": m_old / m_new,
+                         "old_times_ms": t_old, "new_times_ms": t_new})
+            print(f"{kernel:15s} {preset:6s} {shape:28s} {old} {m_old:9.1f} ms  {new} {m_new:8.1f} ms  "
+                  f"x{m_old / m_new:.2f}", flush=True)
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [f"`{result['meta']['command']}`", "", fmt_load(result["meta"]), "",
+             "| kernel | preset | shape | old | old ms | new | new ms | speedup |",
+             "|---|---|---|---|---:|---|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['kernel']} | {r['preset']} | {r['shape']} | {r['old']} | {r['old_ms']:.1f} | "
+                     f"{r['new']} | {r['new_ms']:.1f} | {r['speedup']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="one small shape, 2 repeats")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls of each path per shape")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--out", type=Path, default=None, help="write JSON here (and a .md next to it)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    meta = run_meta(args.threads, args.quick, argv)
+    rows = run_all(QUICK_SHAPES if args.quick else SHAPES, 2 if args.quick else args.repeats)
+    close_meta(meta, start)
+    result = {"meta": meta, "rows": rows}
+    text = markdown(result)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        args.out.with_suffix(".md").write_text(text, encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()
