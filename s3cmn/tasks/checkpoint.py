@@ -15,6 +15,7 @@ from torch import nn
 from s3cmn.config import S3CMNConfig
 from s3cmn.tasks.config import TaskConfig
 from s3cmn.training.checkpoint import CheckpointError, resolve_checkpoint, save_checkpoint
+from s3cmn.utils.checkpoints import read_checkpoint_json
 
 __all__ = ["FORMAT", "build_task_model", "load_task_model", "save_task_checkpoint"]
 
@@ -67,12 +68,7 @@ def save_task_checkpoint(folder: str | os.PathLike, model: nn.Module, spec: dict
 def read_spec(folder: str | os.PathLike) -> dict[str, Any]:
     """The spec (``config.json``) of the task checkpoint in ``folder``; an error if it is not one."""
     path = resolve_checkpoint(folder) / SPEC_FILE
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path.parent} is not a task checkpoint: {SPEC_FILE} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is corrupt ({type(err).__name__}: {err})") from None
+    spec = read_checkpoint_json(path, f"{path.parent} is not a task checkpoint: {SPEC_FILE} is missing")
     if spec.get("format") != FORMAT:
         raise CheckpointError(f"{path.parent} is not a task checkpoint (an LM checkpoint? evaluate it without "
                               "--task)")

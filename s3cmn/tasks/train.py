@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 from s3cmn.run_config import TrainingConfig
 from s3cmn.tasks.checkpoint import save_task_checkpoint
-from s3cmn.training.loop import TrainingError, _StopSignal
+from s3cmn.training.loop import TrainingError
 from s3cmn.training.optim import build_optimizer, build_scheduler
+from s3cmn.training.signals import StopSignal
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def fit_task(model: nn.Module, loss_fn: LossFn, batches: BatchesFn, batches_per_
     best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
     start, steps, stopped, epoch = time.perf_counter(), 0, "epochs", 0
-    with _StopSignal() as stop:
+    with StopSignal() as stop:
         for epoch in range(1, training.num_epochs + 1):
             # 1. one epoch of optimiser steps; the budget and the stop signal are checked after every step
             model.train()
