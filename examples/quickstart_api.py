@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     optimizer.step()
     # (with labels the loss may be computed without materialising the (B, T, V) logits: out.logits can be None)
     print(f"loss {out.loss.item():.3f}, spike rate {out.spike_rate.item():.3f}, "
-          f"memory entries {sum(s.entries for s in model.memory_stats().values())}")
+          f"memory entries {sum(s.entries for s in model.memory_bank.stats().values())}")
 
     # save_pretrained writes safetensors weights, the config and each memory store; from_pretrained reads them.
     model.eval()
