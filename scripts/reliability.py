@@ -390,7 +390,8 @@ train_error("resume-and-overwrite", r"contradict", "--resume", "--overwrite")
 train_error("modify-not-json", r"--modify is not valid JSON", "--modify", "{hidden_dim: 8")
 train_error("modify-unknown-key", r"hiden_dim", "--modify", '{"hiden_dim": 8}')
 train_error("config-file-missing", r"config file .* does not exist", "--config-path", "/nonexistent/run.yaml")
-train_error("heads-do-not-divide-width", r"divisible", "--hidden-dim", "30", "--embedding-dim", "30")
+train_error("heads-do-not-divide-width", r"divisible by num_attention_heads", "--hidden-dim", "30", "--embedding-dim",
+            "30", "--block-type", "reservoir", "--use-memory", "false")  # heads are checked where attention is used
 train_error("memory-layer-out-of-range", r"memory_layers contains 5", "--memory-layers", "[5]")
 train_error("cuda-without-a-gpu", r"cuda", "--device", "cuda")
 train_error("fp16-on-the-cpu", r"fp16", "--mixed-precision", "fp16")

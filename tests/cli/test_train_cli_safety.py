@@ -132,23 +132,34 @@ def test_settings_given_on_resume_are_applied_and_logged_or_refused(run_copy, tr
 
 
 # 5. Ctrl-C stops promptly
+def interrupt(args: list[str], log: Path, ready, what: str, signals: tuple[signal.Signals, ...],
+              settle: float) -> str:
+    """Start s3cmn-train, wait until ``ready()``, wait ``settle`` s, send ``signals`` 0.5 s apart; the run must
+    exit with 130 within 30 s of the last one, without a traceback. Returns its log."""
+    proc = start_cli("train", args, log)
+    try:
+        wait_for(ready, 120, what)
+        time.sleep(settle)
+        for i, sig in enumerate(signals):
+            if i:
+                time.sleep(0.5)
+            sent = time.monotonic()
+            proc.send_signal(sig)
+        assert proc.wait(30) == 130, log.read_text()
+    finally:
+        proc.kill()
+    assert time.monotonic() - sent < 30 and TRACEBACK not in log.read_text()
+    return log.read_text()
+
+
 def test_first_sigint_stops_after_the_step_without_finishing_a_long_validation(tmp_path, train_args,
                                                                                 shared_data) -> None:
     out = tmp_path / "run"
     full_test = shared_data / "wikitext-2-raw" / "wiki.test.raw"  # ~9,000 blocks: a validation of minutes
     args = [*train_args, "--validation-file", str(full_test), "--validation-source", "file", "--eval-batches", "0",
             "--eval-interval", "1", "--max-steps", "100000", "--output-dir", str(out)]
-    proc = start_cli("train", args, tmp_path / "log")
-    try:
-        wait_for(lambda: (out / "metrics.jsonl").exists(), 120, "the first step")
-        time.sleep(0.5)  # inside the validation of step 1
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 130, (tmp_path / "log").read_text()
-    finally:
-        proc.kill()
-    log = (tmp_path / "log").read_text()
-    assert time.monotonic() - sent < 30 and TRACEBACK not in log
+    log = interrupt(args, tmp_path / "log", lambda: (out / "metrics.jsonl").exists(), "the first step",
+                    (signal.SIGINT,), settle=0.5)  # the signal comes inside the validation of step 1
     assert trainer_state(out / "last")["step"] >= 1
     assert "not recorded" in log  # the validation under way was cut short
 
@@ -156,19 +167,9 @@ def test_first_sigint_stops_after_the_step_without_finishing_a_long_validation(t
 def test_second_sigint_abandons_the_step_under_way(tmp_path, train_args) -> None:
     out = tmp_path / "run"
     args = [*train_args, "--gradient-accumulation-steps", "3000", "--max-steps", "2", "--output-dir", str(out)]
-    proc = start_cli("train", args, tmp_path / "log")  # one step = 3,000 micro-batches: far more than a minute
-    try:
-        wait_for(lambda: (out / "train.lock").exists(), 120, "the run to start")
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 130, (tmp_path / "log").read_text()
-    finally:
-        proc.kill()
-    log = (tmp_path / "log").read_text()
-    assert time.monotonic() - sent < 30 and TRACEBACK not in log
+    # one step = 3,000 micro-batches: far more than a minute
+    log = interrupt(args, tmp_path / "log", lambda: (out / "train.lock").exists(), "the run to start",
+                    (signal.SIGINT, signal.SIGINT), settle=1.0)
     assert "abandoned" in log
     state = trainer_state(out / "last")
     assert state["step"] == 0 and state["sampler"]["position"] == 0  # the data position went back
@@ -190,13 +191,8 @@ def test_persistent_nan_under_skip_stops_at_max_time_and_max_steps(tmp_path, tra
 
 def test_persistent_nan_under_skip_stops_on_sigterm(tmp_path, train_args) -> None:
     out = tmp_path / "run"
-    proc = start_cli("train", [*train_args, *NAN_FOREVER, "--output-dir", str(out)], tmp_path / "log")
-    try:
-        wait_for(lambda: "in a row" in (tmp_path / "log").read_text(), 120, "skipped batches")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 130, (tmp_path / "log").read_text()
-    finally:
-        proc.kill()
+    interrupt([*train_args, *NAN_FOREVER, "--output-dir", str(out)], tmp_path / "log",
+              lambda: "in a row" in (tmp_path / "log").read_text(), "skipped batches", (signal.SIGTERM,), settle=0)
     assert (out / "last" / "trainer_state.json").is_file()
 
 
