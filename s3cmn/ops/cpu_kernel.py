@@ -45,6 +45,7 @@ EXACT = ("-ffp-contract=off",)
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _why_not: dict[str, str] = {}
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = [0]  # the process that created _pool
 
 
 class KernelUnavailable(RuntimeError):
@@ -125,8 +126,10 @@ def parallel_ranges(n: int, run: Callable[[int, int, int], None]) -> None:
     if workers == 1:
         run(0, 0, n)
         return
-    if _pool is None or _pool._max_workers < workers:
+    # a new pool in a forked child (its parent's threads do not exist there) or when more threads are wanted
+    if _pool is None or _pool_pid[0] != os.getpid() or _pool._max_workers < workers:
         _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3cmn-kernel")
+        _pool_pid[0] = os.getpid()
     bounds = [n * i // workers for i in range(workers + 1)]
     futures = [_pool.submit(run, i, bounds[i], bounds[i + 1]) for i in range(workers)]
     for f in futures:

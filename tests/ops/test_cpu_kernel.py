@@ -63,3 +63,24 @@ def test_parallel_ranges_cover_once(threads: int, n: int) -> None:
     covered = sorted(k for _, a, b in seen for k in range(a, b))
     assert covered == list(range(n))
     assert sorted(i for i, _, _ in seen) == list(range(workers))
+
+
+def test_parallel_ranges_work_in_a_forked_child() -> None:
+    """A child forked after the pool was made gets its own pool (the parent's threads do not exist in it)."""
+    import multiprocessing
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cpu_kernel.parallel_ranges(4, lambda i, a, b: None)  # the parent's pool now exists
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            assert pool.apply_async(_covered_in_child).get(timeout=60) == [0, 1, 2, 3]
+    finally:
+        torch.set_num_threads(before)
+
+
+def _covered_in_child() -> list[int]:
+    seen: list[int] = []
+    cpu_kernel.parallel_ranges(4, lambda i, a, b: seen.extend(range(a, b)))
+    return sorted(seen)
