@@ -17,13 +17,9 @@ Two implementations with one signature:
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["fft_causal_conv", "fft_causal_conv_ref", "next_fast_len"]
 

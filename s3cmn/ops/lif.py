@@ -26,7 +26,6 @@ element, token, micro-step and neuron (detached statistics).
 
 from __future__ import annotations
 
-import logging
 from typing import Literal, NamedTuple
 
 import torch
@@ -35,8 +34,6 @@ from torch import Tensor
 from s3cmn.ops.cpu_kernel import why_unavailable
 from s3cmn.ops.lif_cpu import lif_adjoint_loop, lif_charge_loop, lif_kernel
 from s3cmn.ops.surrogate import spike_fn, surrogate_grad
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["RESETS", "LIFScanOutput", "lif_step", "lif_scan", "lif_scan_ref"]
 

@@ -35,7 +35,6 @@ loses ~|S|·eps of relative precision over long sequences.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Literal
 
@@ -46,8 +45,6 @@ from torch.autograd.function import once_differentiable
 
 from s3cmn.ops.cpu_kernel import why_unavailable
 from s3cmn.ops.selective_scan_cpu import SelectiveScanC, scan_kernel
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 0  # 0 = about sqrt(T): balances the in-chunk and across-chunk loops
 Backend = Literal["auto", "c", "chunked"]
