@@ -28,9 +28,6 @@ __all__ = ["TrainResult", "TrainingError", "evaluate_loss", "fit", "prepare_data
 
 logger = logging.getLogger(__name__)
 
-_StopSignal = StopSignal  # the name s3cmn.tasks.train imports
-
-
 def fit(
     model: Any,
     train_blocks: torch.Tensor,
