@@ -15,6 +15,13 @@ from typing import Any, ClassVar, Literal
 from transformers import PreTrainedConfig
 
 from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
+from s3cmn.utils.fields import ARCHITECTURE as ARCH
+from s3cmn.utils.fields import ATTENTION as ATTN
+from s3cmn.utils.fields import GENERATION as GEN
+from s3cmn.utils.fields import MEMORY as MEM
+from s3cmn.utils.fields import OPTIONAL_BLOCKS as OPT
+from s3cmn.utils.fields import REGULARISATION as REG
+from s3cmn.utils.fields import SPIKING as SPIKE
 from s3cmn.utils.fields import (
     ConfigError,
     check_value,
@@ -29,16 +36,6 @@ __all__ = [
     "S3CMNConfig", "TrainingConfig", "DataConfig", "EvalConfig", "ConfigError", "PRESETS", "MIXER_KINDS",
     "MEMORY_LAYER_KEYS",
 ]
-
-ARCH, SPIKE, ATTN, MEM, REG, OPT, GEN = (
-    "architecture",
-    "spiking",
-    "attention",
-    "memory",
-    "regularisation",
-    "optional blocks",
-    "generation",
-)
 
 # The sub-layers a block may list in block_mixers: the names of s3cmn.modeling.mixer.MIXERS.
 MIXER_KINDS = (

@@ -39,3 +39,13 @@ def bert_vocab(shared_data: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def run_main(main, args: list[str], capsys) -> tuple[int, str, str]:
+    """Call a CLI's ``main(args)`` in-process: (exit code, stdout, stderr); a ``SystemExit`` gives its code."""
+    try:
+        code = main(args)
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -40,7 +40,6 @@ text whose tokens are scored.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+from s3cmn.data.windows import sliding_windows, window_batches
+from s3cmn.ops.nll import model_device, nll_float64
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -175,66 +177,8 @@ def prepare_text(
 # windows
 
 
-@dataclass(frozen=True)
-class Window:
-    """Stream positions ``[begin, end)`` are the model input; targets ``first_target .. end-1`` are scored."""
-
-    begin: int
-    end: int
-    first_target: int
-
-    @property
-    def length(self) -> int:
-        return self.end - self.begin
-
-    @property
-    def num_scored(self) -> int:
-        return self.end - self.first_target
-
-
-def sliding_windows(stream_length: int, context_length: int, stride: int) -> list[Window]:
-    """The windows over a stream of ``stream_length`` tokens (prefix included): targets 1 .. length-1, each once.
-
-    Window k starts at ``k * stride`` and ends at ``min(start + context_length, length)``; it scores the targets
-    after the previous window's end (all of its targets for the first one).
-    """
-    if stream_length < 2:
-        raise ValueError(f"a stream needs at least 2 tokens (prefix + one to score), got {stream_length}")
-    if context_length < 2:
-        raise ValueError(f"context_length must be at least 2, got {context_length}")
-    if not 1 <= stride < context_length:
-        raise ValueError(f"stride must be in [1, context_length - 1] = [1, {context_length - 1}] so that every "
-                         f"token is scored once, got {stride}")  # fmt: skip
-    windows, begin, scored_to = [], 0, 1
-    while True:
-        end = min(begin + context_length, stream_length)
-        windows.append(Window(begin, end, scored_to))
-        if end == stream_length:
-            return windows
-        scored_to, begin = end, begin + stride
-
-
-def window_batches(windows: list[Window], batch_size: int) -> list[list[Window]]:
-    """Consecutive windows grouped up to ``batch_size``, a batch holding windows of one length and score count."""
-    batches: list[list[Window]] = []
-    for w in windows:
-        last = batches[-1] if batches else None
-        if last and len(last) < batch_size and (last[0].length, last[0].num_scored) == (w.length, w.num_scored):
-            last.append(w)
-        else:
-            batches.append([w])
-    return batches
-
-
 # --------------------------------------------------------------------------------------------------
 # scoring
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer, for a fully quantized model)."""
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 @dataclass
@@ -259,22 +203,6 @@ class StreamScore:
     @property
     def nll_sum(self) -> float:
         return float(self.nll.sum())
-
-
-def nll_float64(logits: Tensor, targets: Tensor, chunk: int = 1024) -> Tensor:
-    """-log softmax(logits)[target] per row, as float64. logits (M, V), targets (M,) -> (M,).
-
-    ``m + log Σ exp(l - m) - l[target]`` with the exponentials summed in float32 (fast; exact for equal logits,
-    a sum of ones) and the log and the differences in float64, so a uniform model scores exactly log V.
-    """
-    out = torch.empty(logits.shape[0], dtype=torch.float64, device=logits.device)
-    for i in range(0, logits.shape[0], chunk):
-        rows = logits[i : i + chunk].float()  # (m, V)
-        top = rows.max(-1, keepdim=True).values  # (m, 1)
-        total = torch.exp(rows - top).sum(-1)  # (m,) float32
-        picked = rows.gather(-1, targets[i : i + chunk, None]).squeeze(-1)  # (m,)
-        out[i : i + chunk] = top.squeeze(-1).double() + torch.log(total.double()) - picked.double()
-    return out
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ Run it with ``python -m s3cmn.integrations.lm_eval`` (lm-eval's own CLI, with th
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -27,8 +26,6 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 import s3cmn  # noqa: F401  (registers S3CMNConfig / S3CMNForCausalLM with the transformers auto classes)
-
-logger = logging.getLogger(__name__)
 
 
 @register_model("s3cmn")

@@ -21,14 +21,11 @@ Real parts of dtA are <= 0, so every power has modulus <= 1.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 LOG2_E = 1.0 / math.log(2.0)
 

@@ -17,14 +17,11 @@ snntorch's unnormalised form (gradient 1 at the threshold, area 2/α), whatever 
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Literal
 
 import torch
 from torch import Tensor
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["SURROGATES", "Surrogate", "spike_fn", "surrogate_grad", "surrogate_primitive"]
 

@@ -7,15 +7,11 @@ import shutil
 from pathlib import Path
 
 from s3cmn.cli.eval import main
+from tests.conftest import run_main
 
 
 def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(args)
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_main(main, args, capsys)
 
 
 def test_end_to_end(tiny_checkpoint: Path, wikitext_dir: Path, tmp_path: Path, capsys) -> None:

@@ -10,18 +10,13 @@ import torch
 
 from s3cmn.cli.eval import main as eval_main
 from s3cmn.cli.train import main as train_main
+from tests.conftest import run_main
 
 TINY_FLAGS = ["--hidden-dim", "16", "--num-layers", "1", "--num-attention-heads", "2", "--spiking-units", "16",
               "--hyena-filter-dim", "8", "--mamba-d-state", "4", "--num-epochs", "1", "--log-level", "WARNING"]
 
 
-def _run(main, args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(args)
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_main
 
 
 @pytest.mark.parametrize(("flags", "baseline"), [(["--task", "vision"], "vision-cnn"),

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from s3cmn.data.windows import sliding_windows, window_batches
 from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
 from s3cmn.memory.nexttoken.fitted import ReadoutSettings
 from s3cmn.memory.nexttoken.readout import Component, Neighbours, StreamCache, mixture_target_log_probs
+from s3cmn.ops.nll import model_device, nll_float64
 
 READOUT_MODES = ("off", "cache", "knn", "cache+knn")
 
@@ -46,8 +48,6 @@ class Chunk:
 def lm_chunks(model: torch.nn.Module, stream: Tensor, context_length: int, stride: int,
               batch_size: int = 8, *, logits: bool = True) -> Iterator[Chunk]:
     """The LM pass over ``stream`` (N + 1,), memory off; ``logits=False`` skips the head (datastore build)."""
-    from s3cmn.evaluation.perplexity import model_device, nll_float64, sliding_windows, window_batches
-
     device = model_device(model)
     for batch in window_batches(sliding_windows(stream.numel(), context_length, stride), batch_size):
         start = time.perf_counter()
