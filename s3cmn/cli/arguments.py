@@ -60,8 +60,9 @@ def parse_value(text: str, tp: Any) -> Any:
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            if origin is list:  # also accept "0,2,-1"
-                return [int(v) for v in text.split(",") if v.strip()]
+            if origin is list:  # also accept "0,2,-1" / "mamba,hyena,mlp": items parsed as the list's item type
+                (item,) = get_args(tp) or (str,)
+                return [parse_value(v.strip(), item) for v in text.split(",") if v.strip()]
             raise
         return value
     return text

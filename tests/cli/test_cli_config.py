@@ -125,3 +125,13 @@ def test_settings_sections_are_its_fields_and_build_by_name() -> None:
     with pytest.raises(ValueError, match="setting group 'archtecture' is not one of"):
         setting(1, group="archtecture", help="a typo in a group name fails where it is declared")
     assert {f.metadata["group"] for cls in SECTIONS.values() for f in settings_fields(cls)} <= set(GROUPS)
+
+
+def test_comma_lists_parse_as_the_fields_item_type() -> None:
+    from s3cmn.cli.arguments import parse_value
+
+    assert parse_value("32,64,128", list[int]) == [32, 64, 128]
+    assert parse_value("mamba,hyena,lif,mlp", list[str] | None) == ["mamba", "hyena", "lif", "mlp"]
+    assert parse_value('["mamba", "mlp"]', list[str] | None) == ["mamba", "mlp"]  # JSON still works
+    with pytest.raises(ValueError):
+        parse_value("a,b", list[int])
