@@ -5,7 +5,7 @@ they are a Python loop of whole-tensor elementwise ops, each a sweep through mem
 channel's state in registers and does the whole recurrence in one pass (compute-bound instead of
 memory-bound). No torch headers are needed (plain C on raw float pointers), so a build takes about a second.
 
-The shared object is cached per source text and compiler flags under ``~/.cache/s3cmn/kernels`` (built in a
+The shared object is cached per source text, compiler flags and CPU model under ``~/.cache/s3cmn/kernels`` (built in a
 temporary file, then renamed: concurrent processes never load a half-written library). Where no compiler
 is found or the build fails, :func:`load_kernel` returns None and says why once in the log; callers then use
 their PyTorch path (the choice is explicit in their ``backend`` argument).
@@ -17,6 +17,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from s3cmn.utils.precision import cpu_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +86,10 @@ def load_kernel(
     if name in _loaded:
         return _loaded[name]
     options = " ".join(CFLAGS + flags)
-    key = hashlib.sha256((source + options + torch.backends.cpu.get_cpu_capability()).encode())
+    # -march=native: the library is for this CPU model only (a home folder shared across machines must not
+    # hand one CPU's build to another)
+    machine = f"{platform.machine()} {cpu_model_name()} {torch.backends.cpu.get_cpu_capability()}"
+    key = hashlib.sha256((source + options + machine).encode())
     target = CACHE_DIR / f"{name}-{key.hexdigest()[:16]}.so"
     lib = None
     try:
