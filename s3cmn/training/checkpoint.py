@@ -125,17 +125,22 @@ def load_training_state(
 
 def _load_tensors(path: Path) -> Any:
     """``torch.load(weights_only=True)``; a file that needs pickled code is refused, never executed."""
+    corrupt = CorruptCheckpointError(f"{path} is corrupt (not a tensor file); restore the checkpoint, or start the "
+                                     "run again with --overwrite")
     try:
         return torch.load(path, weights_only=True)
     except pickle.UnpicklingError as err:
         if "global" not in str(err).lower():  # not a refused Python object: the bytes are damaged
-            raise CorruptCheckpointError(f"{path} is corrupt (not a tensor file); restore the checkpoint, or start the "
-                                  "run again with --overwrite") from None
+            raise corrupt from None
         raise CheckpointFormatError(
             f"{path} is not in a safe format: it holds pickled Python objects, which are never loaded (they "
             "could run code). s3cmn-train writes plain tensors: restore this checkpoint from a copy written by "
             "s3cmn-train, or start the run again with --overwrite"
         ) from None
+    except OSError:  # a missing or unreadable file: the caller says which
+        raise
+    except Exception:  # damaged bytes fail anywhere in torch's restricted unpickler (UnicodeDecodeError,
+        raise corrupt from None  # EOFError, IndexError, a bad zip, ...), never reaching any code
 
 
 def read_run_settings(folder: str | os.PathLike) -> dict[str, dict[str, Any] | None]:
