@@ -63,6 +63,9 @@ GROUPS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
         "lr-x3": ({}, {"learning_rate_scale": 3.0}),
         "mamba-first": (dict(block_mixers=["mamba", "hyena", "lif", "mlp"]), {}),
         "layer-scale": (dict(layer_scale_init=0.01), {}),
+        "mamba-only-lr-x3": (dict(use_hyena=False, use_spiking=False), {"learning_rate_scale": 3.0}),
+        "layer-scale+mamba-first+lr-x3": (dict(layer_scale_init=0.01, block_mixers=["mamba", "hyena", "lif", "mlp"]),
+                                          {"learning_rate_scale": 3.0}),
     },
     "optional": {
         "full": ({}, {}),
