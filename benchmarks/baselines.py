@@ -196,8 +196,9 @@ def build_lstm(reference: S3CMNConfig, target_params: int) -> LSTMLM:
 
 
 def mamba_config(reference: S3CMNConfig, mlp_ratio: float) -> S3CMNConfig:
+    # The plain Mamba stack a user would pick: the reference's block order and LayerScale are not inherited.
     return reference.replace(use_hyena=False, use_spiking=False, use_memory=False, ssm_type="mamba",
-                             mlp_ratio=mlp_ratio)
+                             mlp_ratio=mlp_ratio, block_mixers=None, layer_scale_init=None)
 
 
 def build_mamba(reference: S3CMNConfig, target_params: int) -> nn.Module:
