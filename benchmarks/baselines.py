@@ -30,7 +30,9 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -358,6 +360,17 @@ def run_meta(threads: int, quick: bool, argv: list[str] | None, precision: str =
             "transformers": transformers.__version__,
             "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
             "machine_record": machine_record(precision, threads)}
+
+
+def repeat_ms(fn: Callable[[], Any], repeats: int, reduce: str = "min") -> float:
+    """Milliseconds of ``fn()`` after one warm-up call: the ``min`` or ``median`` of ``repeats`` timed calls."""
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return (min(times) if reduce == "min" else statistics.median(times)) * 1e3
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -23,14 +23,19 @@ FAISS thread (see ``s3cmn.memory.index.single_threaded``).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
 
-from s3cmn.config import S3CMNConfig
-from s3cmn.memory import FaissMemory, MemoryReader, select_write
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helpers
+from baselines import repeat_ms  # noqa: E402
+
+from s3cmn.config import S3CMNConfig  # noqa: E402
+from s3cmn.memory import FaissMemory, MemoryReader, select_write  # noqa: E402
 
 
 def hidden_states(n: int, dim: int, seed: int, sample_seed: int) -> np.ndarray:
@@ -42,15 +47,6 @@ def hidden_states(n: int, dim: int, seed: int, sample_seed: int) -> np.ndarray:
     z = centers[rng.integers(0, 2000, n)] + 0.5 * rng.standard_normal((n, 48))
     return (z @ basis + 0.1 * rng.standard_normal((n, dim))).astype(np.float32)
 
-
-def best_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
 
 
 def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
@@ -79,8 +75,8 @@ def search_table(config: S3CMNConfig, n: int, num_queries: int, repeats: int, sw
                 mem.index.nprobe = nprobe
             found = mem.search(q, k, encoded=True).ids.numpy()
             exact_ids = found if exact_ids is None else exact_ids
-            faiss_ms = best_ms(lambda: mem.index.search(q, k), repeats)  # noqa: B023
-            memory_ms = best_ms(lambda: mem.search(q, k, encoded=True), repeats)  # noqa: B023
+            faiss_ms = repeat_ms(lambda: mem.index.search(q, k), repeats)  # noqa: B023
+            memory_ms = repeat_ms(lambda: mem.search(q, k, encoded=True), repeats)  # noqa: B023
             stats = mem.stats()
             rows.append(
                 f"| {label} | {nlist if mem.is_ivf else '-'} | {nprobe} | {faiss_ms:.1f} | {memory_ms:.1f} | "
@@ -126,9 +122,9 @@ def read_table(config: S3CMNConfig, sizes: list[int], batch: int, seq: int, repe
             values, prov = select_write(h, ids, config.memory_write_stride)
             mem.write(values, prov)  # noqa: B023
 
-        read_ms = best_ms(read, repeats)
+        read_ms = repeat_ms(read, repeats)
         _, stats = reader(h, mem, record_usage=False)
-        write_ms = best_ms(write, repeats)
+        write_ms = repeat_ms(write, repeats)
         rows.append(f"| {n:,} | {'ivf' if mem.is_ivf else 'exact'} | {read_ms:.1f} | {write_ms:.1f} | "
                     f"{stats.hit_rate:.2f} |")  # fmt: skip
     return rows

@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import close_meta, fmt_load, parse_overrides, run_meta, write_results  # noqa: E402
+from baselines import close_meta, fmt_load, parse_overrides, repeat_ms, run_meta, write_results  # noqa: E402
 
 from s3cmn.config import S3CMNConfig  # noqa: E402
 
@@ -83,15 +83,6 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
     k = exact.shape[1]
     return float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact, strict=True)]))
 
-
-def median_ms(fn: Any, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def build_index(kind: str, keys: np.ndarray, nlist: int, seed: int) -> tuple[Any, float]:
@@ -134,7 +125,7 @@ def search_rows(n: int, d: int, k: int, probes: list[int], num_queries: int, rep
                 index.nprobe = nprobe
             found = index.search(queries, k)[1]
             exact = found if exact is None else exact
-            batch_ms = median_ms(lambda: index.search(queries, k), repeats)  # noqa: B023
+            batch_ms = repeat_ms(lambda: index.search(queries, k), repeats, "median")  # noqa: B023
             single = []
             for i in range(single_queries + 1):  # the first call is a warm-up
                 one = queries[i % num_queries : i % num_queries + 1]

@@ -1,13 +1,13 @@
 """The learned memory reader's write stride, chosen by measurement on held-out text (issue 15, item 4).
 
 For each stride the checkpoint scores the same held-out text with the learned reader on, starting from the
-memory saved with the checkpoint (a fresh copy per stride), writing every ``stride``-th position of each
-scored forward; a memory-off pass of the same text is the reference. Reports NLL/token, token perplexity,
-the change against memory off, scored tokens/s (the ratio against off is measured in the same run) and the
-entries the memory holds at the end. The text must be held out from training (never the test split): the
-stride is a fitted setting.
+memory saved with the checkpoint (a fresh copy per stride) and writing every ``stride``-th position of each
+scored forward (stride 0: read only, nothing is written while scoring). A memory-off pass of the same text
+is the reference. Reports NLL/token, token perplexity, the change against memory off, scored tokens/s (the
+ratio against off is measured in the same run) and the entries the memory holds at the end. The text must
+be held out from training, never the test split: the stride is a fitted setting.
 
-    python benchmarks/memory_stride.py runs/tiny10h/best --text heldout.raw --strides 1 4 16 64 \\
+    python benchmarks/memory_stride.py runs/tiny10h/best --text heldout.raw --strides 0 1 4 16 64 256 \\
         --out results/memory/stride
 """
 
@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="a model folder with a learned memory (use_memory = True)")
     p.add_argument("--text", type=Path, required=True, help="held-out text (not the test split)")
-    p.add_argument("--strides", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    p.add_argument("--strides", type=int, nargs="+", default=[0, 1, 4, 16, 64, 256],
+                   help="0 = read only (no writes while scoring)")
     p.add_argument("--context-length", type=int, default=0, help="0 = the training sequence length")
     p.add_argument("--stride", type=int, default=0, help="scoring stride (0 = context // 2)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -40,12 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def score(model: Any, text: Any, window: dict[str, Any], batch_size: int, memory: bool) -> dict[str, float]:
+def score(model: Any, text: Any, window: dict[str, Any], batch_size: int, memory: bool,
+          write: bool) -> dict[str, float]:
     from s3cmn.evaluation.perplexity import score_stream
 
     start = time.perf_counter()
     result = score_stream(model, text.stream, window["context_length"], window["stride"], batch_size,
-                          use_memory=memory, write_memory=memory)  # fmt: skip
+                          use_memory=memory, write_memory=write)  # fmt: skip
     seconds = time.perf_counter() - start
     nll = float(result.nll.mean())
     return {"nll": nll, "token_ppl": math.exp(nll), "tokens_per_s": result.nll.numel() / seconds,
@@ -61,8 +63,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if any(s < 1 for s in args.strides):
-        raise SystemExit("--strides: every stride must be >= 1")
+    if any(s < 0 for s in args.strides):
+        raise SystemExit("--strides: every stride must be >= 0 (0 = read only)")
     model = load_model(args.checkpoint)
     if not model.config.use_memory:
         raise SystemExit(f"{args.checkpoint} has no learned memory (use_memory = False)")
@@ -74,13 +76,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     snapshot = snapshot_memories(model, "saved")
     trained_stride = {str(layer): m.write_stride for layer, m in snapshot.bank}
     with torch.inference_mode():
-        off = score(model, text, window, args.batch_size, memory=False)
+        off = score(model, text, window, args.batch_size, memory=False, write=False)
         rows = []
         for stride in args.strides:
             restore_memories(model, snapshot)
             for _, memory in model.memory_bank:
-                memory.write_stride = stride
-            row = score(model, text, window, args.batch_size, memory=True)
+                memory.write_stride = max(stride, 1)
+            row = score(model, text, window, args.batch_size, memory=True, write=stride > 0)
             row.update(write_stride=stride, nll_change=row["nll"] - off["nll"],
                        ppl_change=row["token_ppl"] / off["token_ppl"] - 1,
                        speed_vs_off=row["tokens_per_s"] / off["tokens_per_s"],
@@ -106,11 +108,12 @@ def markdown(result: dict[str, Any]) -> str:
              "| write stride | NLL/token | token ppl | ppl vs off | tokens/s vs off | entries at the end |",
              "| ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in result["rows"]:
-        lines.append(f"| {r['write_stride']} | {r['nll']:.4f} | {r['token_ppl']:.1f} | {100 * r['ppl_change']:+.1f}% "
+        label = r["write_stride"] or "0 (read only)"
+        lines.append(f"| {label} | {r['nll']:.4f} | {r['token_ppl']:.1f} | {100 * r['ppl_change']:+.1f}% "
                      f"| {r['speed_vs_off']:.2f}x | {', '.join(f'{k}: {v:,}' for k, v in r['entries'].items())} |")
     m = result["machine"]
-    lines += ["", f"Best: write stride {result['best_write_stride']} (chosen on this held-out text). Machine: {m['cpu']}, "
-              f"{m['capability']}, {m['threads']} threads, load {m['load_average'][0]:.2f}.", ""]
+    lines += ["", f"Best: write stride {result['best_write_stride']} (chosen on this held-out text). "
+              f"Machine: {m['cpu']}, {m['capability']}, {m['threads']} threads, load {m['load_average'][0]:.2f}.", ""]
     return "\n".join(lines)
 
 

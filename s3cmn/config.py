@@ -125,6 +125,11 @@ class S3CMNConfig(PreTrainedConfig):
              "the flags (hyena, ssm, lif, memory, mlp); a list must name exactly the sub-layers the flags turn on "
              "(repeats allowed)",
     )
+    block_order: Literal["hyena_first", "ssm_first"] = setting(
+        "hyena_first", group=ARCH,
+        help="order of the derived layout (block_mixers = null): hyena_first = hyena, ssm, lif (the v1 block); "
+             "ssm_first = ssm, hyena, lif (the presets since 0.3: better held-out loss in the ablation)",
+    )
     layer_scale_init: float | None = setting(
         None, group=ARCH, gt=0,
         help="LayerScale (Touvron et al. 2021): each sub-layer's output times a learned per-channel scale "
@@ -273,12 +278,13 @@ class S3CMNConfig(PreTrainedConfig):
         """The sub-layers the flags turn on, in the default order (the meaning of ``block_mixers = None``)."""
         if self.block_type == "reservoir":
             return ["attention", "reservoir", "mlp"]
-        mixers = ["hyena"] if self.use_hyena else []
+        hyena = ["hyena"] if self.use_hyena else []
         if self.use_liquid:  # one mixer in place of the state-space mixer and the LIF layer
-            mixers.append("integration")
+            ssm, spiking = ["integration"], []
         else:
-            mixers += [self.ssm_type] if self.ssm_type != "none" else []
-            mixers += [("population_lif" if self.use_population_coding else "lif")] if self.use_spiking else []
+            ssm = [self.ssm_type] if self.ssm_type != "none" else []
+            spiking = [("population_lif" if self.use_population_coding else "lif")] if self.use_spiking else []
+        mixers = ssm + hyena + spiking if self.block_order == "ssm_first" else hyena + ssm + spiking
         return mixers + (["memory"] if self.use_memory else []) + ["mlp"]
 
     def resolved_block_mixers(self) -> list[str]:

@@ -129,6 +129,13 @@ class EvalConfig(_Settings):
     memory_start: Literal["saved", "empty"] = setting(
         "saved", group=EVAL, help="memory at the start of each memory-on run: as saved in the checkpoint, or empty"
     )
+    memory_writes: Literal["auto", "on", "off"] = setting(
+        "auto", group=EVAL,
+        help="whether the learned memory also stores the text it scores (every memory_write_stride-th position of "
+             "each forward, after that forward): auto = off when the starting memory holds entries (measured on "
+             "held-out text by benchmarks/memory_stride.py: reading the saved training entries alone gave -8.2%% "
+             "token ppl, writing every 16th position -5.0%%), on when it is empty",
+    )
     quantize: Literal["none", "int8"] = setting("none", group=EVAL, help="also evaluate an 8-bit model")
     backend: Literal["auto", "bnb", "torch", "torchao"] = setting(
         "auto", group=EVAL, help="8-bit backend (auto: torch.ao dynamic int8 on a CPU, bitsandbytes on CUDA)"

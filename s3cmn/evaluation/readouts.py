@@ -98,7 +98,7 @@ def _run(precision: str, mode: str, text: EvalText, nll: torch.Tensor, seconds: 
 
 def score_modes(model: Any, precision: str, modes: list[str], text: EvalText, window: dict[str, Any],
                 batch_size: int, snapshot: Any, device: torch.device, progress: bool, settings: Any,
-                datastore: Any) -> list[dict[str, Any]]:
+                datastore: Any, write_memory: bool = False) -> list[dict[str, Any]]:
     """One run per mode, in the order asked: learned through :func:`~s3cmn.evaluation.runs.score_run`, the
     others in one shared LM pass."""
     from s3cmn.evaluation.perplexity import sliding_windows
@@ -124,7 +124,7 @@ def score_modes(model: Any, precision: str, modes: list[str], text: EvalText, wi
             logger.info("%s memory %s: token ppl %.3f, word ppl %.3f, %.4f bits/byte (%.1f s)", precision, m,
                         ppl["token_perplexity"], ppl["word_perplexity"], ppl["bits_per_byte"], scores.seconds[m])
     if "learned" in modes:
-        run = score_run(model, precision, "on", text, window, batch_size, snapshot, device, progress)
+        run = score_run(model, precision, "on", text, window, batch_size, snapshot, device, progress, write_memory)
         run["memory"] = "learned"
         by_mode["learned"] = run
     return [by_mode[m] for m in modes]

@@ -22,7 +22,13 @@ from typing import Any, Literal
 import torch
 
 from s3cmn.evaluation.errors import EvaluationError
-from s3cmn.evaluation.memory_state import memory_content, provenance_overlap, restore_memories, snapshot_memories
+from s3cmn.evaluation.memory_state import (
+    MemorySnapshot,
+    memory_content,
+    provenance_overlap,
+    restore_memories,
+    snapshot_memories,
+)
 from s3cmn.evaluation.perplexity import EvalText, prepare_text
 from s3cmn.evaluation.readouts import (
     readout_generation_cost,
@@ -134,6 +140,7 @@ class _Scoring:
     readouts: Any
     datastore: Any
     notes: list[str]
+    learned_writes: bool = False  # the learned memory also stores the scored text (memory_writes)
 
 
 def evaluate_checkpoint(
@@ -186,6 +193,15 @@ def evaluate_checkpoint(
     return _report(scoring, data, evaluation, started, model_config, settings, runs, models, curve)
 
 
+def learned_writes(evaluation: EvalConfig, snapshot: MemorySnapshot) -> bool:
+    """Whether the learned memory stores the text it scores: ``memory_writes``, where auto = only when the
+    starting memory holds no entries (from a filled saved memory, reading alone scored better on held-out
+    text: benchmarks/memory_stride.py)."""
+    if evaluation.memory_writes == "auto":
+        return sum(memory.num_entries for _, memory in snapshot.bank) == 0
+    return evaluation.memory_writes == "on"
+
+
 def _prepare(model: Any, folder: Path, data: DataConfig, evaluation: EvalConfig, memory_start: MemoryStart,
              memory_modes: Sequence[str] | None, device: torch.device) -> _Scoring:
     """Tokenizer, window and text; the starting memory (saved or emptied) and its overlap with the text;
@@ -214,11 +230,15 @@ def _prepare(model: Any, folder: Path, data: DataConfig, evaluation: EvalConfig,
         modes = [m for m in modes if m != "learned"] or ["off"]
         notes.append("the model has no external memory (use_memory = False): the learned reader was not scored")
     readouts, datastore = readout_inputs(folder, modes, text, window, notes)
-    if "learned" in modes:
+    if "learned" in modes and learned_writes(evaluation, snapshot):
         notes.append(f"memory learned: the {evaluation.eval_batch_size} windows of one forward (eval_batch_size) read "
                      "the memory as it was before that forward and are written to it after they are scored")
+    elif "learned" in modes:
+        notes.append(f"memory learned: read only (memory_writes = {evaluation.memory_writes}): every window reads "
+                     "the starting memory, and nothing of the scored text is stored")
     return _Scoring(folder, device, raw, text, tokenizer, tokenizer_source, window, modes, snapshot, overlap,
-                    has_memory and "learned" in modes, readouts, datastore, notes)
+                    has_memory and "learned" in modes, readouts, datastore, notes,
+                    learned_writes(evaluation, snapshot))
 
 
 def _score_fp32(model: Any, scoring: _Scoring, evaluation: EvalConfig, speed: dict[str, int],
@@ -226,7 +246,7 @@ def _score_fp32(model: Any, scoring: _Scoring, evaluation: EvalConfig, speed: di
     """The fp32 runs of every mode, and the fp32 model's speed, size and read-out generation cost."""
     s = scoring
     runs = score_modes(model, "fp32", s.modes, s.text, s.window, evaluation.eval_batch_size, s.snapshot, s.device,
-                       progress, s.readouts, s.datastore)  # fmt: skip
+                       progress, s.readouts, s.datastore, s.learned_writes)  # fmt: skip
     fp32 = {**speed_and_size(model, s.text, s.use_memory, s.device, **speed), "disk": folder_size(s.folder)}
     generation_modes = [m for m in s.modes if m in READOUT_MODES and m != "off"]
     if generation_modes:
@@ -246,7 +266,7 @@ def _score_int8(scoring: _Scoring, evaluation: EvalConfig, speed: dict[str, int]
         model, report = quantize_model(model, evaluation.backend)
     restore_memories(model, s.snapshot)
     runs = score_modes(model, "int8", s.modes, s.text, s.window, evaluation.eval_batch_size, s.snapshot, s.device,
-                       progress, s.readouts, s.datastore)  # fmt: skip
+                       progress, s.readouts, s.datastore, s.learned_writes)  # fmt: skip
     int8 = {**speed_and_size(model, s.text, s.use_memory, s.device, **speed),
             "parameters": report.params_total,  # counted before quantization
             "load_and_quantize_peak_memory": peak.result,

@@ -23,15 +23,17 @@ def _layer_names(model: Any, count: int) -> list[str]:
 
 
 def score_run(model: Any, precision: str, mode: str, text: EvalText, window: dict[str, Any], batch_size: int,
-              snapshot: Any, device: torch.device, progress: bool) -> dict[str, Any]:
-    """One perplexity run: memory ``mode`` "off" (no reads, no writes) or "on" (fresh starting copy, writes)."""
+              snapshot: Any, device: torch.device, progress: bool, write: bool = False) -> dict[str, Any]:
+    """One perplexity run: memory ``mode`` "off" (no reads, no writes) or "on" (a fresh starting copy, read;
+    with ``write`` the scored windows are also stored, each forward's after it is scored)."""
     use = mode == "on"
     if use:
         restore_memories(model, snapshot)
     start = memory_content(model.memory_bank) if use else None
     with PeakMemory(device) as peak:
         score = score_stream(model, text.stream, window["context_length"], window["stride"], batch_size,
-                             use_memory=use, write_memory=use, progress=progress, desc=f"{precision} memory {mode}")
+                             use_memory=use, write_memory=use and write, progress=progress,
+                             desc=f"{precision} memory {mode}")
     run: dict[str, Any] = {
         "precision": precision,
         "memory": mode,
@@ -50,6 +52,7 @@ def score_run(model: Any, precision: str, mode: str, text: EvalText, window: dic
         names = _layer_names(model, len(reads))
         run["memory_state"] = {
             "start": start,
+            "writes": write,
             "end": memory_content(model.memory_bank),
             "reads": {name: summarise_reads(r) for name, r in zip(names, reads, strict=True)},
             "store": {str(layer): m.stats().to_dict() for layer, m in model.memory_bank},

@@ -92,3 +92,28 @@ def test_memory_content_describes_each_layer() -> None:
     store = SimpleNamespace(num_entries=3, capacity=8, searchable=True, is_ivf=False, index=object())
     assert memory_content(MemoryBank({1: store})) == {"1": {"entries": 3, "capacity": 8, "searchable": True,
                                                   "index_type": "exact"}}
+
+
+def test_learned_memory_writes_only_when_it_starts_empty_unless_told(tiny_model) -> None:
+    """memory_writes: auto stores the scored text only into an empty starting memory (issue 15: from a filled
+    saved memory, reading alone scored better on held-out text); on / off force it; read-only runs leave
+    the memory as it started."""
+    from s3cmn.evaluation.run import learned_writes
+    from s3cmn.evaluation.runs import score_run
+    from s3cmn.run_config import EvalConfig
+
+    model = tiny_model()
+    empty = snapshot_memories(model, "empty")
+    model(torch.randint(0, 97, (4, 48)), write_memory=True)
+    filled = snapshot_memories(model, "saved")
+    assert learned_writes(EvalConfig(), empty) and not learned_writes(EvalConfig(), filled)
+    assert learned_writes(EvalConfig(memory_writes="on"), filled)
+    assert not learned_writes(EvalConfig(memory_writes="off"), empty)
+    text = SimpleNamespace(stream=torch.randint(0, 97, (161,)), num_tokens=160, words=40, bytes=400)
+    window = {"context_length": 16, "stride": 8}
+    read_only = score_run(model, "fp32", "on", text, window, 2, filled, torch.device("cpu"), False, write=False)
+    written = score_run(model, "fp32", "on", text, window, 2, filled, torch.device("cpu"), False, write=True)
+    assert read_only["memory_state"]["writes"] is False and written["memory_state"]["writes"] is True
+    assert read_only["memory_state"]["end"] == read_only["memory_state"]["start"]
+    layer = next(iter(written["memory_state"]["start"]))
+    assert written["memory_state"]["end"][layer]["entries"] > written["memory_state"]["start"][layer]["entries"]

@@ -56,6 +56,9 @@ def test_a_v1_checkpoint_loads_and_gives_its_logits(name: str) -> None:
         (dict(use_hyena=False, use_spiking=False), ["mamba", "memory", "mlp"]),
         (dict(use_liquid=True), ["hyena", "integration", "memory", "mlp"]),
         (dict(block_type="reservoir", use_memory=False), ["attention", "reservoir", "mlp"]),
+        (dict(block_order="ssm_first"), ["mamba", "hyena", "lif", "memory", "mlp"]),
+        (dict(block_order="ssm_first", use_liquid=True), ["integration", "hyena", "memory", "mlp"]),
+        (dict(block_order="ssm_first", use_hyena=False), ["mamba", "lif", "memory", "mlp"]),
     ],
     ids=str,
 )
