@@ -276,7 +276,7 @@ def _(ws: Workspace) -> str:
     out = ws.copy_run("resume-lr")
     result = cli("train", ws.train_args(out, "--resume", "--max-steps", "6", "--learning-rate", "1e-5"))
     line = stop(result, r"after 6 steps")
-    if "learning_rate changed from 0.001 to 1e-05" not in result.stderr:
+    if "learning_rate changed from 0.003 to 1e-05" not in result.stderr:
         raise CaseFailed("the new learning rate is not reported")
     return line
 

@@ -122,10 +122,10 @@ def test_settings_given_on_resume_are_applied_and_logged_or_refused(run_copy, tr
     args = [*train_args, "--output-dir", str(run_copy), "--resume", "--max-steps", "6", "--learning-rate", "1e-5"]
     result = run_cli("train", args)
     assert result.returncode == 0, result.output
-    assert "learning_rate changed from 0.001 to 1e-05" in result.stderr
+    assert "learning_rate changed from 0.003 to 1e-05" in result.stderr
     records = [json.loads(line) for line in (run_copy / "metrics.jsonl").read_text().splitlines()]
     lr = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
-    assert lr[4] == pytest.approx(1e-4) and lr[5] <= 1e-5, lr  # the new peak from step 5 on
+    assert lr[4] == pytest.approx(3e-4) and lr[5] <= 1e-5, lr  # the new peak from step 5 on
     error = one_line_error(run_cli("train", [*train_args, "--output-dir", str(run_copy), "--resume",
                                              "--sequence-length", "16"]))
     assert "sequence_length (checkpoint 32, given 16" in error, error

@@ -19,7 +19,9 @@ D, V = 16, 40
 SMALL = dict(vocab_size=V, embedding_dim=D, hidden_dim=D, num_layers=2, num_attention_heads=4, spiking_units=8,
              mamba_d_state=4, s4d_d_state=4, hyena_filter_dim=8, hyena_filter_length=16, memory_size=64,
              memory_max_size=64, num_clusters=2, memory_compression_dim=8, dropout=0.0, embedding_dropout=0.0,
-             memory_layers=[-1], max_retrieval_distance=2.0, spike_threshold=0.2)
+             memory_layers=[-1], max_retrieval_distance=2.0, spike_threshold=0.2,
+             **(V1 := dict(block_order="hyena_first", layer_scale_init=None)))
+# V1: what a v1 config.json, which has neither field, loads as; the tiny preset itself moved on (issue 16)
 
 
 def _config(**overrides) -> S3CMNConfig:
@@ -30,7 +32,7 @@ def _config(**overrides) -> S3CMNConfig:
 def test_state_dict_keys_are_those_of_the_v1_format(name: str) -> None:
     """Every sub-layer on, in one config or another: the parameter names and shapes of 39e2ec5."""
     entry = FIXTURES["configs"][name]
-    model = S3CMNForCausalLM(S3CMNConfig.from_preset("tiny", **{**FIXTURES["base"], **entry["config"]}))
+    model = S3CMNForCausalLM(S3CMNConfig.from_preset("tiny", **{**FIXTURES["base"], **entry["config"], **V1}))
     assert {k: list(v.shape) for k, v in model.state_dict().items()} == entry["keys"]
 
 
@@ -38,7 +40,7 @@ def test_state_dict_keys_are_those_of_the_v1_format(name: str) -> None:
 def test_a_v1_checkpoint_loads_and_gives_its_logits(name: str) -> None:
     saved = load_file(DATA / "checkpoint_v1.safetensors")
     fields = {**FIXTURES["base"], **FIXTURES["configs"][name]["config"], "use_memory": False, "dropout": 0.0,
-              "embedding_dropout": 0.0}
+              "embedding_dropout": 0.0, **V1}
     model = S3CMNForCausalLM(S3CMNConfig.from_preset("tiny", **fields)).eval()
     prefix = f"{name}/"
     model.load_state_dict({k[len(prefix):]: v for k, v in saved.items()
@@ -138,3 +140,16 @@ def test_layer_scale_scales_every_sub_layer_and_keeps_the_contract(check_decodin
     check_decoding(model, ids, split=5, prefill=4)
     check_training_and_save(model, ids, tmp_path)  # the scales get gradients and round-trip
     assert "layer_scale" not in str(list(S3CMNForCausalLM(_config(use_memory=False)).state_dict()))  # off: v1 keys
+
+
+def test_a_v1_config_without_the_new_fields_loads_as_the_v1_block() -> None:
+    """A config.json saved before block_order and layer_scale_init existed builds the v1 block, whatever the
+    tiny preset now sets (the preset applies to new runs only)."""
+    saved = S3CMNConfig.from_preset("tiny", **SMALL).to_dict()
+    for key in ("block_order", "layer_scale_init"):
+        saved.pop(key)
+    config = S3CMNConfig.from_dict(saved)
+    assert config.block_order == "hyena_first" and config.layer_scale_init is None
+    assert config.resolved_block_mixers() == ["hyena", "mamba", "lif", "memory", "mlp"]
+    preset = S3CMNConfig.from_preset("tiny")
+    assert preset.block_order == "ssm_first" and preset.layer_scale_init == 0.01

@@ -124,7 +124,7 @@ def test_block_uses_the_integrated_mixer() -> None:
     block = S3CMNBlock(_config(), 0)
     assert isinstance(block.integration, IntegratedMixer)
     assert not hasattr(block, "ssm") and not hasattr(block, "spiking")
-    assert [sub.kind for sub in block.sublayers] == ["hyena", "integration", "mlp"]
+    assert [sub.kind for sub in block.sublayers] == ["integration", "hyena", "mlp"]  # the tiny preset: ssm_first
     out = block(_x())
     assert set(out.state) == {"hyena", "integration"} and out.spike_stats is not None
 
