@@ -1,45 +1,99 @@
-"""Which hidden state makes the best kNN-LM key? held-out NLL gain of knn for several key choices (exact search)."""
-import sys, time, math, torch, numpy as np, faiss
+"""Which hidden state makes the best kNN-LM key? The held-out NLL gain of knn for several key choices.
+
+A probe for issue 15 (the small preset's knn gain), not part of the package. Keys for every position of the
+training text and queries for every position of the held-out text (the same sliding windows as evaluation),
+exact L2 search (FAISS IndexFlatL2, top 256), then the best k, temperature and lambda on the held-out text with
+the package's own fitting functions. ``hidden_states[i]`` is the input of block i, so ``block-2`` is the output
+of the third of four blocks.
+
+    python results/memory/small10q/knn_keys_probe.py runs/small10q/best 256
+"""
+
+from __future__ import annotations
+
+import sys
+import time
 from pathlib import Path
-from s3cmn.modeling.loading import load_model
-from s3cmn.evaluation.run import load_eval_tokenizer
-from s3cmn.evaluation.perplexity import prepare_text
-from s3cmn.run_config import DataConfig
+
+import faiss
+import numpy as np
+import torch
+
 from s3cmn.data.windows import sliding_windows, window_batches
-from s3cmn.ops.nll import nll_float64
+from s3cmn.evaluation.perplexity import prepare_text
+from s3cmn.evaluation.run import load_eval_tokenizer
+from s3cmn.memory.nexttoken.fit import TEMPERATURE_FACTORS, best_lambda, restrict, target_prob
 from s3cmn.memory.nexttoken.readout import Neighbours
-from s3cmn.memory.nexttoken.fit import target_prob, best_lambda, restrict, TEMPERATURE_FACTORS
-torch.set_num_threads(1); faiss.omp_set_num_threads(1)
-ck = Path(sys.argv[1]); ctx = int(sys.argv[2])
-m = load_model(ck); tok, _ = load_eval_tokenizer(ck, DataConfig())
-def states(path):
-    t = prepare_text(Path(path).read_text(), tok, 0, None, m.config.vocab_size).stream
-    keys = {"final": [], "prenorm": [], "mid": []}; tg = []; lm = []
-    L = m.config.num_layers
-    with torch.no_grad():
-        for batch in window_batches(sliding_windows(t.numel(), ctx, ctx // 2), 8):
-            ids = torch.stack([t[w.begin:w.end] for w in batch]); B, T = ids.shape; n = batch[0].num_scored
-            out = m.model(ids, use_cache=False, memory_bank=None, output_hidden_states=True)
-            hs = out["hidden_states"]
-            sl = lambda x: x[:, T - n - 1:T - 1].reshape(B * n, -1).float()
-            h = sl(out["hidden"]); keys["final"].append(h); keys["prenorm"].append(sl(hs[-2])); keys["mid"].append(sl(hs[L // 2 + 1]))
-            y = ids[:, T - n:].reshape(-1); tg.append(y); lm.append(-nll_float64(m.lm_head(h), y))
-    return {k: torch.cat(v).numpy() for k, v in keys.items()}, torch.cat(tg), torch.cat(lm)
-t0 = time.time()
-tr, trv, _ = states("/work/honest/train.raw"); ho, hov, holm = states("/work/honest/heldout.raw")
-print("states", time.time() - t0, "s", tr["final"].shape, ho["final"].shape, "off NLL", float(-holm.mean()), flush=True)
-vals = trv.numpy()
-for name in ("final", "prenorm", "mid", "final-cos", "prenorm-cos"):
-    base = name.split("-")[0]; a = np.ascontiguousarray(tr[base]); q = np.ascontiguousarray(ho[base])
-    if name.endswith("cos"):
-        a = a / np.linalg.norm(a, axis=1, keepdims=True); q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    idx = faiss.IndexFlatL2(a.shape[1]); idx.add(a); D, I = idx.search(q, 256)
-    nb = Neighbours(torch.from_numpy(D), torch.from_numpy(vals[I]))
+from s3cmn.modeling.loading import load_model
+from s3cmn.ops.nll import nll_float64
+from s3cmn.run_config import DataConfig
+
+TRAIN, HELDOUT = "/work/honest/train.raw", "/work/honest/heldout.raw"
+
+
+@torch.no_grad()
+def states(model, tokenizer, path: str, context: int) -> tuple[dict[str, np.ndarray], torch.Tensor, torch.Tensor]:
+    """Candidate keys (final normed state, block-2 output), targets and log p_LM(target) for every position."""
+    stream = prepare_text(Path(path).read_text(), tokenizer, 0, None, model.config.vocab_size).stream
+    keys: dict[str, list[torch.Tensor]] = {"final": [], "block-2": []}
+    targets, lm = [], []
+    for batch in window_batches(sliding_windows(stream.numel(), context, context // 2), 8):
+        ids = torch.stack([stream[w.begin : w.end] for w in batch])
+        B, T = ids.shape
+        n = batch[0].num_scored
+        out = model.model(ids, use_cache=False, memory_bank=None, output_hidden_states=True)
+
+        def scored(x: torch.Tensor, n: int = n, B: int = B, T: int = T) -> torch.Tensor:
+            return x[:, T - n - 1 : T - 1].reshape(B * n, -1).float()
+
+        hidden = scored(out["hidden"])
+        keys["final"].append(hidden)
+        keys["block-2"].append(scored(out["hidden_states"][-2]))
+        y = ids[:, T - n :].reshape(-1)
+        targets.append(y)
+        lm.append(-nll_float64(model.lm_head(hidden), y))
+    return {k: torch.cat(v).numpy() for k, v in keys.items()}, torch.cat(targets), torch.cat(lm)
+
+
+def best_knn(keys: np.ndarray, values: np.ndarray, queries: np.ndarray, targets: torch.Tensor,
+             lm: torch.Tensor) -> tuple[float, int, float, float]:
+    """(held-out log-likelihood, k, temperature factor, lambda) of the best kNN mixture."""
+    index = faiss.IndexFlatL2(keys.shape[1])
+    index.add(keys)
+    distances, ids = index.search(queries, 256)
+    neighbours = Neighbours(torch.from_numpy(distances), torch.from_numpy(values[ids]))
     best = None
     for k in (16, 64, 256):
-        r = restrict(nb, torch.zeros(len(q), dtype=torch.long), None, k)
-        med = float(r.distances[:, 0].median())
-        for f in TEMPERATURE_FACTORS:
-            lam, ll = best_lambda(holm, *target_prob(r, hov, max(med, 1e-6) * f))
-            if best is None or ll > best[0]: best = (ll, k, f, lam)
-    print(f"{name}: knn NLL {-best[0]:.4f} (gain {-best[0] - float(-holm.mean()):+.4f}) k {best[1]} Tf {best[2]:.3f} lam {best[3]}", flush=True)
+        nb = restrict(neighbours, torch.zeros(len(queries), dtype=torch.long), None, k)
+        median = max(float(nb.distances[:, 0].median()), 1e-6)
+        for factor in TEMPERATURE_FACTORS:
+            lam, ll = best_lambda(lm, *target_prob(nb, targets, median * factor))
+            if best is None or ll > best[0]:
+                best = (ll, k, factor, lam)
+    return best
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    checkpoint, context = Path(sys.argv[1]), int(sys.argv[2])
+    model = load_model(checkpoint)
+    tokenizer, _ = load_eval_tokenizer(checkpoint, DataConfig())
+    start = time.time()
+    train, train_targets, _ = states(model, tokenizer, TRAIN, context)
+    held, held_targets, held_lm = states(model, tokenizer, HELDOUT, context)
+    off = float(-held_lm.mean())
+    print(f"states {time.time() - start:.0f} s, {len(train_targets):,} keys, {len(held_targets):,} queries, "
+          f"off NLL {off:.4f}")
+    for name in ("final", "block-2", "final-cos", "block-2-cos"):
+        base = name.removesuffix("-cos")
+        keys, queries = np.ascontiguousarray(train[base]), np.ascontiguousarray(held[base])
+        if name.endswith("-cos"):
+            keys = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+            queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        ll, k, factor, lam = best_knn(keys, train_targets.numpy(), queries, held_targets, held_lm)
+        print(f"{name}: knn NLL {-ll:.4f} (gain {-ll - off:+.4f}) k {k} temperature x{factor:.3f} lambda {lam}")
+
+
+if __name__ == "__main__":
+    main()
