@@ -230,15 +230,15 @@ def _prepare(model: Any, folder: Path, data: DataConfig, evaluation: EvalConfig,
         modes = [m for m in modes if m != "learned"] or ["off"]
         notes.append("the model has no external memory (use_memory = False): the learned reader was not scored")
     readouts, datastore = readout_inputs(folder, modes, text, window, notes)
-    if "learned" in modes and learned_writes(evaluation, snapshot):
+    writes = learned_writes(evaluation, snapshot)
+    if "learned" in modes and writes:
         notes.append(f"memory learned: the {evaluation.eval_batch_size} windows of one forward (eval_batch_size) read "
                      "the memory as it was before that forward and are written to it after they are scored")
     elif "learned" in modes:
         notes.append(f"memory learned: read only (memory_writes = {evaluation.memory_writes}): every window reads "
                      "the starting memory, and nothing of the scored text is stored")
     return _Scoring(folder, device, raw, text, tokenizer, tokenizer_source, window, modes, snapshot, overlap,
-                    has_memory and "learned" in modes, readouts, datastore, notes,
-                    learned_writes(evaluation, snapshot))
+                    has_memory and "learned" in modes, readouts, datastore, notes, writes)
 
 
 def _score_fp32(model: Any, scoring: _Scoring, evaluation: EvalConfig, speed: dict[str, int],
