@@ -111,3 +111,22 @@ def single_threaded() -> Iterator[None]:
 def gpu_available() -> bool:
     faiss = _faiss()
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class GpuReplica:
+    """A copy of a CPU index on GPU ``device`` (faiss GPU build) for searching; the CPU index stays the source
+    of truth. :meth:`invalidate` after every change to it; the next :meth:`of` copies it again."""
+
+    def __init__(self, device: int = 0) -> None:
+        if not gpu_available():
+            raise RuntimeError("faiss reports no GPU (faiss.get_num_gpus() == 0 or a CPU-only build); install "
+                               "faiss-gpu on a CUDA machine or keep the memory on the CPU")  # fmt: skip
+        self.resources, self.device, self._copy = _faiss().StandardGpuResources(), device, None
+
+    def invalidate(self) -> None:
+        self._copy = None
+
+    def of(self, index):
+        if self._copy is None:
+            self._copy = _faiss().index_cpu_to_gpu(self.resources, self.device, index)
+        return self._copy

@@ -29,17 +29,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from s3cmn.memory import content
 from s3cmn.memory import index as faiss_index
+from s3cmn.memory.content import ENTRY_ARRAYS
 from s3cmn.memory.pca import PCA
 from s3cmn.memory.persist import load_memory, save_memory
-from s3cmn.memory.records import (
-    INDEX_ARRAY,
-    PROVENANCE_WINDOW,
-    MemoryLoadError,
-    MemoryStats,
-    Provenance,
-    SearchResult,
-)
+from s3cmn.memory.records import PROVENANCE_WINDOW, MemoryStats, Provenance, SearchResult
 from s3cmn.memory.settings import CONFIG_TO_ARGUMENT, check_memory_args, layer_memory_settings
 
 if TYPE_CHECKING:
@@ -52,14 +47,6 @@ _LATENCY_WINDOW = 1024
 _SETTINGS = ("dim", "num_clusters", "top_k", "nprobe", "metric", "max_retrieval_distance", "compression",
              "compression_dim", "compression_variance", "full_policy", "growth_factor", "max_size",
              "refit_drift", "write_stride", "seed", "pca_min_samples", "layer_idx")  # fmt: skip
-# Per-entry arrays (dim 0 = slot): attribute -> (its name in state_arrays() and on disk, the fill of an empty
-# slot). The usage pending since the last commit_usage (the _new_* arrays) is committed before the state is read,
-# so it has no saved name. The one list of the store's arrays: growing, entries() and persistence all read it.
-_ARRAYS = {"_values": ("values", 0), "_keys": ("keys", 0), "_occupied": ("occupied", 0), "_usage": ("usage", 0),
-           "_mass": ("attention_mass", 0), "_last_used": ("last_used", 0), "_write_step": ("write_step", 0),
-           "_positions": ("positions", -1), "_segments": ("segments", -1), "_tokens": ("token_ids", -1),
-           "_new_usage": (None, 0), "_new_mass": (None, 0), "_new_last_used": (None, 0)}  # fmt: skip
-STATE_NAMES = tuple(name for name, _ in _ARRAYS.values() if name is not None)
 
 
 def _to_numpy(x: Tensor | np.ndarray, dtype: type = np.float32) -> np.ndarray:
@@ -118,7 +105,7 @@ class FaissMemory:
         for name in _SETTINGS:
             setattr(self, name, args[name])
         self.initial_capacity = capacity
-        self._gpu: tuple[Any, int] | None = None  # (StandardGpuResources, device) after to_gpu()
+        self._gpu: faiss_index.GpuReplica | None = None  # after to_gpu()
         self._logged: set[str] = set()
         self.reset()
         ivf_min = faiss_index.IVF_MIN_POINTS_PER_LIST * num_clusters
@@ -154,8 +141,7 @@ class FaissMemory:
         self._tokens = np.full((c, PROVENANCE_WINDOW), -1, np.int64)
         self.clear_pending_usage()
         self.pca: PCA | None = None
-        self._index = None
-        self._gpu_index = None
+        self.set_index(None)
         self.step = 0
         self.counters = {"prunes": 0, "pruned_entries": 0, "growths": 0, "refits": 0, "search_calls": 0}
         self.reset_search_stats()
@@ -226,7 +212,7 @@ class FaissMemory:
         """Copies of the live entries' arrays (ids, values, keys, provenance, usage), in id order."""
         self.commit_usage()
         ids = np.flatnonzero(self._occupied)
-        names = [attr for attr, (name, _) in _ARRAYS.items() if name not in (None, "occupied")]
+        names = [attr for attr, (name, _) in ENTRY_ARRAYS.items() if name not in (None, "occupied")]
         out = {name.lstrip("_"): getattr(self, name)[ids] for name in names}
         return {"ids": ids, **out}
 
@@ -285,7 +271,7 @@ class FaissMemory:
                 self._index.add_with_ids(self._keys[slots], slots.astype(np.int64))
             self._log_once("exact", "%s: %d entries < 39*nlist = %d, exact search until then", self._name,
                            len(slots), threshold)  # fmt: skip
-        self._gpu_index = None
+        self._index_changed()
 
     def rebuild_index(self) -> None:
         """Rebuild the index from the stored keys (exact or IVF by the number of entries; IVF with ``ivf_codec``)."""
@@ -392,7 +378,7 @@ class FaissMemory:
             return
         with faiss_index.single_threaded():
             self._index.add_with_ids(keys, slots.astype(np.int64))
-        self._gpu_index = None
+        self._index_changed()
 
     def _make_room(self, m: int) -> None:
         def short() -> bool:
@@ -405,7 +391,7 @@ class FaissMemory:
 
     def _grow(self, new_capacity: int) -> None:
         extra = new_capacity - self.capacity
-        for attr, (_, fill) in _ARRAYS.items():
+        for attr, (_, fill) in ENTRY_ARRAYS.items():
             old = getattr(self, attr)
             setattr(self, attr, np.concatenate([old, np.full((extra, *old.shape[1:]), fill, old.dtype)]))
         logger.info("%s: capacity %d -> %d", self._name, self.capacity, new_capacity)
@@ -427,7 +413,7 @@ class FaissMemory:
         if self._index is not None and len(victims):
             with faiss_index.single_threaded():
                 self._index.remove_ids(victims.astype(np.int64))
-            self._gpu_index = None
+            self._index_changed()
         self._occupied[victims] = False
         self._tokens[victims] = -1
         self._positions[victims] = self._segments[victims] = -1
@@ -494,117 +480,44 @@ class FaissMemory:
         """Search on GPU ``device`` (faiss GPU build). The CPU index stays the source of truth (writes,
         pruning, saving); the GPU replica is re-copied at the first search after a change. Raises
         RuntimeError when faiss has no GPU support. Untestable on this CPU-only machine."""
-        if not faiss_index.gpu_available():
-            raise RuntimeError("FaissMemory.to_gpu: faiss reports no GPU (faiss.get_num_gpus() == 0 or a "
-                               "CPU-only build); install faiss-gpu on a CUDA machine or keep the memory on "
-                               "the CPU")  # fmt: skip
-        faiss = faiss_index.import_faiss()
-
-        self._gpu = (faiss.StandardGpuResources(), device)
-        self._gpu_index = None
+        self._gpu = faiss_index.GpuReplica(device)
         logger.info("%s: searching on GPU %d", self._name, device)
         return self
 
     def to_cpu(self) -> FaissMemory:
-        self._gpu = self._gpu_index = None
+        self._gpu = None
         return self
 
-    def _search_index(self):
-        if self._gpu is None:
-            return self._index
-        if self._gpu_index is None:
-            faiss = faiss_index.import_faiss()
+    def set_index(self, index) -> None:
+        """Replace the CPU index (None: nothing indexed); any GPU replica is copied again at the next search."""
+        self._index = index
+        self._index_changed()
 
-            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu[0], self._gpu[1], self._index)
-        return self._gpu_index
+    def _index_changed(self) -> None:
+        if self._gpu is not None:
+            self._gpu.invalidate()
+
+    def _search_index(self):
+        return self._index if self._gpu is None else self._gpu.of(self._index)
 
     # --- statistics & persistence -----------------------------------------------------------------------
     def stats(self) -> MemoryStats:
-        """Hit rate (hit slots / searched slots), mean cosine of hits, search latency p50/p95 (ms, last 1024
-        searches), entries, bytes (keys + values + index estimate), IVF list occupancy, prune/growth/refit
-        counts, PCA explained variance and compression ratio D / d."""
-        s, lat, n = self._search, np.asarray(self._latencies, np.float64), self.num_entries
-        bytes_keys, bytes_values = n * self.key_dim * 4, n * self.dim * 4
-        bytes_index = faiss_index.index_bytes(self._index)
-        explained = self.pca.explained_variance if self.pca else float(not self.compression)
-        return MemoryStats(
-            entries=n, capacity=self.capacity, max_size=self.max_capacity,
-            pending=n - (self._index.ntotal if self._index is not None else 0), searchable=self.searchable,
-            index_type="ivf" if self.is_ivf else ("exact" if self._index is not None else "none"),
-            key_dim=self.key_dim, value_dim=self.dim, queries=s["queries"],
-            hit_rate=s["hits"] / s["slots"] if s["slots"] else 0.0,
-            mean_similarity=s["similarity"] / s["hits"] if s["hits"] else 0.0,
-            latency_ms_p50=float(np.percentile(lat, 50)) if len(lat) else 0.0,
-            latency_ms_p95=float(np.percentile(lat, 95)) if len(lat) else 0.0,
-            bytes_keys=bytes_keys, bytes_values=bytes_values, bytes_index=bytes_index,
-            bytes_total=bytes_keys + bytes_values + bytes_index,
-            prunes=self.counters["prunes"], pruned_entries=self.counters["pruned_entries"],
-            growths=self.counters["growths"], refits=self.counters["refits"],
-            pca_explained_variance=explained,
-            compression_ratio=self.dim / self.key_dim if self.key_dim else 0.0,
-            cluster_occupancy=faiss_index.cluster_occupancy(self._index),
-        )  # fmt: skip
+        """Hit rate, similarity, latency, sizes, counters, PCA and IVF figures now (:func:`~.content.stats`)."""
+        return content.stats(self)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """The memory's content as named arrays (copies): the per-entry arrays of ``STATE_NAMES`` (dim 0 = slot,
-        ``occupied`` as uint8), the PCA's arrays once fitted, and ``"index"``: the FAISS index serialised (uint8)
-        when there is one. Pending usage is committed first. With :meth:`state` it is all that
-        :meth:`load_state_arrays` needs: the one persistence API (files: :mod:`s3cmn.memory.persist`)."""
-        self.commit_usage()
-        arrays = {name: getattr(self, attr).copy() for attr, (name, _) in _ARRAYS.items() if name is not None}
-        arrays["occupied"] = arrays["occupied"].astype(np.uint8)
-        if self.pca is not None:
-            arrays.update({k: v.copy() for k, v in self.pca.arrays().items()})
-        if self._index is not None:
-            arrays[INDEX_ARRAY] = faiss_index.import_faiss().serialize_index(self._index)
-        return arrays
+        """The memory's content as named arrays (copies); with :meth:`state` all that :meth:`load_state_arrays`
+        needs: the one persistence API (:func:`s3cmn.memory.content.state_arrays`; files: :mod:`~.persist`)."""
+        return content.state_arrays(self)
 
     def state(self) -> dict[str, Any]:
         """The scalars beside :meth:`state_arrays` (JSON-ready): capacity, step, counters, PCA metadata or None."""
-        return {"capacity": self.capacity, "step": self.step, "counters": dict(self.counters),
-                "pca": self.pca.meta() if self.pca is not None else None}  # fmt: skip
+        return content.state(self)
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
-        """Replace this memory's content by ``arrays`` and ``state`` (as :meth:`state_arrays` / :meth:`state` give
-        them; the settings are this memory's own). Raises MemoryLoadError when an array is missing, the shapes
-        disagree with each other or with the settings, or the index does not hold the stored keys."""
-        missing = [name for name in STATE_NAMES if name not in arrays]
-        if missing:
-            raise MemoryLoadError(f"the arrays {missing} are missing")
-        capacity, pca_meta = int(state["capacity"]), state.get("pca")
-        try:
-            pca = PCA.from_saved(arrays, pca_meta) if pca_meta is not None else None
-        except KeyError as err:
-            raise MemoryLoadError(f"the PCA is fitted but its array or field {err} is missing") from None
-        key_dim = pca.out_dim if pca is not None and self.compression else self.dim
-        wrong = [f"{name} {arrays[name].shape}" for name in STATE_NAMES if arrays[name].shape[0] != capacity]
-        for name, width in (("values", self.dim), ("keys", key_dim)):
-            if arrays[name].shape[1:] != (width,):
-                wrong.append(f"{name} of width {arrays[name].shape[1:]}, not {width}")
-        if wrong:
-            raise MemoryLoadError(f"the arrays do not fit capacity {capacity}, dim {self.dim}: {', '.join(wrong)}")
-        index = self._deserialise(arrays.get(INDEX_ARRAY))
-        occupied = arrays["occupied"].astype(bool)
-        if index is not None and (index.ntotal != int(occupied.sum()) or index.d != key_dim):
-            raise MemoryLoadError(f"the index holds {index.ntotal} keys of dim {index.d} but the arrays hold "
-                                  f"{int(occupied.sum())} entries of key dim {key_dim}")  # fmt: skip
-        for attr, (name, _) in _ARRAYS.items():
-            if name is not None:
-                setattr(self, attr, np.array(arrays[name], dtype=getattr(self, attr).dtype))
-        self._occupied = occupied
-        self.capacity, self.step, self.pca = capacity, int(state["step"]), pca
-        self._index, self._gpu_index = index, None
-        self.counters.update(state["counters"])
-        self.clear_pending_usage()
-
-    @staticmethod
-    def _deserialise(blob: np.ndarray | None) -> Any:
-        if blob is None:
-            return None
-        try:
-            return faiss_index.import_faiss().deserialize_index(np.ascontiguousarray(blob, dtype=np.uint8))
-        except RuntimeError as err:
-            raise MemoryLoadError(f"the index is not a readable FAISS index ({err})") from err
+        """Replace this memory's content by ``arrays`` and ``state`` (checked first; MemoryLoadError names what
+        does not fit: :func:`s3cmn.memory.content.load_state_arrays`)."""
+        content.load_state_arrays(self, arrays, state)
 
     def save(self, directory: str) -> None:
         """Write the memory to ``directory`` atomically (format: :mod:`s3cmn.memory.persist`)."""

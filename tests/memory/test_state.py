@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from s3cmn.memory import FaissMemory, MemoryLoadError, Provenance
-from s3cmn.memory.store import STATE_NAMES
+from s3cmn.memory.content import STATE_NAMES
 from s3cmn.quantization.memory_int8 import Int8FaissMemory, quantize_memory
 
 V1_FOLDER = Path(__file__).parent / "data" / "memory-v1"  # saved by the s3cmn of commit 1afd2e4 (format v1)
