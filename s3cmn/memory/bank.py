@@ -7,11 +7,12 @@ block looks up its own store by ``layer_idx``. One forward pass goes:
         ...  block i:  store = bank.store(i)                 # None: no store, or reading is off
                        delta = reader(h, store)              # read what earlier segments wrote
                        bank.stage(i, h)                      # remember what layer i will write
-        bank.commit(input_ids)                               # after the whole forward: select_write + write
+        bank.finish(input_ids, finite)                       # after the whole forward: select_write + write
 
 Causality: ``stage`` only records the states; the stores change in ``commit``, after every block has read, so
 no position of a segment can retrieve a state of its own segment. A pass with ``write=False`` (and any call
-outside a pass) stages nothing; ``discard`` drops what was staged (e.g. a segment with a non-finite loss).
+outside a pass) stages nothing; ``finish`` commits, or discards what was staged when the loss is not finite (on
+every data-parallel rank if on any).
 Reading and writing are independent: ``read=False, write=True`` fills the memory without using it.
 
 Saved layout (``save`` / ``load``): one folder per store, ``<folder>/<layer>/`` (:mod:`s3cmn.memory.persist`).
@@ -141,6 +142,20 @@ class MemoryBank:
     def discard(self) -> None:
         """Drop the staged states: nothing is written."""
         self._pending.clear()
+
+    def finish(self, input_ids: Tensor, finite: bool, group: dist.ProcessGroup | None = None) -> int:
+        """End a pass that staged writes: :meth:`commit` them, or :meth:`discard` them when ``finite`` is False
+        (a NaN/inf loss would poison the stores). Returns the entries written.
+
+        Under torch.distributed the ranks agree first (any rank's non-finite loss discards on every rank):
+        ``commit`` runs collectives, and a rank that discarded alone would leave the others waiting for it.
+        """
+        from s3cmn.memory.distributed import all_finite
+
+        if not all_finite(finite, group):
+            self.discard()
+            return 0
+        return self.commit(input_ids, group)
 
     @torch.no_grad()
     def commit(self, input_ids: Tensor, group: dist.ProcessGroup | None = None) -> int:

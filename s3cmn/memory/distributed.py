@@ -65,6 +65,15 @@ def gather_writes(
     return all_values, Provenance(all_packed[:, :-2], all_packed[:, -2], all_packed[:, -1])
 
 
+def all_finite(finite: bool, group: dist.ProcessGroup | None = None) -> bool:
+    """True when ``finite`` holds on every rank (a MIN all-reduce; just ``finite`` without torch.distributed)."""
+    if not _active():
+        return finite
+    flag = torch.tensor([float(finite)])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=group)
+    return bool(flag.item())
+
+
 def sync_usage(memory: FaissMemory, group: dist.ProcessGroup | None = None) -> None:
     """All-reduce the usage each rank recorded since the last commit, then commit it (CPU tensors: gloo)."""
     if _active():

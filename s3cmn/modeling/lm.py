@@ -308,11 +308,11 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
             # 2. the head and the loss
             loss, logits = self._head(out["hidden"], labels, logits_to_keep)
             # 3. the writes, after the whole forward
-            if bank.pending and loss is not None and not torch.isfinite(loss):  # NaN/inf would poison the stores
-                logger.debug("loss is %s: this segment is not written to the memory", loss.item())
-                bank.discard()
-            elif bank.pending:
-                bank.commit(input_ids)
+            if bank.pending:  # a NaN/inf loss would poison the stores: discarded (on every rank if on any)
+                finite = loss is None or bool(torch.isfinite(loss))
+                if not finite:
+                    logger.debug("loss is %s: this segment is not written to the memory", loss.item())
+                bank.finish(input_ids, finite)
         return self._output(out, loss, logits, use_cache)
 
     def _head(self, hidden: Tensor, labels: Tensor | None, logits_to_keep: int) -> tuple[Tensor | None, Tensor | None]:

@@ -1,7 +1,9 @@
-"""Two gloo processes write different values and record different usage: both end with identical memories."""
+"""Two gloo processes write different values and record different usage: both end with identical memories; a
+non-finite loss on one rank discards the pass's writes on both."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import socket
 from pathlib import Path
@@ -12,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from s3cmn.memory import FaissMemory, Provenance, gather_writes, synced_write
+from s3cmn.memory import FaissMemory, MemoryBank, Provenance, gather_writes, synced_write
 
 pytestmark = pytest.mark.distributed
 
@@ -56,6 +58,32 @@ def test_two_gloo_ranks_hold_identical_memories(tmp_path):
         np.testing.assert_array_equal(a[name], b[name])
     assert set(np.unique(a["segments"]).tolist()) == {0, 1}  # both ranks' writes are in both memories
     assert a["usage"].sum() > 0
+
+
+def _nan_worker(rank: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    # a short timeout: a rank left waiting in a collective the other never joins fails instead of hanging
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))  # fmt: skip
+    try:
+        bank = MemoryBank({0: FaissMemory(8, capacity=64, num_clusters=2, compression=False, write_stride=1)})
+        ids = torch.full((2, 4), rank)
+        counts = []
+        for finite in (rank == 0, True):  # pass 1: rank 1's loss is NaN; pass 2: both finite
+            with bank.forward_pass(read=False, write=True):
+                bank.stage(0, torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(rank)))
+                counts.append(bank.finish(ids, finite))
+            counts.append(bank[0].num_entries)
+        (Path(out) / f"rank{rank}.json").write_text(json.dumps(counts))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nan_on_one_rank_discards_the_writes_on_every_rank(tmp_path):
+    mp.spawn(_nan_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    counts = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    # (written, entries) after pass 1 and pass 2: nothing from the NaN pass, then both ranks' 2 x 4 positions each
+    assert counts[0] == counts[1] == [0, 0, 16, 16]
 
 
 def test_gather_is_a_no_op_without_distributed():
