@@ -32,7 +32,8 @@ def test_train_help_shows_the_default_presets_values(capsys) -> None:
 def test_help_follows_preset_and_config_file(capsys, tmp_path) -> None:
     from s3cmn.cli.train import main
 
-    assert "(int; default 16 from preset small)" in help_text(main, ["--preset", "small", "--help"], capsys)
+    small_batch = preset_training("small")["batch_size"]
+    assert f"(int; default {small_batch} from preset small)" in help_text(main, ["--preset", "small", "--help"], capsys)
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"training": {"batch_size": 3}}))
     text = help_text(main, ["--config-path", str(config), "--help"], capsys)
