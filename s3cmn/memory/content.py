@@ -8,7 +8,7 @@ back into a memory built from the same settings, checking every shape first. Sav
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -16,8 +16,9 @@ from s3cmn.memory import index as faiss_index
 from s3cmn.memory.pca import PCA
 from s3cmn.memory.records import INDEX_ARRAY, MemoryLoadError, MemoryStats
 
-if TYPE_CHECKING:
-    from s3cmn.memory.store import FaissMemory
+# The functions below take the FaissMemory they read or fill (typed Any: importing the store here, even for
+# type checking only, would make an import cycle with the store, which delegates to this module).
+FaissMemory = Any
 
 # Per-entry arrays (dim 0 = slot): attribute -> (its name in state_arrays() and on disk, the fill of an empty
 # slot). The usage pending since the last commit_usage (the _new_* arrays) is committed before the state is read,
