@@ -105,6 +105,14 @@ def _status_kib(key: str) -> int | None:
     return None
 
 
+def _hwm_was_reset() -> bool:
+    """Whether VmHWM now sits at the current RSS: some kernels and sandboxes accept the write and ignore it."""
+    hwm, rss = _status_kib("VmHWM"), _status_kib("VmRSS")
+    if hwm is None or rss is None:
+        return False
+    return hwm - rss <= max(4096, rss // 50)  # KiB: a few MiB of slack for pages touched between the two reads
+
+
 class PeakMemory:
     """``with PeakMemory(device) as peak: ...`` then ``peak.result``: the phase's peak memory (module docstring)."""
 
@@ -116,7 +124,7 @@ class PeakMemory:
     def __enter__(self) -> PeakMemory:
         try:
             _CLEAR_REFS.write_text("5")  # Linux >= 4.0: resets VmHWM to the current RSS
-            self._reset = _status_kib("VmHWM") is not None
+            self._reset = _hwm_was_reset()
         except OSError:
             self._reset = False
         if self.device.type == "cuda":

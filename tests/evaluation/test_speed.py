@@ -19,6 +19,21 @@ def test_peak_memory_sees_an_allocation() -> None:
         assert peak.result["cpu_peak_rss_bytes"] - small.result["cpu_peak_rss_bytes"] > 48 * 2**20
 
 
+def test_peak_memory_falls_back_when_the_kernel_ignores_the_reset(monkeypatch) -> None:
+    import s3cmn.evaluation.speed as speed
+
+    status = {"VmHWM": 2_000_000, "VmRSS": 900_000}  # KiB: the write to clear_refs was accepted and ignored
+    monkeypatch.setattr(speed, "_status_kib", status.get)
+    monkeypatch.setattr(speed, "_CLEAR_REFS", type("Sink", (), {"write_text": lambda self, text: None})())
+    with PeakMemory("cpu") as peak:
+        pass
+    assert peak.result["cpu_method"] == "ru_maxrss, process lifetime"
+    status["VmHWM"] = 900_100  # a reset that took: HWM back at the current RSS
+    with PeakMemory("cpu") as peak:
+        pass
+    assert peak.result["cpu_method"].startswith("VmHWM") and peak.result["cpu_peak_rss_bytes"] == 900_100 * 1024
+
+
 def test_measure_speed_on_a_tiny_model(tiny_model) -> None:
     model = tiny_model()
     model(torch.randint(0, 97, (4, 48)), write_memory=True)
