@@ -1,9 +1,11 @@
 """The LM head and its cross-entropy in row chunks, so training never holds the (B, T, V) float32 logits.
 
 ``linear_cross_entropy(h, W, y)`` = ``F.cross_entropy(h @ W.T, y, ignore_index=-100)`` (the mean over
-the rows whose target is not ignored). For each chunk of rows it computes the logits, their log-sum-exp
-and, when a gradient is needed, the gradient of the mean loss with respect to the logits,
-``(softmax(z) - onehot(y)) / n``, which it turns at once into the chunk's gradients for ``h`` and ``W``.
+the rows whose target is not ignored). For each chunk of rows it computes the logits, their softmax (in place)
+and from it the loss ``-log p_y`` (rows whose target probability underflows are recomputed with a
+log-softmax) and, when a gradient is needed, the gradient of the summed loss with respect to the logits,
+``softmax(z) - onehot(y)``, which it turns at once into the chunk's gradients for ``h`` and ``W``; those
+are divided by the valid row count ``n`` at the end.
 Backward only scales those by the incoming (scalar) gradient. The matmul count equals the plain path's
 (one for the logits, two for the gradients); what goes away is the (N, V) logits, their log-softmax and
 its gradient: three N x V float32 tensors written and read once each (about 0.4 GB for 8 x 512 tokens and
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 IGNORE_INDEX = -100
+_TINY_PROB = 1e-30  # below this a float32 probability has lost relative precision (subnormals start at 1.2e-38)
 CHUNK_ELEMENTS = 2**25  # logits per chunk (128 MiB of float32): ~1,100 rows of a 30k vocabulary; larger row
 # blocks run the three matmuls at 55-85 GFLOP/s on one AVX2 core where ~270 rows reach 45-75 (measured)
 
@@ -58,19 +61,24 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 torch.mm(h, w_t, out=logits)
             else:
                 logits.copy_(h @ w_t)
-            safe_y = torch.where(ok, y, 0)
-            picked = logits.gather(1, safe_y[:, None]).squeeze(1)  # (C,)
-            # log-sum-exp by hand, in place: one exp pass that also leaves exp(z - max) for the softmax.
-            peak = logits.amax(dim=-1, keepdim=True)  # (C, 1)
-            exp = logits.sub_(peak).exp_()  # (C, V) = exp(z - max)
-            norm = exp.sum(dim=-1, keepdim=True)  # (C, 1)
-            lse = peak.squeeze(1) + norm.squeeze(1).log()  # (C,)
-            total += ((lse - picked) * ok).sum()
+            safe_y = torch.where(ok, y, 0)[:, None]  # (C, 1)
+            # softmax in place: ATen's kernel does max, exp-sum and scale row by row while the row is in cache,
+            # where separate amax / sub / exp / sum / mul ops would stream the (C, V) block through memory 5 times
+            probs = torch.ops.aten._softmax.out(logits, -1, False, out=logits)  # (C, V)
+            p_y = probs.gather(1, safe_y).squeeze(1)  # (C,)
+            row_loss = -p_y.log()  # (C,) = lse - z_y
+            far = ok & (p_y < _TINY_PROB)  # a target so improbable that p_y lost its digits (or is 0):
+            if far.any():  # recompute those rows' log-softmax from their logits
+                rows = far.nonzero().squeeze(1)
+                z = (h[rows] @ w_t).float()  # (R, V)
+                row_loss[rows] = -torch.log_softmax(z, dim=-1).gather(1, safe_y[rows]).squeeze(1)
+            total += torch.where(ok, row_loss, 0.0).sum()
             if need_grad:
-                # d(mean loss)/d(logits) = (softmax - onehot) / count on valid rows, 0 on ignored rows.
-                scale = ok.to(exp.dtype)[:, None] / max(count, 1)  # (C, 1)
-                grad = exp.mul_(scale / norm)  # (C, V) softmax * scale, in place
-                grad.scatter_add_(1, safe_y[:, None], -scale)
+                # d(loss sum)/d(logits) = softmax - onehot on valid rows, 0 on ignored rows; the 1/count of the
+                # mean is applied once to the (N, E) and (V, E) results below, not to the (C, V) block
+                grad = probs.scatter_add_(1, safe_y, -ok.to(probs.dtype)[:, None])
+                if not bool(ok.all()):
+                    grad.masked_fill_(~ok[:, None], 0.0)
                 grad = grad.to(h.dtype) if h.dtype != torch.float32 else grad
                 if grad_hidden is not None:
                     if grad.dtype == torch.float32:
@@ -79,6 +87,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                         grad_hidden[start : start + chunk] = grad @ weight
                 if grad_weight is not None:
                     grad_weight.addmm_(grad.T.to(grad_weight.dtype), h.to(grad_weight.dtype))  # (V, E) += (V, C)(C, E)
+        if count:
+            if grad_hidden is not None:
+                grad_hidden.mul_(1.0 / count)
+            if grad_weight is not None:
+                grad_weight.mul_(1.0 / count)
         ctx.save_for_backward(
             grad_hidden if grad_hidden is not None else torch.empty(0),
             grad_weight.to(weight.dtype) if grad_weight is not None else torch.empty(0),

@@ -34,6 +34,18 @@ def test_equals_plain_cross_entropy(chunk_rows: int | None, ignored: int) -> Non
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_targets_whose_probability_underflows_float32() -> None:
+    # logit gaps of hundreds of nats: softmax(z)[y] is 0 in float32, the loss still equals the log-softmax one
+    hidden, weight, targets = _inputs(n=12, e=8, v=40, ignored=2)
+    with torch.no_grad():
+        hidden.mul_(60.0)
+    ref = _loss_and_grads(linear_cross_entropy_ref, hidden, weight, targets)
+    assert ref[0] > 100  # the case is real: some target probabilities are far below 1e-30
+    fast = _loss_and_grads(linear_cross_entropy, hidden, weight, targets, chunk_rows=5)
+    for a, b in zip(fast, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_gradient_of_hidden_only_and_no_grad() -> None:
     hidden, weight, targets = _inputs(n=20, e=8, v=50)
     weight.requires_grad_(False)
