@@ -8,7 +8,7 @@ back into a memory built from the same settings, checking every shape first. Sav
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,9 +16,38 @@ from s3cmn.memory import index as faiss_index
 from s3cmn.memory.pca import PCA
 from s3cmn.memory.records import INDEX_ARRAY, MemoryLoadError, MemoryStats
 
-# The functions below take the FaissMemory they read or fill (typed Any: importing the store here, even for
-# type checking only, would make an import cycle with the store, which delegates to this module).
-FaissMemory = Any
+
+class FaissMemory(Protocol):
+    """What the functions below read of a :class:`s3cmn.memory.store.FaissMemory` (a Protocol: importing the
+    store here, even for type checking only, would make an import cycle with the store, which delegates to this
+    module). The per-entry arrays are reached through ``ENTRY_ARRAYS`` by attribute name."""
+
+    capacity: int
+    step: int
+    dim: int
+    compression: bool
+    counters: dict[str, int]
+    pca: PCA | None
+
+    @property
+    def index(self) -> Any: ...
+    @property
+    def num_entries(self) -> int: ...
+    @property
+    def max_capacity(self) -> int: ...
+    @property
+    def key_dim(self) -> int: ...
+    @property
+    def searchable(self) -> bool: ...
+    @property
+    def is_ivf(self) -> bool: ...
+    @property
+    def search_totals(self) -> dict[str, float]: ...
+    @property
+    def search_latencies_ms(self) -> tuple[float, ...]: ...
+    def commit_usage(self) -> None: ...
+    def clear_pending_usage(self) -> None: ...
+    def set_index(self, index: Any) -> None: ...
 
 # Per-entry arrays (dim 0 = slot): attribute -> (its name in state_arrays() and on disk, the fill of an empty
 # slot). The usage pending since the last commit_usage (the _new_* arrays) is committed before the state is read,
@@ -79,7 +108,6 @@ def load_state_arrays(memory: FaissMemory, arrays: dict[str, np.ndarray], saved:
     for attr, (name, _) in ENTRY_ARRAYS.items():
         if name is not None:
             setattr(memory, attr, np.array(arrays[name], dtype=getattr(memory, attr).dtype))
-    memory._occupied = occupied
     memory.capacity, memory.step, memory.pca = capacity, int(saved["step"]), pca
     memory.set_index(index)
     memory.counters.update(saved["counters"])
@@ -90,7 +118,7 @@ def stats(memory: FaissMemory) -> MemoryStats:
     """Hit rate (hit slots / searched slots), mean cosine of hits, search latency p50/p95 (ms, last 1024
     searches), entries, bytes (keys + values + index estimate), IVF list occupancy, prune/growth/refit
     counts, PCA explained variance and compression ratio D / d."""
-    s, lat, n = memory._search, np.asarray(memory._latencies, np.float64), memory.num_entries
+    s, lat, n = memory.search_totals, np.asarray(memory.search_latencies_ms, np.float64), memory.num_entries
     bytes_keys, bytes_values = n * memory.key_dim * 4, n * memory.dim * 4
     bytes_index = faiss_index.index_bytes(memory.index)
     explained = memory.pca.explained_variance if memory.pca else float(not memory.compression)

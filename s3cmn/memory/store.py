@@ -208,6 +208,16 @@ class FaissMemory:
         """Wall time of the most recent FAISS search, in ms (0 before any)."""
         return self._latencies[-1] if self._latencies else 0.0
 
+    @property
+    def search_totals(self) -> dict[str, float]:
+        """Counts since construction: queries, slots searched, hits, summed cosine of the hits (a copy)."""
+        return dict(self._search)
+
+    @property
+    def search_latencies_ms(self) -> tuple[float, ...]:
+        """Wall times of the last searches (up to 1024), in ms, oldest first."""
+        return tuple(self._latencies)
+
     def entries(self) -> dict[str, np.ndarray]:
         """Copies of the live entries' arrays (ids, values, keys, provenance, usage), in id order."""
         self.commit_usage()
