@@ -7,6 +7,9 @@ For each shape (those of the tiny and small presets at T = 512 and 2048) it time
 
 - ``selective_scan``: ``backend="chunked"`` (the PyTorch chunked scan) vs ``backend="c"`` (the C loop);
 - ``lif_scan``: ``backend="loop"`` (the Python time loops) vs ``backend="c"``;
+- the LM head's loss, ``linear_cross_entropy_ref`` (the (N, V) logits, then ``F.cross_entropy``) vs
+  ``linear_cross_entropy`` (row chunks, softmax in place, gradients formed in the forward), at the presets'
+  training rows N = B·T = 4096, their embedding width and the 30,522-token vocabulary;
 
 interleaved (old, new, old, new, ...) so that both see the same load, and reports the median of the repeats
 and their ratio. On a shared machine the ratio within one run is the figure to trust, not the milliseconds.
@@ -31,6 +34,7 @@ from baselines import close_meta, fmt_load, run_meta  # noqa: E402
 from bench_scan import scan_inputs  # noqa: E402
 
 from s3cmn.ops.lif import lif_scan  # noqa: E402
+from s3cmn.ops.linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref  # noqa: E402
 from s3cmn.ops.selective_scan import selective_scan  # noqa: E402
 
 # (preset, B, T, E = mamba_expand·hidden_dim, N = mamba_d_state, LIF units): the presets' training shapes
@@ -41,6 +45,9 @@ SHAPES = [
     ("small", 2, 2048, 512, 16, 128),
 ]
 QUICK_SHAPES = [("tiny", 2, 256, 256, 16, 64)]
+# (preset, rows N = B·T, embedding width, vocabulary) of the LM head's loss
+HEAD_SHAPES = [("tiny", 4096, 128, 30522), ("small", 4096, 256, 30522)]
+QUICK_HEAD_SHAPES = [("tiny", 512, 128, 30522)]
 
 
 def scan_case(batch: int, T: int, E: int, N: int) -> Callable[[str], Callable[[], None]]:
@@ -74,6 +81,22 @@ def lif_case(batch: int, T: int, units: int) -> Callable[[str], Callable[[], Non
     return make
 
 
+def head_case(rows: int, width: int, vocab: int) -> Callable[[str], Callable[[], None]]:
+    """fwd + bwd of the LM head's mean cross-entropy over ``rows`` hidden states (gradients for both inputs)."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(rows, width, generator=g).requires_grad_()
+    weight = (torch.randn(vocab, width, generator=g) * 0.02).requires_grad_()
+    targets = torch.randint(0, vocab, (rows,), generator=g)
+    paths = {"plain": linear_cross_entropy_ref, "chunked": linear_cross_entropy}
+
+    def make(path: str) -> Callable[[], None]:
+        def run() -> None:
+            hidden.grad = weight.grad = None
+            paths[path](hidden, weight, targets).backward()
+        return run
+    return make
+
+
 def interleaved(old: Callable[[], None], new: Callable[[], None], repeats: int) -> tuple[list[float], list[float]]:
     """Wall times (ms) of old and new, alternated, after one warm-up call of each."""
     old(), new()
@@ -86,21 +109,25 @@ def interleaved(old: Callable[[], None], new: Callable[[], None], repeats: int) 
     return times
 
 
-def run_all(shapes: list[tuple[str, int, int, int, int, int]], repeats: int) -> list[dict[str, Any]]:
-    rows = []
+def run_all(shapes: list[tuple[str, int, int, int, int, int]], head_shapes: list[tuple[str, int, int, int]],
+            repeats: int) -> list[dict[str, Any]]:
+    rows, cases = [], []
     for preset, batch, T, E, N, units in shapes:
-        cases = [
-            ("selective_scan", f"B={batch} E={E} N={N} T={T}", scan_case(batch, T, E, N), "chunked", "c"),
-            ("lif_scan", f"B={batch} T={T} N={units}", lif_case(batch, T, units), "loop", "c"),
+        cases += [
+            (preset, "selective_scan", f"B={batch} E={E} N={N} T={T}", scan_case(batch, T, E, N), "chunked", "c"),
+            (preset, "lif_scan", f"B={batch} T={T} N={units}", lif_case(batch, T, units), "loop", "c"),
         ]
-        for kernel, shape, make, old, new in cases:
-            t_old, t_new = interleaved(make(old), make(new), repeats)
-            m_old, m_new = statistics.median(t_old), statistics.median(t_new)
-            rows.append({"kernel": kernel, "preset": preset, "shape": shape, "old": old, "new": new,
-                         "old_ms": m_old, "new_ms": m_new, "speedup": m_old / m_new,
-                         "old_times_ms": t_old, "new_times_ms": t_new})
-            print(f"{kernel:15s} {preset:6s} {shape:28s} {old} {m_old:9.1f} ms  {new} {m_new:8.1f} ms  "
-                  f"x{m_old / m_new:.2f}", flush=True)
+    for preset, n_rows, width, vocab in head_shapes:
+        cases.append((preset, "lm_head_loss", f"N={n_rows} E={width} V={vocab}", head_case(n_rows, width, vocab),
+                      "plain", "chunked"))
+    for preset, kernel, shape, make, old, new in cases:
+        t_old, t_new = interleaved(make(old), make(new), repeats)
+        m_old, m_new = statistics.median(t_old), statistics.median(t_new)
+        rows.append({"kernel": kernel, "preset": preset, "shape": shape, "old": old, "new": new,
+                     "old_ms": m_old, "new_ms": m_new, "speedup": m_old / m_new,
+                     "old_times_ms": t_old, "new_times_ms": t_new})
+        print(f"{kernel:15s} {preset:6s} {shape:28s} {old} {m_old:9.1f} ms  {new} {m_new:8.1f} ms  "
+              f"x{m_old / m_new:.2f}", flush=True)
     return rows
 
 
@@ -124,7 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     meta = run_meta(args.threads, args.quick, argv)
-    rows = run_all(QUICK_SHAPES if args.quick else SHAPES, 2 if args.quick else args.repeats)
+    rows = run_all(QUICK_SHAPES if args.quick else SHAPES, QUICK_HEAD_SHAPES if args.quick else HEAD_SHAPES,
+                   2 if args.quick else args.repeats)
     close_meta(meta, start)
     result = {"meta": meta, "rows": rows}
     text = markdown(result)
