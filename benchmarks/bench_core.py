@@ -18,7 +18,8 @@ Measurements, each the median of several timed iterations (``time.perf_counter``
   latency (greedy, one token at a time through the recurrent cache / GPT-2's KV cache) at each context;
 - peak memory: each model row runs in a fresh subprocess (``--isolation subprocess``); before each
   measurement the script collects garbage, returns freed heap to the OS (``malloc_trim``), resets the kernel's
-  peak-RSS counter (``echo 5 > /proc/self/clear_refs``) and reads VmRSS; after it, VmHWM − that baseline is
+  peak-RSS counter (``echo 5 > /proc/self/clear_refs``, checked to have taken:
+  ``s3cmn.evaluation.speed.reset_peak_rss``) and reads VmRSS; after it, VmHWM − that baseline is
   the measurement's peak extra resident memory (activations, gradients, AdamW state, caches). This sees every
   allocator (torch, FAISS, numpy), unlike tracemalloc or torch's profiler, and needs no sampling thread.
 - kernels: a 2048³ matmul rate in each precision trained in, the CPU's practical peak (a precision not
@@ -57,6 +58,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helpers (flops, bench_scan)
 import flops  # noqa: E402
 
+from s3cmn.evaluation.speed import reset_peak_rss, status_kib  # noqa: E402
+
 logger = logging.getLogger("bench_core")
 MiB = 1024.0
 
@@ -75,13 +78,6 @@ def timed(fn: Callable[[], Any], warmup: int, min_iters: int, max_iters: int, bu
     return times
 
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
 class PeakRSS:
     """Peak resident memory (MiB) above the baseline at entry, from /proc/self/status (see module docstring)."""
 
@@ -91,16 +87,12 @@ class PeakRSS:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except OSError:
             logger.warning("malloc_trim unavailable: freed heap may hide part of the peak")
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.reset = True
-        except OSError:
-            self.reset = False  # VmHWM then covers the whole process: an upper bound
-        self.base_kb = _status_kb("VmRSS")
+        self.reset = reset_peak_rss()  # False: VmHWM then covers the whole process, an upper bound
+        self.base_kb = status_kib("VmRSS") or 0
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.peak_kb = _status_kb("VmHWM")
+        self.peak_kb = status_kib("VmHWM") or 0
 
     @property
     def delta_mib(self) -> float:

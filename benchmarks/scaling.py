@@ -11,9 +11,9 @@ Generation is measured first, then training, each phase with its own peak.
 
 Peak memory: every (model, T) runs in a fresh interpreter (``--isolation subprocess``), so an earlier, larger
 allocation cannot hide a later one in the allocator's cache. In it, after the model is built and ``gc`` run,
-the resident set (VmRSS) is read, the kernel's peak counter is reset (``/proc/self/clear_refs`` = 5, see
-``s3cmn.evaluation.speed.PeakMemory``) and, after the phase, ``VmHWM - VmRSS(before)`` is the phase's peak
-extra memory: activations, gradients, logits, caches. The model's weights are in the baseline, not in it.
+the resident set (VmRSS) is read, the kernel's peak counter is reset (``/proc/self/clear_refs`` = 5, checked to
+have taken: ``s3cmn.evaluation.speed.reset_peak_rss``) and, after the phase, ``VmHWM - VmRSS(before)`` is the
+phase's peak extra memory: activations, gradients, logits, caches. The model's weights are in the baseline, not in it.
 
 GPT-2 is the compare.py GPT-2 (n_inner matched at the training length's 128 positions) with its learned
 position table extended to the longest T (+ the generated tokens); its attention is ``sdpa``. A length stops
@@ -59,18 +59,12 @@ from baselines import (  # noqa: E402
 )
 
 from s3cmn.config import S3CMNConfig  # noqa: E402
+from s3cmn.evaluation.speed import reset_peak_rss, status_kib  # noqa: E402
 
 logger = logging.getLogger("scaling")
 MiB = 2**20
 MODELS = ("s3cmn", "gpt2")
 SIZING_POSITIONS = 128  # compare.py's training length: GPT-2's n_inner is matched with this position table
-
-
-def status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 class PhasePeak:
@@ -82,16 +76,15 @@ class PhasePeak:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except OSError:
             logger.warning("malloc_trim unavailable: freed heap of an earlier phase may hide part of the peak")
-        self.base_kib = status_kib("VmRSS")
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
+        self.base_kib = status_kib("VmRSS") or 0
+        if reset_peak_rss():
             self.method = "VmHWM - VmRSS at the start (clear_refs)"
-        except OSError:
+        else:
             self.method = "VmHWM over the process lifetime - VmRSS at the start (upper bound)"
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.peak_kib = status_kib("VmHWM")
+        self.peak_kib = status_kib("VmHWM") or 0
 
     @property
     def extra_mib(self) -> float:

@@ -95,7 +95,8 @@ def measure_speed(
 # peak memory
 
 
-def _status_kib(key: str) -> int | None:
+def status_kib(key: str) -> int | None:
+    """A KiB field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``); None where there is no such file or field."""
     try:
         for line in _STATUS.read_text().splitlines():
             if line.startswith(key + ":"):
@@ -105,9 +106,17 @@ def _status_kib(key: str) -> int | None:
     return None
 
 
-def _hwm_was_reset() -> bool:
-    """Whether VmHWM now sits at the current RSS: some kernels and sandboxes accept the write and ignore it."""
-    hwm, rss = _status_kib("VmHWM"), _status_kib("VmRSS")
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS; True only when the reset took.
+
+    Writes ``/proc/self/clear_refs`` (Linux >= 4.0), then checks that VmHWM sits at VmRSS: some kernels and
+    sandboxes accept the write and ignore it, and VmHWM is then the process-lifetime peak. The one reset that
+    ``PeakMemory`` and the benchmarks' phase peaks use."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    hwm, rss = status_kib("VmHWM"), status_kib("VmRSS")
     if hwm is None or rss is None:
         return False
     return hwm - rss <= max(4096, rss // 50)  # KiB: a few MiB of slack for pages touched between the two reads
@@ -122,17 +131,13 @@ class PeakMemory:
         self._reset = False
 
     def __enter__(self) -> PeakMemory:
-        try:
-            _CLEAR_REFS.write_text("5")  # Linux >= 4.0: resets VmHWM to the current RSS
-            self._reset = _hwm_was_reset()
-        except OSError:
-            self._reset = False
+        self._reset = reset_peak_rss()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        hwm = _status_kib("VmHWM") if self._reset else None
+        hwm = status_kib("VmHWM") if self._reset else None
         if hwm is not None:
             peak, method = hwm * 1024, "VmHWM, reset at the start of the phase"
         else:

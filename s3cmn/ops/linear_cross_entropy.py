@@ -41,6 +41,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         valid = targets != IGNORE_INDEX  # (N,)
         count = int(valid.sum())
+        all_valid = count == targets.numel()  # no ignored row: no masking of the gradient blocks
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = None
         if ctx.needs_input_grad[0]:  # contiguous, so chunks can be written in place by torch.mm(out=...)
@@ -77,7 +78,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 # d(loss sum)/d(logits) = softmax - onehot on valid rows, 0 on ignored rows; the 1/count of the
                 # mean is applied once to the (N, E) and (V, E) results below, not to the (C, V) block
                 grad = probs.scatter_add_(1, safe_y, -ok.to(probs.dtype)[:, None])
-                if not bool(ok.all()):
+                if not all_valid:
                     grad.masked_fill_(~ok[:, None], 0.0)
                 grad = grad.to(h.dtype) if h.dtype != torch.float32 else grad
                 if grad_hidden is not None:

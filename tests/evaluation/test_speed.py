@@ -23,7 +23,7 @@ def test_peak_memory_falls_back_when_the_kernel_ignores_the_reset(monkeypatch) -
     import s3cmn.evaluation.speed as speed
 
     status = {"VmHWM": 2_000_000, "VmRSS": 900_000}  # KiB: the write to clear_refs was accepted and ignored
-    monkeypatch.setattr(speed, "_status_kib", status.get)
+    monkeypatch.setattr(speed, "status_kib", status.get)
     monkeypatch.setattr(speed, "_CLEAR_REFS", type("Sink", (), {"write_text": lambda self, text: None})())
     with PeakMemory("cpu") as peak:
         pass
