@@ -1,8 +1,8 @@
 """Building the datastore from a training text, and fitting the read-outs' settings on a held-out text.
 
 Fitting (never on the scored text): one LM pass over the held-out stream collects log p_LM(target), the
-``K_MAX`` nearest cache entries of every position within the largest window (with their positions, so any
-smaller window is a mask) and the ``K_MAX`` nearest datastore entries. Then a grid search maximises the
+``CACHE_K_MAX`` nearest cache entries of every position within the largest window (with their positions, so
+any smaller window is a mask) and the ``KNN_K_MAX`` nearest datastore entries. Then a grid search maximises the
 held-out log-likelihood: cache over window x k x temperature, kNN over k x temperature, each with the best
 lambda on a 0.01 grid; then the two lambdas of cache+knn jointly on a 0.01 grid, the rest kept.
 Temperatures are searched relative to the median distance to the nearest entry (2^-4 .. 2^4, 17 steps).
@@ -27,10 +27,10 @@ from s3cmn.memory.nexttoken.stream import lm_chunks
 
 logger = logging.getLogger(__name__)
 
-K_MAX = 256
 CACHE_WINDOWS = (128, 256, 512, 1024, 2048, 4096)
 CACHE_KS = (8, 32, 128, 256)
-KNN_KS = (8, 16, 32, 64, 128, 256)
+KNN_KS = (8, 16, 32, 64, 128, 256, 512, 1024)  # every model chose 256 when the grid stopped there
+CACHE_K_MAX, KNN_K_MAX = max(CACHE_KS), max(KNN_KS)
 TEMPERATURE_FACTORS = tuple(2.0 ** (e / 2) for e in range(-8, 9))
 LAMBDAS = torch.arange(0, 100, dtype=torch.float64) / 100  # 0.00 .. 0.99
 S = TypeVar("S", CacheSettings, KnnSettings)
@@ -63,7 +63,7 @@ def build_datastore(model: torch.nn.Module, stream: Tensor, context_length: int,
 @dataclass
 class FitData:
     """What the grid search needs, per held-out position: ``lm`` (N,) log p_LM(target), ``targets`` (N,),
-    ``pos`` (N,), ``cache`` / ``knn`` :class:`Neighbours` (N, K_MAX), the cache's with entry positions."""
+    ``pos`` (N,), ``cache`` / ``knn`` :class:`Neighbours` (N, CACHE_K_MAX / KNN_K_MAX), the cache's with entry positions."""
 
     lm: Tensor
     targets: Tensor
@@ -75,7 +75,7 @@ class FitData:
 @torch.no_grad()
 def collect(model: torch.nn.Module, stream: Tensor, context_length: int, stride: int, batch_size: int,
             datastore: NextTokenDatastore | None, nprobe: int = 32) -> FitData:
-    cache = StreamCache(max(CACHE_WINDOWS), K_MAX)
+    cache = StreamCache(max(CACHE_WINDOWS), CACHE_K_MAX)
     if datastore is not None:
         datastore.set_nprobe(nprobe)
     parts: dict[str, list[Any]] = {"lm": [], "targets": [], "pos": [], "cache": [], "knn": []}
@@ -85,7 +85,7 @@ def collect(model: torch.nn.Module, stream: Tensor, context_length: int, stride:
         parts["pos"].append(chunk.pos)
         parts["cache"].append(cache.read(chunk.hidden, chunk.pos, chunk.targets))
         if datastore is not None:
-            parts["knn"].append(datastore.search(chunk.hidden, K_MAX))
+            parts["knn"].append(datastore.search(chunk.hidden, KNN_K_MAX))
 
     def cat(nbs: list[Neighbours]) -> Neighbours | None:
         if not nbs:
@@ -191,7 +191,8 @@ def fit_readouts(model: torch.nn.Module, stream: Tensor, context_length: int, st
                             "source": datastore.source}  # fmt: skip
     fit["seconds"] = time.perf_counter() - start
     fit["grid"] = {"cache_windows": list(CACHE_WINDOWS), "cache_k": list(CACHE_KS), "knn_k": list(KNN_KS),
-                   "temperature_factors": list(TEMPERATURE_FACTORS), "lambda_step": 0.01, "k_max": K_MAX}
+                   "temperature_factors": list(TEMPERATURE_FACTORS), "lambda_step": 0.01,
+                   "k_max": {"cache": CACHE_K_MAX, "knn": KNN_K_MAX}}
     logger.info("fitted read-outs on %d tokens: held-out NLL/token %s", data.lm.numel(),
                 {m: round(v, 4) for m, v in fit["nll_per_token"].items()})  # fmt: skip
     return ReadoutSettings(cache=cache, knn=knn, combined=combined, fitted_on=dict(fitted_on or {}),
