@@ -298,8 +298,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=None, help="token budget per run (default 524288; quick 1024)")
     p.add_argument("--max-time", type=float, default=None,
                    help="wall-clock limit per run, s (default 7200; quick 10); with a huge --max-tokens: equal time")
-    p.add_argument("--eval-tokens", type=int, default=None, help="score the first N test tokens (default 8192; "
-                   "quick 1024; 0 = the whole split)")
+    p.add_argument("--eval-tokens", type=int, default=None, help="score the first N test tokens (default 0 = the whole "
+                   "split; quick 1024)")
     p.add_argument("--preset", default="tiny", help="s3cmn preset all models are sized from")
     p.add_argument("--override", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="s3cmn config overrides (JSON values), e.g. hidden_dim=64")
@@ -326,7 +326,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1])
     args.max_tokens = args.max_tokens if args.max_tokens is not None else (1024 if quick else 524288)
     args.max_time = args.max_time if args.max_time is not None else (10.0 if quick else 7200.0)
-    args.eval_tokens = args.eval_tokens if args.eval_tokens is not None else (1024 if quick else 8192)
+    args.eval_tokens = args.eval_tokens if args.eval_tokens is not None else (1024 if quick else 0)
     args.evals = args.evals if args.evals is not None else (2 if quick else 8)
     args.batch_size = args.batch_size or 4
     args.seq_len = args.seq_len or (64 if quick else preset_training(args.preset).get("sequence_length", 128))
