@@ -32,7 +32,9 @@ lossless: newlines and capitals are predicted and counted), ``bert`` (bert-base-
 
 Seeds run seed-major (every model at seed 0, then every model at seed 1), so a change in the machine's load
 spreads over the models instead of hitting one. Writes ``compare.json``, ``compare.md`` and
-``compare_loss_curves.png`` (when matplotlib is installed) into ``--out``.
+``compare_loss_curves.png`` (when matplotlib is installed) into ``--out``. Every finished run is kept in
+``--out/runs/<model>-seed<N>/record.json`` with the settings it ran with: the same command again (or with more
+seeds) reuses the finished runs and trains only the rest (``--no-resume`` retrains all).
 """
 
 from __future__ import annotations
@@ -142,6 +144,13 @@ def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConf
     from s3cmn.training.loop import seed_everything
 
     run_dir = out / "runs" / f"{kind}-seed{seed}"
+    key = run_key(args)
+    saved = read_record(run_dir / RECORD)
+    if args.resume and saved is not None:
+        if saved.get("key") == key:
+            logger.info("%s seed %d: reusing the finished run in %s (--no-resume retrains)", kind, seed, run_dir)
+            return saved["record"]
+        logger.info("%s seed %d: %s was run with other settings: retraining", kind, seed, run_dir / RECORD)
     shutil.rmtree(run_dir, ignore_errors=True)
     training = training_config(args, seed, run_dir, data["train"].shape[0])
     seed_everything(seed)
@@ -170,7 +179,37 @@ def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConf
         record["memory_entries"] = {str(k): m.num_entries for k, m in model.memory_bank}
     for name in ("last", "best"):  # the checkpoints fit() saves; metrics.jsonl stays
         shutil.rmtree(run_dir / name, ignore_errors=True)
+    record["finished"] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": args.threads,
+                          "loadavg": list(os.getloadavg())}
+    write_json_atomic(run_dir / RECORD, {"key": key, "record": record})
     return record
+
+
+RECORD = "record.json"  # a finished run: its record and the settings it ran with (a rerun reuses it)
+NOT_IN_KEY = ("out", "threads", "seeds", "models", "resume")  # settings that do not change one run's result
+
+
+def run_key(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings one run's result depends on (a saved run is reused only when they are all equal)."""
+    return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in NOT_IN_KEY}))
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A finished run's saved record, or None when absent or unreadable (then the run is trained again)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        logger.warning("%s is unreadable (%s): the run is trained again", path, err)
+        return None
+    return saved if isinstance(saved, dict) and "record" in saved else None
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -320,6 +359,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--evals", type=int, default=None, help="validations per run on the held-out text; the best "
                    "one's weights are scored (default 8; quick 2)")
     p.add_argument("--eval-batches", type=int, default=0, help="validation batches per validation (0 = all)")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="retrain runs already finished in --out (default: a run whose record.json has the same "
+                        "settings is reused, so an interrupted comparison, or one seed added later, resumes)")
     p.add_argument("--valid-tokens", type=int, default=65536, help="use the first N validation tokens (0 = all)")
     args = p.parse_args(argv)
     quick = args.quick

@@ -70,6 +70,25 @@ def test_compare_quick_writes_well_formed_json(tmp_path: Path, shared_data: Path
     assert png is None or Path(png).is_file()
 
 
+def test_compare_reuses_finished_runs_with_the_same_settings(tmp_path: Path, shared_data: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    compare = load("compare")
+    argv = ["--quick", "--out", str(tmp_path), "--threads", "1", "--shared-data", str(shared_data), "--models",
+            "gpt2", "--max-tokens", "64", "--eval-tokens", "32", "--batch-size", "2", "--seq-len", "32",
+            "--override", *TOY]
+    first = compare.main(argv)
+    (tmp_path / "runs" / "gpt2-seed0" / "metrics.jsonl").unlink()  # a reused run is not read again
+    with caplog.at_level("INFO"):
+        second = compare.main([*argv, "--seeds", "0", "1"])
+    assert second["runs"][0] == first["runs"][0] and [r["seed"] for r in second["runs"]] == [0, 1]
+    assert "gpt2 seed 0: reusing" in caplog.text and "gpt2 seed 1: reusing" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):  # another setting: trained again
+        third = compare.main([*argv, "--lr", "1e-3"])
+    assert "other settings: retraining" in caplog.text and third["runs"][0]["curve"]
+    assert (tmp_path / "runs" / "gpt2-seed0" / "metrics.jsonl").is_file()
+
+
 @pytest.mark.parametrize("isolation", ["inline", "subprocess"])
 def test_scaling_quick_writes_well_formed_json(tmp_path: Path, isolation: str) -> None:
     scaling = load("scaling")
