@@ -256,7 +256,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"{corpus}, trained on {s['data']['train']}; checkpoint (best of {s['evals']} validations) selected on "
         f"{s['data']['validation']} ({s['valid_tokens']:,} tokens); test scored once, on "
-        f"{'the first' if s.get('eval_truncated', True) else 'all'} {s['eval_tokens_scored']:,} tokens of "
+        f"{'the first' if s['eval_truncated'] else 'all'} {s['eval_tokens_scored']:,} tokens of "
         f"{s['data']['test']} ({s['eval_words']:,} words, "
         f"{s['eval_bytes']:,} bytes); tokenizer {s['tokenizer']} ({lossless}, V = {s['vocab_size']:,}); "
         f"lr {s['lr'] or 'preset'}; budget {s['max_tokens']:,} tokens or "
