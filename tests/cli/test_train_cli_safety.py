@@ -180,8 +180,8 @@ NAN_FOREVER = ["--learning-rate", "1e30", "--warmup-steps", "0", "--nan-policy",
 
 
 def test_persistent_nan_under_skip_stops_at_max_time_and_max_steps(tmp_path, train_args) -> None:
-    # 100 epochs of skipped batches: minutes on any machine, so only the 3 s budget can stop the first run
-    result = run_cli("train", [*train_args, *NAN_FOREVER, "--max-time", "3", "--num-epochs", "100",
+    # 100,000 epochs of skipped batches: hours on any machine, so only the 3 s budget can stop the first run
+    result = run_cli("train", [*train_args, *NAN_FOREVER, "--max-time", "3", "--num-epochs", "100000",
                                "--output-dir", str(tmp_path / "a")], timeout=90)
     assert result.returncode == 0 and "stopped (max_time)" in result.stdout, result.output
     result = run_cli("train", [*train_args, *NAN_FOREVER, "--max-steps", "8", "--output-dir", str(tmp_path / "b")],
