@@ -55,10 +55,8 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helpers (flops, bench_scan)
-import flops  # noqa: E402
-
-from s3cmn.evaluation.speed import reset_peak_rss, status_kib  # noqa: E402
+from s3cmn.evaluation import flops
+from s3cmn.evaluation.speed import reset_peak_rss, status_kib
 
 logger = logging.getLogger("bench_core")
 MiB = 1024.0
@@ -274,8 +272,7 @@ def run_kernels(spec: dict[str, Any]) -> dict[str, Any]:
         scan[f"{name}_fwd_bwd_ms"] = statistics.median(timed(fwd_bwd, **_timing(quick))) * 1e3
     scan["mamba_over_s4d"] = scan["mamba_fwd_bwd_ms"] / scan["s4d_fwd_bwd_ms"]
     try:
-        from bench_scan import scan_inputs  # the other scan benchmark's inputs, when present
-
+        from s3cmn.evaluation.benchmarking import scan_inputs  # the other scan benchmark's inputs
         from s3cmn.ops.selective_scan import selective_scan
 
         E = config.mamba_expand * config.hidden_dim

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,13 +28,10 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helpers (baselines, bench_scan)
-from baselines import close_meta, fmt_load, run_meta  # noqa: E402
-from bench_scan import scan_inputs  # noqa: E402
-
-from s3cmn.ops.lif import lif_scan  # noqa: E402
-from s3cmn.ops.linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref  # noqa: E402
-from s3cmn.ops.selective_scan import selective_scan  # noqa: E402
+from s3cmn.evaluation.benchmarking import close_meta, fmt_load, run_meta, scan_inputs
+from s3cmn.ops.lif import lif_scan
+from s3cmn.ops.linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref
+from s3cmn.ops.selective_scan import selective_scan
 
 # (preset, B, T, E = mamba_expand·hidden_dim, N = mamba_d_state, LIF units): the presets' training shapes
 SHAPES = [

@@ -23,19 +23,15 @@ FAISS thread (see ``s3cmn.memory.index.single_threaded``).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helpers
-from baselines import repeat_ms  # noqa: E402
-
-from s3cmn.config import S3CMNConfig  # noqa: E402
-from s3cmn.memory import FaissMemory, MemoryReader, select_write  # noqa: E402
+from s3cmn.config import S3CMNConfig
+from s3cmn.evaluation.benchmarking import repeat_ms
+from s3cmn.memory import FaissMemory, MemoryReader, select_write
 
 
 def hidden_states(n: int, dim: int, seed: int, sample_seed: int) -> np.ndarray:

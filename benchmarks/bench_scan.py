@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.evaluation.benchmarking import scan_inputs
 from s3cmn.modeling.mamba import MambaMixer
 from s3cmn.modeling.s4d import S4DMixer
 from s3cmn.ops.selective_scan import selective_scan, selective_scan_ref
@@ -40,20 +41,6 @@ def time_fwd_bwd(
             best = min(best, now() - start)
     return best * 1e3
 
-
-def scan_inputs(batch: int, E: int, N: int, T: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    t = {
-        "u": torch.randn(batch, E, T, generator=g),
-        "delta": torch.randn(batch, E, T, generator=g) - 4.0,
-        "A": -torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1),
-        "B": torch.randn(batch, N, T, generator=g),
-        "C": torch.randn(batch, N, T, generator=g),
-        "D": torch.ones(E),
-        "z": torch.randn(batch, E, T, generator=g),
-        "delta_bias": torch.zeros(E),
-    }
-    return {k: v.requires_grad_() for k, v in t.items()}
 
 
 def mambapy_scan(inp: dict[str, torch.Tensor]) -> torch.Tensor:

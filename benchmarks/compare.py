@@ -9,7 +9,7 @@ budget. Then each model scores the same test text with ``s3cmn.evaluation.perple
 ``nll_summary`` gives token perplexity, word perplexity and bits per byte (normalised by the words and UTF-8
 bytes of the scored raw text, so they compare across tokenizers).
 
-Models (sizes in ``benchmarks/baselines.py``): ``s3cmn`` (the preset, memory off), ``s3cmn+mem`` (memory on:
+Models (sizes in ``s3cmn/evaluation/baselines.py``): ``s3cmn`` (the preset, memory off), ``s3cmn+mem`` (memory on:
 written during training and while scoring; also scored with the memory read switched off), ``gpt2``
 (``GPT2LMHeadModel``), ``lstm`` (PyTorch's word_language_model LSTM, tied), ``mamba`` (s3cmn with only the
 Mamba mixer) — same width, vocabulary and tied embeddings, total parameters matched within ~1% (GPT-2 and
@@ -46,7 +46,6 @@ import math
 import os
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,22 +57,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import (  # noqa: E402
-    CORPORA,
-    MODEL_KINDS,
-    build_model,
-    close_meta,
-    count_params,
-    embedding_params,
-    fmt_load,
-    load_corpus,
-    parse_overrides,
-    run_meta,
-    write_results,
-)
-
 from s3cmn.config import S3CMNConfig, preset_training  # noqa: E402
+from s3cmn.evaluation.baselines import MODEL_KINDS, build_model, count_params, embedding_params  # noqa: E402
+from s3cmn.evaluation.benchmarking import close_meta, fmt_load, parse_overrides, run_meta, write_results  # noqa: E402
+from s3cmn.evaluation.corpora import CORPORA, load_corpus  # noqa: E402
 
 logger = logging.getLogger("compare")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -87,7 +74,7 @@ STOPPED = {"max_steps": "tokens", "max_tokens": "tokens", "max_time": "time", "m
 
 
 def load_data(args: argparse.Namespace) -> Any:
-    """The corpus's tokenizer and train / validation ids and test text (``baselines.load_corpus``)."""
+    """The corpus's tokenizer and train / validation ids and test text (``s3cmn.evaluation.corpora.load_corpus``)."""
     return load_corpus(args.corpus, args.tokenizer, args.shared_data, args.data_dir)
 
 

@@ -38,9 +38,7 @@ import logging
 import math
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 # Before torch loads OpenMP: idle threads sleep instead of spinning (see compare.py).
@@ -49,10 +47,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import close_meta, fmt_load, parse_overrides, repeat_ms, run_meta, write_results  # noqa: E402
-
 from s3cmn.config import S3CMNConfig  # noqa: E402
+from s3cmn.evaluation.benchmarking import (  # noqa: E402
+    close_meta,
+    fmt_load,
+    parse_overrides,
+    repeat_ms,
+    run_meta,
+    write_results,
+)
 
 logger = logging.getLogger("memory_cost")
 TARGET_OVERHEAD = 0.25

@@ -1,4 +1,4 @@
-"""Cost against sequence length on the CPU: s3cmn vs the matched GPT-2 (``benchmarks/baselines.py``).
+"""Cost against sequence length on the CPU: s3cmn vs the matched GPT-2 (``s3cmn/evaluation/baselines.py``).
 
 - **training**: forward + backward of the LM loss on one sequence of T tokens (batch 1, fp32, dropout on, as in
   training; no optimizer step), T = 256 ... 8192: ms per token (median over the timed repeats, after a warm-up
@@ -47,18 +47,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import (  # noqa: E402
-    build_model,
-    close_meta,
-    count_params,
-    fmt_load,
-    parse_overrides,
-    run_meta,
-    write_results,
-)
-
 from s3cmn.config import S3CMNConfig  # noqa: E402
+from s3cmn.evaluation.baselines import build_model, count_params  # noqa: E402
+from s3cmn.evaluation.benchmarking import close_meta, fmt_load, parse_overrides, run_meta, write_results  # noqa: E402
 from s3cmn.evaluation.speed import reset_peak_rss, status_kib  # noqa: E402
 
 logger = logging.getLogger("scaling")

@@ -2,7 +2,7 @@
 
 Every variant is one preset plus config overrides (and, for the learning-rate rows, a training override). Each
 is trained by ``s3cmn.training.fit`` on the same token budget, data order and seeds, and validated
-``--evals`` times on text **held out from the training text** (``benchmarks/baselines.load_corpus``: offline
+``--evals`` times on text **held out from the training text** (``s3cmn.evaluation.corpora.load_corpus``: offline
 WikiText-2 trains on ``wiki.valid.raw`` minus its last 6 articles and validates on those 6; ``--corpus
 python`` validates on the standard library's validation files). The reported figure is the best validation
 loss (and its perplexity) of each run, mean ± std over seeds. The test text is never read: choices made
@@ -35,18 +35,16 @@ from typing import Any
 
 import torch
 
+from s3cmn.config import S3CMNConfig, preset_training
+from s3cmn.data import pack_blocks
+from s3cmn.evaluation.benchmarking import close_meta, fmt_load, run_meta
+from s3cmn.evaluation.corpora import CORPORA, load_corpus
+from s3cmn.modeling.lm import S3CMNForCausalLM
+from s3cmn.run_config import TrainingConfig
+from s3cmn.training import fit
+from s3cmn.training.loop import seed_everything
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from baselines import CORPORA, close_meta, fmt_load, load_corpus, run_meta  # noqa: E402
-
-from s3cmn.config import S3CMNConfig, preset_training  # noqa: E402
-from s3cmn.data import pack_blocks  # noqa: E402
-from s3cmn.modeling.lm import S3CMNForCausalLM  # noqa: E402
-from s3cmn.run_config import TrainingConfig  # noqa: E402
-from s3cmn.training import fit  # noqa: E402
-from s3cmn.training.loop import seed_everything  # noqa: E402
 
 logger = logging.getLogger("ablation")
 

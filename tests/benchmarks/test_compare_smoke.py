@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -21,7 +20,6 @@ TOY = ["hidden_dim=32", "embedding_dim=32", "num_attention_heads=2", "hyena_filt
 
 
 def load(name: str) -> ModuleType:
-    sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

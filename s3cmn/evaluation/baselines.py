@@ -1,5 +1,7 @@
 """The models users would pick instead of s3cmn, sized to match it, behind s3cmn's training/scoring interface.
 
+Used by ``benchmarks/compare.py``, ``benchmarks/scaling.py``, ``scripts/ablation.py`` and the tests.
+
 Every builder returns a module whose ``forward(input_ids, labels=None, use_cache=False, use_memory=...,
 write_memory=..., logits_to_keep=0)`` returns an object with ``.loss`` (mean next-token cross-entropy of
 ``logits[:, :-1]`` against ``labels[:, 1:]``, the same formula as ``S3CMNForCausalLM``), ``.logits`` (B, T, V),
@@ -29,10 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,151 +258,3 @@ def count_params(model: nn.Module) -> int:
 def embedding_params(model: nn.Module) -> int:
     """Parameters of the input embedding (the tied output matrix is the same tensor)."""
     return model.get_input_embeddings().weight.numel()
-
-
-# ------------------------------------------------------------------------------------------------------
-# shared run helpers of the benchmark scripts
-
-
-CORPORA = ("wikitext2", "python")
-TOKENIZER_FOLDERS = {"gpt2": "gpt2", "bert": "bert-base-uncased"}  # short names for ../shared/data/tokenizers/*
-LOSSLESS_PROBE_CHARS = 20_000
-
-
-@dataclass
-class Corpus:
-    """The three texts of an honest comparison, tokenised: train on ``train_ids``, select on ``valid_ids``
-    (held out from the training text unless a real validation split was given), score ``test_text`` once."""
-
-    name: str
-    tokenizer: Any
-    tokenizer_spec: str
-    lossless: bool  # decode(encode(text)) == text on the start of the test text
-    train_ids: Tensor  # (N,)
-    valid_ids: Tensor  # (M,)
-    test_text: str
-    selection: dict[str, Any]  # s3cmn.data.validation's record: which text validation scored, and why
-    source: dict[str, str]
-
-
-def resolve_tokenizer_spec(spec: str, shared_data: str | os.PathLike) -> str:
-    """``gpt2`` / ``bert`` -> the shared tokenizer folder; anything else (a path, ``bpe:8192``) as given."""
-    if spec in TOKENIZER_FOLDERS:
-        return str(Path(shared_data) / "tokenizers" / TOKENIZER_FOLDERS[spec])
-    return spec
-
-
-def is_lossless(tokenizer: Any, text: str) -> bool:
-    """Whether the tokenizer gives back the text byte for byte (newlines, capitals, spacing)."""
-    probe = text[:LOSSLESS_PROBE_CHARS]
-    return tokenizer.decode(tokenizer(probe)["input_ids"]) == probe
-
-
-def load_corpus(corpus: str, tokenizer: str, shared_data: str | os.PathLike, data_dir: str | None = None) -> Corpus:
-    """Training, validation and test text of ``corpus`` under s3cmn's validation rule (s3cmn.data.validation).
-
-    wikitext2: with ``data_dir`` the real train / valid / test files; offline, training text
-    ``wiki.valid.raw`` minus its last articles (held out for validation) and test text ``wiki.test.raw``.
-    python: the standard library's files split by path (s3cmn.data.python_corpus), validated on its
-    validation files, scored on its test files. ``tokenizer``: see :func:`resolve_tokenizer_spec`; a
-    ``bpe:N`` tokenizer is trained on the training text only.
-    """
-    from s3cmn.data import load_tokenizer, tokenize_cached
-    from s3cmn.data.text import read_text_file
-    from s3cmn.data.validation import load_training_texts
-    from s3cmn.run_config import DataConfig
-
-    if corpus not in CORPORA:
-        raise ValueError(f"unknown corpus {corpus!r}: expected one of {', '.join(CORPORA)}")
-    spec = resolve_tokenizer_spec(tokenizer, shared_data)
-    if corpus == "python":
-        from s3cmn.data.python_corpus import load_python_corpus
-
-        data = DataConfig(corpus="python-stdlib", tokenizer=spec)
-        test_text = load_python_corpus().text("test")
-        source = {"train": "python-stdlib train files", "test": "python-stdlib test files"}
-    elif data_dir:
-        data = DataConfig(data_dir=data_dir, tokenizer=spec)
-        test_path = Path(data_dir) / "wiki.test.raw"
-        test_text = read_text_file(test_path)
-        source = {"train": f"{data_dir}/wiki.train.raw", "test": str(test_path)}
-    else:
-        raw = Path(shared_data) / "wikitext-2-raw"
-        data = DataConfig(train_file=str(raw / "wiki.valid.raw"), tokenizer=spec)
-        test_text = read_text_file(raw / "wiki.test.raw")
-        source = {"train": str(raw / "wiki.valid.raw"), "test": str(raw / "wiki.test.raw")}
-    texts = load_training_texts(data)
-    if texts.validation is None:
-        raise ValueError(f"{corpus}: no validation text (the comparison selects checkpoints on it)")
-    source["validation"] = texts.selection["description"]
-    tok = load_tokenizer(spec, train_text=texts.train)
-    return Corpus(corpus, tok, tokenizer, is_lossless(tok, test_text), tokenize_cached(texts.train, tok),
-                  tokenize_cached(texts.validation, tok), test_text, texts.selection, source)
-
-
-
-def run_meta(threads: int, quick: bool, argv: list[str] | None, precision: str = "fp32") -> dict[str, Any]:
-    """What a result depends on beyond its numbers: machine (CPU, capability, precision used and its measured
-    matmul peak), load, threads, versions, the command."""
-    import sys
-
-    import transformers
-
-    from s3cmn.utils.precision import machine_record
-
-    return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": quick, "threads": threads,
-            "cpu_count": os.cpu_count(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "loadavg_start": list(os.getloadavg()),
-            "machine": platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
-            "machine_record": machine_record(precision, threads)}
-
-
-def repeat_ms(fn: Callable[[], Any], repeats: int, reduce: str = "min") -> float:
-    """Milliseconds of ``fn()`` after one warm-up call: the ``min`` or ``median`` of ``repeats`` timed calls."""
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return (min(times) if reduce == "min" else statistics.median(times)) * 1e3
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``FIELD=VALUE`` strings -> a dict; values parsed as JSON when they are JSON, else kept as strings."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def close_meta(meta: dict[str, Any], start: float) -> None:
-    """Add the load average at the end and the run's wall time (s) to ``meta``."""
-    meta["loadavg_end"] = list(os.getloadavg())
-    meta["wall_s"] = time.perf_counter() - start
-
-
-def write_results(out_dir: str | os.PathLike, stem: str, result: dict[str, Any], markdown: str) -> Path:
-    """``<out>/<stem>.json`` (strict JSON: no NaN) and ``<out>/<stem>.md``; returns the JSON path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{stem}.json"
-    path.write_text(json.dumps(result, indent=1, allow_nan=False), encoding="utf-8")
-    (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
-    return path
-
-
-def fmt_load(meta: dict[str, Any]) -> str:
-    from s3cmn.utils.precision import describe_machine
-
-    start = "/".join(f"{x:.1f}" for x in meta["loadavg_start"])
-    end = "/".join(f"{x:.1f}" for x in meta["loadavg_end"])
-    machine = describe_machine(meta["machine_record"]) if "machine_record" in meta else "machine not recorded"
-    return f"{machine}; load average (1/5/15 min) {start} at the start, {end} at the end; {meta['cpu_count']} CPUs"

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import baselines  # noqa: E402
-
-from s3cmn.config import S3CMNConfig  # noqa: E402
+from s3cmn.config import S3CMNConfig
+from s3cmn.evaluation import baselines, benchmarking
 
 
 def test_gpt2_baseline_has_no_attention_dropout_and_matched_parameters() -> None:
@@ -28,10 +21,10 @@ def test_gpt2_baseline_has_no_attention_dropout_and_matched_parameters() -> None
 
 
 def test_run_meta_records_the_machine_and_precision() -> None:
-    meta = baselines.run_meta(threads=1, quick=True, argv=[])
+    meta = benchmarking.run_meta(threads=1, quick=True, argv=[])
     machine = meta["machine_record"]
     assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert machine["precision"] == "fp32" and machine["threads"] == 1
     assert machine["matmul_peak_gflops"] > 0
     meta["loadavg_end"] = meta["loadavg_start"]
-    assert machine["cpu_capability"] in baselines.fmt_load(meta)
+    assert machine["cpu_capability"] in benchmarking.fmt_load(meta)
