@@ -1,6 +1,8 @@
 """Where a training step's time goes: forward and backward time of every mixer kind, summed over layers.
 
-    THREADS=1 REPS=2 python results/kernels/profile_step.py tiny 8 512
+    THREADS=1 REPS=2 python scripts/profile_step.py tiny 8 512
+
+Its output for the tiny and small presets is ``results/kernels/profile_step.md``.
 
 One fp32 step = forward + backward + AdamW. Each mixer's forward is wrapped; identity autograd nodes on its
 input and output record when its backward starts and ends. "rest" is everything else (embedding, norms,

@@ -6,7 +6,11 @@ exact L2 search (FAISS IndexFlatL2, top 256), then the best k, temperature and l
 the package's own fitting functions. ``hidden_states[i]`` is the input of block i, so ``block-2`` is the output
 of the third of four blocks.
 
-    python results/memory/small10q/knn_keys_probe.py runs/small10q/best 256
+    python scripts/knn_keys_probe.py runs/small10q/best 256 [TRAIN_TEXT HELDOUT_TEXT]
+
+TRAIN_TEXT / HELDOUT_TEXT (default ``runs/honest/train.raw`` and ``runs/honest/heldout.raw``): the training
+text and the text held out from it, as ``s3cmn.data.validation.load_training_texts`` splits ``wiki.valid.raw``.
+Its output for ``runs/small10q`` is ``results/memory/small10q/knn_keys.txt``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from s3cmn.modeling.loading import load_model
 from s3cmn.ops.nll import nll_float64
 from s3cmn.run_config import DataConfig
 
-TRAIN, HELDOUT = "/work/honest/train.raw", "/work/honest/heldout.raw"
+TRAIN, HELDOUT = "runs/honest/train.raw", "runs/honest/heldout.raw"  # defaults of the optional arguments
 
 
 @torch.no_grad()
@@ -77,11 +81,12 @@ def main() -> None:
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     checkpoint, context = Path(sys.argv[1]), int(sys.argv[2])
+    train_text, heldout_text = sys.argv[3:5] if len(sys.argv) >= 5 else (TRAIN, HELDOUT)
     model = load_model(checkpoint)
     tokenizer, _ = load_eval_tokenizer(checkpoint, DataConfig())
     start = time.time()
-    train, train_targets, _ = states(model, tokenizer, TRAIN, context)
-    held, held_targets, held_lm = states(model, tokenizer, HELDOUT, context)
+    train, train_targets, _ = states(model, tokenizer, train_text, context)
+    held, held_targets, held_lm = states(model, tokenizer, heldout_text, context)
     off = float(-held_lm.mean())
     print(f"states {time.time() - start:.0f} s, {len(train_targets):,} keys, {len(held_targets):,} queries, "
           f"off NLL {off:.4f}")
