@@ -82,6 +82,10 @@ class TrainingConfig(_Settings):
     curriculum_tokens: int = setting(0, group=TRAIN, help="training tokens over which the curriculum ramps", ge=0)
     curriculum_min_length: int = setting(32, group=TRAIN, help="first sequence length of the warm-up", ge=8)
     curriculum_min_fraction: float = setting(
+    force: bool = setting(
+        False, group=TRAIN, help="train even when the size estimate (parameters, gradients, AdamW state, activations) "
+        "exceeds the free memory (else such a run is refused before anything is allocated)",
+    )
         0.1, group=TRAIN, help="easiest fraction of blocks available at the start (difficulty)", gt=0, le=1
     )
     curriculum_pacing: Literal["sqrt", "linear"] = setting("sqrt", group=TRAIN, help="curriculum pacing function")

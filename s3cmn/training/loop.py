@@ -18,7 +18,15 @@ import torch
 from s3cmn.config import S3CMNConfig
 from s3cmn.run_config import DataConfig, TrainingConfig
 from s3cmn.training.checkpoint import check_output_dir
-from s3cmn.training.setup_run import claim_output_dir, init_distributed, is_main_process, seed_everything, start_run
+from s3cmn.training.setup_run import (
+    claim_output_dir,
+    init_distributed,
+    is_main_process,
+    resolve_device,
+    seed_everything,
+    start_run,
+)
+from s3cmn.training.size_guard import check_training_fits
 from s3cmn.training.signals import StopSignal
 from s3cmn.training.state import Run, TrainingError, TrainResult, save_run
 from s3cmn.training.steps import count_step, forward_backward, log_validate_save, optimizer_step, skip_step, stop_reason
@@ -114,6 +122,8 @@ def train(model_config: S3CMNConfig, training: TrainingConfig, data: DataConfig,
     model_config.check_sequence_length(training.sequence_length)  # settings errors before any data is read
     check_output_dir(training.output_dir, training.resume, training.overwrite)
     init_distributed(training)
+    device = resolve_device(training.device)
+    check_training_fits(model_config, training, device)  # before the data is read and the model allocated
     tokenizer, train_blocks, valid_blocks, validation_text = prepare_data(data, training)
     vocab = len(tokenizer)
     changes: dict[str, Any] = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
@@ -121,6 +131,8 @@ def train(model_config: S3CMNConfig, training: TrainingConfig, data: DataConfig,
         logger.info("vocab_size set to the tokenizer's %d (was %d)", vocab, model_config.vocab_size)
         changes["vocab_size"] = vocab
     model_config = model_config.replace(**changes)
+    if "vocab_size" in changes:  # the embedding and head follow the tokenizer's vocabulary
+        check_training_fits(model_config, training, device)
     seed_everything(training.seed)
     model = S3CMNForCausalLM(model_config)
     logger.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)

@@ -30,7 +30,7 @@ _SCHEDULE = ("learning_rate", "warmup_steps", "scheduler", "min_lr_ratio", "num_
              "gradient_accumulation_steps")
 
 
-_NOT_COMPARED = ("resume", "overwrite", "output_dir")
+_NOT_COMPARED = ("resume", "overwrite", "output_dir", "force")
 
 
 def resume_run(model: Any, out_dir: Path, optimizer: Any, scheduler: Any, sampler: Any,
