@@ -40,7 +40,11 @@ class TrainingConfig(_Settings):
 
     learning_rate: float = setting(1e-4, group=TRAIN, help="peak learning rate", gt=0)
     batch_size: int = setting(32, group=TRAIN, help="sequences per optimiser micro-batch", ge=1)
-    num_epochs: int = setting(15, group=TRAIN, help="passes over the training blocks", ge=1)
+    num_epochs: int = setting(
+        15, group=TRAIN, help="passes over the training blocks (0 = no epoch limit: max_time, max_tokens or "
+        "max_steps ends the run). A --max-time given without --num-epochs (flag, --modify or config file) sets "
+        "0: a preset's epoch count applies only to runs without a time budget", ge=0,
+    )
     sequence_length: int = setting(512, group=TRAIN, help="tokens per training block", ge=2)
     gradient_accumulation_steps: int = setting(1, group=TRAIN, help="micro-batches per optimiser step", ge=1)
     warmup_steps: int = setting(100, group=TRAIN, help="linear warmup steps", ge=0)
@@ -60,7 +64,10 @@ class TrainingConfig(_Settings):
         0, group=TRAIN, help="stop after this many optimiser steps, batches skipped for a NaN loss included "
         "(0 = no limit)", ge=0,
     )
-    max_time: float = setting(0.0, group=TRAIN, help="stop after this many seconds (0 = no limit)", ge=0)
+    max_time: float = setting(
+        0.0, group=TRAIN, help="stop after this many seconds (0 = no limit); without --num-epochs it alone ends "
+        "the run, across epochs, and the LR decays over the time", ge=0,
+    )
     max_tokens: int = setting(0, group=TRAIN, help="stop after this many training tokens (0 = no limit)", ge=0)
     eval_interval: int = setting(200, group=TRAIN, help="validate every N optimiser steps", ge=1)
     eval_batches: int = setting(
@@ -75,6 +82,10 @@ class TrainingConfig(_Settings):
     overwrite: bool = setting(
         False, group=TRAIN, help="replace the checkpoints and metrics in output_dir (else such a run is refused)"
     )
+    force: bool = setting(
+        False, group=TRAIN, help="train even when the size estimate (parameters, gradients, AdamW state, activations) "
+        "exceeds the free memory (else such a run is refused before anything is allocated)",
+    )
     nan_policy: Literal["stop", "skip"] = setting("stop", group=TRAIN, help="on a NaN/inf loss: stop or skip")
     curriculum: Literal["none", "seq-length", "difficulty"] = setting(
         "none", group=TRAIN, help="curriculum: sequence-length warm-up or easiest-first difficulty ordering"
@@ -82,15 +93,17 @@ class TrainingConfig(_Settings):
     curriculum_tokens: int = setting(0, group=TRAIN, help="training tokens over which the curriculum ramps", ge=0)
     curriculum_min_length: int = setting(32, group=TRAIN, help="first sequence length of the warm-up", ge=8)
     curriculum_min_fraction: float = setting(
-    force: bool = setting(
-        False, group=TRAIN, help="train even when the size estimate (parameters, gradients, AdamW state, activations) "
-        "exceeds the free memory (else such a run is refused before anything is allocated)",
-    )
         0.1, group=TRAIN, help="easiest fraction of blocks available at the start (difficulty)", gt=0, le=1
     )
     curriculum_pacing: Literal["sqrt", "linear"] = setting("sqrt", group=TRAIN, help="curriculum pacing function")
     num_samples: int = setting(2, group=TRAIN, help="generated samples at each evaluation", ge=0)
     sample_length: int = setting(32, group=TRAIN, help="tokens per generated sample", ge=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.num_epochs and not (self.max_time or self.max_tokens or self.max_steps):
+            raise ConfigError("TrainingConfig.num_epochs = 0 (no epoch limit) needs another limit: max_time, "
+                              "max_tokens or max_steps > 0")
 
 
 @dataclass

@@ -187,30 +187,44 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(
     args: argparse.Namespace, sections: tuple[str, ...], extra: dict[str, Any] | None = None, extra_source: str = ""
 ) -> Settings:
-    """Apply preset < config file < ``extra`` (e.g. a sweep file's base) < --modify < flags, in that order."""
-    settings = Settings()
+    """Apply preset < config file < ``extra`` (e.g. a sweep file's base) < --modify < flags, in that order.
+
+    A time budget decides the run's length: when ``max_time`` is given above the preset and ``num_epochs`` is
+    not, ``num_epochs`` is 0 (no epoch limit), so the preset's (or the default) epoch count cannot end it first.
+    """
+    settings, given = Settings(), Settings()  # given: everything above the preset
     if getattr(args, "preset", None):
         settings.update(preset_fields(args.preset), f"preset {args.preset}")
         settings.update(preset_training(args.preset), f"preset {args.preset}")
+    layers: list[tuple[dict[str, Any], str]] = []
     if getattr(args, "config_path", None):
-        settings.update(read_config_file(args.config_path), str(args.config_path))
+        layers.append((read_config_file(args.config_path), str(args.config_path)))
     if extra:
-        settings.update(extra, extra_source)
+        layers.append((extra, extra_source))
     if getattr(args, "modify", None):
-        try:
-            overrides = json.loads(args.modify)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--modify is not valid JSON: {err}") from None
-        if not isinstance(overrides, dict):
-            raise ConfigError("--modify must be a JSON object, e.g. '{\"hidden_dim\": 96}'")
-        settings.update(overrides, "--modify")
+        layers.append((_modify_overrides(args.modify), "--modify"))
     flags = {}
     for section in sections:
         for f in settings_fields(SECTIONS[section]):
             if f.name in vars(args):
                 flags[f.name] = getattr(args, f.name)
-    settings.update(flags, "flags")
+    layers.append((flags, "flags"))
+    for values, source in layers:
+        settings.update(values, source)
+        given.update(values, source)
+    if given.training.get("max_time") and "num_epochs" not in given.training:
+        settings.update({"num_epochs": 0}, "max_time without num_epochs")
     return settings
+
+
+def _modify_overrides(text: str) -> dict[str, Any]:
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--modify is not valid JSON: {err}") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError("--modify must be a JSON object, e.g. '{\"hidden_dim\": 96}'")
+    return overrides
 
 
 # --------------------------------------------------------------------------------------------------

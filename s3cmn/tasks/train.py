@@ -9,6 +9,7 @@ checkpoint on disk is whole (:func:`s3cmn.training.checkpoint.save_checkpoint` w
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import time
@@ -23,7 +24,8 @@ from torch import Tensor, nn
 from s3cmn.run_config import TrainingConfig
 from s3cmn.tasks.checkpoint import save_task_checkpoint
 from s3cmn.training.loop import TrainingError
-from s3cmn.training.optim import build_optimizer, build_scheduler
+from s3cmn.training.optim import BudgetSpent, build_optimizer, build_scheduler
+from s3cmn.training.setup_run import step_limit
 from s3cmn.training.signals import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -55,19 +57,22 @@ def fit_task(model: nn.Module, loss_fn: LossFn, batches: BatchesFn, batches_per_
     ``training.max_time`` seconds, score it with ``score_fn`` after each epoch, and leave it in the best-scoring
     state; with ``checkpoint_dir``, that state is saved there (``spec`` rebuilds the model on load)."""
     optimizer = build_optimizer(model, training)
-    scheduler = build_scheduler(optimizer, training, training.num_epochs * batches_per_epoch)
+    budget = BudgetSpent()  # num_epochs 0: no epoch limit, the schedule follows the time / step budget
+    scheduler = build_scheduler(optimizer, training, step_limit(training, batches_per_epoch), budget)
     generator = torch.Generator().manual_seed(training.seed)
     best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
     start, steps, stopped, epoch = time.perf_counter(), 0, "epochs", 0
+    epochs = itertools.count(1) if training.num_epochs == 0 else range(1, training.num_epochs + 1)
     with StopSignal() as stop:
-        for epoch in range(1, training.num_epochs + 1):
+        for epoch in epochs:
             # 1. one epoch of optimiser steps; the budget and the stop signal are checked after every step
             model.train()
             losses = []
             for batch in batches(generator):
                 losses.append(_train_step(model, loss_fn(model, batch), optimizer, scheduler, training))
                 steps += 1
+                budget.update(time.perf_counter() - start, 0, training)
                 stopped = _stop_reason(stop.received, training, start, steps)
                 if stopped:
                     break

@@ -90,7 +90,7 @@ def _finish(run: Run, stopped: str) -> TrainResult:
     save_run(run, "last")
     throughput = state["tokens"] / max(state["elapsed"], 1e-9)
     return TrainResult(state["step"], state["tokens"], run.last_loss, run.val_loss, state["best_val_loss"],
-                       throughput, stopped, str(run.out_dir), run.history, run.precision)
+                       throughput, stopped, str(run.out_dir), run.history, run.precision, run.batches.epochs_done)
 
 
 def prepare_data(data: DataConfig, training: TrainingConfig

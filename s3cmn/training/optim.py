@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -38,18 +39,35 @@ def build_optimizer(model: nn.Module, training: TrainingConfig) -> torch.optim.A
     )
 
 
-def lr_factor(step: int, training: TrainingConfig, total_steps: int) -> float:
+@dataclass
+class BudgetSpent:
+    """The fraction of its time / token budget a run has spent: the schedule's progress when the run has no
+    step horizon (no epoch or step limit; it ends by ``max_time`` or ``max_tokens``). The loop updates it."""
+
+    fraction: float = 0.0
+
+    def update(self, elapsed: float, tokens: int, training: TrainingConfig) -> None:
+        spent = [elapsed / training.max_time if training.max_time else 0.0,
+                 tokens / training.max_tokens if training.max_tokens else 0.0]
+        self.fraction = min(1.0, max(spent))
+
+
+def lr_factor(step: int, training: TrainingConfig, total_steps: int | None, budget_fraction: float = 0.0) -> float:
     """Multiplier of the peak learning rate at optimiser step ``step`` (0-based).
 
     Linear warmup over ``warmup_steps``, then cosine or linear decay to ``min_lr_ratio`` at ``total_steps``,
-    or constant.
+    or constant. With no step horizon (``total_steps`` None) the decay follows ``budget_fraction``, the part
+    of the time / token budget spent, so a ``--max-time`` run ends at the floor too.
     """
     if step < training.warmup_steps:
         return (step + 1) / training.warmup_steps
     if training.scheduler == "constant":
         return 1.0
-    span = max(1, total_steps - training.warmup_steps)
-    progress = min(1.0, (step - training.warmup_steps) / span)
+    if total_steps is None:
+        progress = min(1.0, budget_fraction)
+    else:
+        span = max(1, total_steps - training.warmup_steps)
+        progress = min(1.0, (step - training.warmup_steps) / span)
     floor = training.min_lr_ratio
     if training.scheduler == "linear":
         return floor + (1 - floor) * (1 - progress)
@@ -57,6 +75,11 @@ def lr_factor(step: int, training: TrainingConfig, total_steps: int) -> float:
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, training: TrainingConfig, total_steps: int
+    optimizer: torch.optim.Optimizer, training: TrainingConfig, total_steps: int | None,
+    budget: BudgetSpent | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, training, total_steps))
+    """The LR schedule over ``total_steps`` optimiser steps, or over ``budget`` when there is no step horizon."""
+    budget = budget or BudgetSpent()
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, training, total_steps, budget.fraction)
+    )

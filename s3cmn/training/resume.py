@@ -27,7 +27,7 @@ _FIXED_ON_RESUME = {
 
 
 _SCHEDULE = ("learning_rate", "warmup_steps", "scheduler", "min_lr_ratio", "num_epochs", "max_steps", "batch_size",
-             "gradient_accumulation_steps")
+             "gradient_accumulation_steps", "max_time", "max_tokens")  # the last two: runs with no step horizon
 
 
 _NOT_COMPARED = ("resume", "overwrite", "output_dir", "force")

@@ -19,7 +19,7 @@ from s3cmn.run_config import DataConfig, TrainingConfig
 from s3cmn.training.checkpoint import CheckpointError, RunLock, check_output_dir, clear_output_dir
 from s3cmn.training.curriculum import DifficultyCurriculum
 from s3cmn.training.metrics import MetricsLogger
-from s3cmn.training.optim import build_optimizer, build_scheduler
+from s3cmn.training.optim import BudgetSpent, build_optimizer, build_scheduler
 from s3cmn.training.resume import resume_run
 from s3cmn.training.signals import StopSignal
 from s3cmn.training.state import Batches, Run, TrainingError
@@ -102,11 +102,10 @@ def start_run(model: Any, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
     sampler = BlockSampler(train_blocks.shape[0], seed=training.seed, shuffle=True, rank=rank, world_size=world)
     micro_batches = max(1, len(sampler) // training.batch_size)
     steps_per_epoch = max(1, micro_batches // training.gradient_accumulation_steps)
-    total_steps = training.num_epochs * steps_per_epoch
-    if training.max_steps:
-        total_steps = min(total_steps, training.max_steps)
+    total_steps = step_limit(training, steps_per_epoch)
+    budget = BudgetSpent()
     optimizer = build_optimizer(model, training)
-    scheduler = build_scheduler(optimizer, training, total_steps)
+    scheduler = build_scheduler(optimizer, training, total_steps, budget)
     state: dict[str, Any] = {"step": 0, "tokens": 0, "elapsed": 0.0, "best_val_loss": None, "bad_evals": 0,
                              "skipped": 0, "memory_writes": 0, "sequence_length": training.sequence_length}
     out_dir = Path(training.output_dir)
@@ -122,10 +121,19 @@ def start_run(model: Any, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
                MetricsLogger(out_dir, enabled=is_main_process()), out_dir, is_main_process(), world, total_steps,
                state, settings, signals, should_stop)
     run.precision = precision.name
+    run.budget = budget
+    budget.update(state["elapsed"], state["tokens"], training)
     run.progress = progress_bar(total_steps, state["step"], enabled=run.main)
     run.run_start = time.perf_counter() - state["elapsed"]
     run.window_start = time.perf_counter()
     return run
+
+
+def step_limit(training: TrainingConfig, steps_per_epoch: int) -> int | None:
+    """The optimiser steps the run may take: epochs x steps per epoch, capped by max_steps; None = no step limit
+    (num_epochs 0 and no max_steps: max_time or max_tokens ends the run)."""
+    limits = [training.num_epochs * steps_per_epoch if training.num_epochs else 0, training.max_steps]
+    return min((n for n in limits if n), default=None)
 
 
 def _wrap_model(model: Any, train_blocks: torch.Tensor, training: TrainingConfig,

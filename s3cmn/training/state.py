@@ -15,6 +15,7 @@ from s3cmn.run_config import TrainingConfig
 from s3cmn.training.checkpoint import save_checkpoint
 from s3cmn.training.curriculum import DifficultyCurriculum
 from s3cmn.training.metrics import MetricsLogger
+from s3cmn.training.optim import BudgetSpent
 from s3cmn.training.signals import StopSignal
 
 
@@ -36,6 +37,7 @@ class TrainResult:
     output_dir: str
     history: list[dict[str, Any]] = field(default_factory=list)
     precision: str = "fp32"  # the autocast dtype the precision policy picked (fp32 = none)
+    epochs: float = 0.0  # passes over the training blocks (fractional)
 
     @property
     def val_ppl(self) -> float | None:
@@ -93,7 +95,7 @@ class Run:
     out_dir: Path
     main: bool
     world: int
-    total_steps: int
+    total_steps: int | None  # None: no epoch or step limit (max_time or max_tokens ends the run)
     state: dict[str, Any]
     settings: dict[str, Any]  # the run's settings, recorded in every checkpoint
     signals: StopSignal
@@ -105,6 +107,7 @@ class Run:
     pending_stop: str | None = None  # early stopping or the callback, decided after a step
     precision: str = "fp32"  # the precision policy's choice, as reported
     consecutive_skips: int = 0
+    budget: BudgetSpent = field(default_factory=BudgetSpent)  # the schedule's progress without a step limit
     run_start: float = 0.0
     window_start: float = 0.0
     window_tokens: int = 0

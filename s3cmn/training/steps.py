@@ -34,7 +34,7 @@ def stop_reason(run: Run) -> str | None:
         return run.pending_stop
     if signalled:
         return f"signal {signal.Signals(run.signals.received or signal.SIGTERM).name}"
-    if state["step"] + state["skipped"] >= run.total_steps:  # a skipped batch uses up its step of the budget
+    if run.total_steps is not None and state["step"] + state["skipped"] >= run.total_steps:  # skips count
         return "max_steps" if training.max_steps and run.total_steps == training.max_steps else "max_epochs"
     if training.max_tokens and state["tokens"] >= training.max_tokens:
         return "max_tokens"
@@ -120,6 +120,7 @@ def count_step(run: Run, step: StepResult) -> None:
     run.state["step"] += 1
     run.state["tokens"] += step.tokens
     run.state["elapsed"] = time.perf_counter() - run.run_start
+    run.budget.update(run.state["elapsed"], run.state["tokens"], run.training)
     run.window_tokens += step.tokens
     run.last_loss = _mean_over_ranks(step.loss)
     run.consecutive_skips = 0
@@ -174,7 +175,9 @@ def _progress_total_for_time(run: Run) -> None:
         return
     per_step = state["elapsed"] / max(1, state["step"] - run.progress.initial + state["skipped"])
     reachable = state["step"] + int(max(0.0, limit - state["elapsed"]) / max(per_step, 1e-9))
-    total = min(run.total_steps, max(reachable, state["step"]))
+    total = max(reachable, state["step"])
+    if run.total_steps is not None:
+        total = min(run.total_steps, total)
     if total != run.progress.total:
         run.progress.total = total
         run.progress.refresh()
