@@ -5,7 +5,7 @@ Runs the real CLI (``s3cmn-train --preset tiny``, real WikiText-2 text) for a fe
 compares the training tokens/s each reports. The target (issue 13): auto >= 0.9x the faster of the other
 two, and the log says why auto chose what it chose.
 
-    python benchmarks/bench_precision.py --out benchmarks/results/precision
+    python benchmarks/bench_precision.py --out results/precision
     python benchmarks/bench_precision.py --quick --out /tmp/precision     # CI size
 
 On a CPU that emulates bf16 (AVX2) a bf16 step is very slow, so bf16 runs fewer steps (``--bf16-steps``);

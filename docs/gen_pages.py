@@ -1,8 +1,10 @@
 """Pages generated at build time (mkdocs-gen-files): the configuration and CLI references, results pages.
 
 Nothing here is hand-copied: the configuration reference is read from the typed settings (their fields,
-groups, defaults, ranges and help), the CLI reference from each command's argparse parser, and the results
-pages embed the reports and PNGs the benchmark and evaluation scripts wrote.
+groups, defaults, ranges and help), the CLI reference from each command's argparse parser, and the reports page
+embeds the Markdown reports and PNGs under ``results/`` that the benchmark and evaluation commands wrote. (The
+numbers page, ``docs/results.md``, is generated from the same folder by ``scripts/results_page.py`` and committed,
+so that a test can say when it is stale.)
 """
 
 from __future__ import annotations
@@ -95,20 +97,17 @@ def _demote(markdown: str) -> str:
     return re.sub(r"^(#+) ", r"\1## ", markdown, flags=re.M)
 
 
-def results_page(title: str, intro: str, folders: list[str]) -> str:
+def reports_page(title: str, intro: str, folder: str) -> str:
+    """Every Markdown report and PNG plot under ``folder``, in path order (the page sits at the top of the site)."""
     lines = [f"# {title}", "", intro, ""]
-    for folder in folders:
-        root = REPO / folder
-        if not root.is_dir():
-            continue
-        for path in sorted(p for p in root.rglob("*") if p.suffix in (".md", ".png")):
-            rel = path.relative_to(REPO).as_posix()
-            if path.suffix == ".md":
-                lines += [f"## `{rel}`", "", _demote(path.read_text(encoding="utf-8")), ""]
-            else:
-                with mkdocs_gen_files.open(f"assets/{rel}", "wb") as out:
-                    out.write(path.read_bytes())
-                lines += [f"## `{rel}`", "", f"![{path.stem}](../assets/{rel})", ""]
+    for path in sorted(p for p in (REPO / folder).rglob("*") if p.suffix in (".md", ".png")):
+        rel = path.relative_to(REPO).as_posix()
+        if path.suffix == ".md":
+            lines += [f"## `{rel}`", "", _demote(path.read_text(encoding="utf-8")), ""]
+        else:
+            with mkdocs_gen_files.open(f"assets/{rel}", "wb") as out:
+                out.write(path.read_bytes())
+            lines += [f"## `{rel}`", "", f"![{path.stem}](assets/{rel})", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -116,13 +115,8 @@ with mkdocs_gen_files.open("reference/configuration.md", "w") as page:
     page.write(configuration_page())
 with mkdocs_gen_files.open("reference/cli.md", "w") as page:
     page.write(cli_page())
-with mkdocs_gen_files.open("results/benchmarks.md", "w") as page:
-    page.write(results_page(
-        "Benchmarks", "The reports and plots `benchmarks/*.py` wrote (`benchmarks/README.md` says how to rerun "
-        "them). Measured on this project's 2-core CPU, shared with other jobs: small budgets that show what this "
-        "code does on that machine, not what the architecture does at scale.", ["benchmarks/results"]))
-with mkdocs_gen_files.open("results/runs.md", "w") as page:
-    page.write(results_page(
-        "Training, evaluation and study results", "The reports and plots written by `s3cmn-eval` "
-        "(`--report-dir`, `--plot-dir`), `s3cmn-memory inspect` and `s3cmn-sweep` for the runs the README "
-        "describes, with the commands there.", ["results"]))
+with mkdocs_gen_files.open("reports.md", "w") as page:
+    page.write(reports_page(
+        "Reports and plots", "The Markdown reports and the plots that the commands behind [Results](results.md) "
+        "wrote into `results/`, as they wrote them. The numbers with their commands, dates and machines are on "
+        "[Results](results.md), generated from the same folder by `scripts/results_page.py`.", "results"))
