@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         scored = (f" on {last['tokens_scored']:,} of {last['tokens_available']:,} validation tokens"
                   if "tokens_scored" in last else "")
         val = f", validation loss {result.val_loss:.4f} (ppl {result.val_ppl:.2f}){scored}"
-    print(f"stopped ({result.stopped}) after {result.steps} steps ({result.epochs:.2f} epochs), "
+    print(f"stopped ({result.stopped}) after {result.steps} steps ({result.epochs:.2f} epochs) in "
+          f"{result.seconds:.0f} s, "
           f"{result.tokens} tokens, {result.tokens_per_s:.0f} tokens/s ({result.precision}){val}; "
           f"checkpoints in {result.output_dir}")
     return 130 if result.stopped.startswith("signal") else 0

@@ -26,8 +26,8 @@ from s3cmn.training.setup_run import (
     seed_everything,
     start_run,
 )
-from s3cmn.training.size_guard import check_training_fits
 from s3cmn.training.signals import StopSignal
+from s3cmn.training.size_guard import check_training_fits
 from s3cmn.training.state import Run, TrainingError, TrainResult, save_run
 from s3cmn.training.steps import count_step, forward_backward, log_validate_save, optimizer_step, skip_step, stop_reason
 from s3cmn.training.validate import evaluate_loss, validate
@@ -90,7 +90,8 @@ def _finish(run: Run, stopped: str) -> TrainResult:
     save_run(run, "last")
     throughput = state["tokens"] / max(state["elapsed"], 1e-9)
     return TrainResult(state["step"], state["tokens"], run.last_loss, run.val_loss, state["best_val_loss"],
-                       throughput, stopped, str(run.out_dir), run.history, run.precision, run.batches.epochs_done)
+                       throughput, stopped, str(run.out_dir), run.history, run.precision.name,
+                       run.batches.epochs_done, state["elapsed"])
 
 
 def prepare_data(data: DataConfig, training: TrainingConfig

@@ -23,7 +23,7 @@ from s3cmn.training.optim import BudgetSpent, build_optimizer, build_scheduler
 from s3cmn.training.resume import resume_run
 from s3cmn.training.signals import StopSignal
 from s3cmn.training.state import Batches, Run, TrainingError
-from s3cmn.utils.precision import PrecisionError, log_precision, resolve_precision
+from s3cmn.utils.precision import PrecisionChoice, PrecisionError, log_precision, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ def claim_output_dir(training: TrainingConfig, main: bool) -> Any:
         lock.release()
 
 
-def training_precision(training: TrainingConfig, device: torch.device) -> tuple[Any, torch.amp.GradScaler]:
+def training_precision(training: TrainingConfig,
+                       device: torch.device) -> tuple[PrecisionChoice, torch.amp.GradScaler]:
     """The one place that decides the autocast dtype and the loss scaling: s3cmn's precision policy.
 
     Returns (the :class:`~s3cmn.utils.precision.PrecisionChoice`, a GradScaler enabled only where the choice
@@ -116,11 +117,10 @@ def start_run(model: Any, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
     if training.curriculum == "difficulty":
         difficulty = DifficultyCurriculum(train_blocks, model.config.vocab_size, training, rank)
     settings = {"training": training.to_dict(), "data": data.to_dict() if data is not None else None}
-    run = Run(model, train_model, ddp, training, device, precision.autocast_dtype, scaler, optimizer, scheduler,
+    run = Run(model, train_model, ddp, training, device, precision, scaler, optimizer, scheduler,
                sampler, Batches(sampler), difficulty, train_blocks, valid_blocks, tokenizer,
                MetricsLogger(out_dir, enabled=is_main_process()), out_dir, is_main_process(), world, total_steps,
                state, settings, signals, should_stop)
-    run.precision = precision.name
     run.budget = budget
     budget.update(state["elapsed"], state["tokens"], training)
     run.progress = progress_bar(total_steps, state["step"], enabled=run.main)

@@ -17,6 +17,7 @@ from s3cmn.training.curriculum import DifficultyCurriculum
 from s3cmn.training.metrics import MetricsLogger
 from s3cmn.training.optim import BudgetSpent
 from s3cmn.training.signals import StopSignal
+from s3cmn.utils.precision import PrecisionChoice
 
 
 class TrainingError(RuntimeError):
@@ -38,6 +39,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     precision: str = "fp32"  # the autocast dtype the precision policy picked (fp32 = none)
     epochs: float = 0.0  # passes over the training blocks (fractional)
+    seconds: float = 0.0  # the training time, what max_time limits (the final validation and checkpoint follow)
 
     @property
     def val_ppl(self) -> float | None:
@@ -81,7 +83,7 @@ class Run:
     ddp: Any  # the DistributedDataParallel wrapper, or None
     training: TrainingConfig
     device: torch.device
-    amp: torch.dtype | None
+    precision: PrecisionChoice  # the autocast of every forward: steps and validation use its autocast()
     scaler: torch.amp.GradScaler
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -105,7 +107,6 @@ class Run:
     last_loss: float = float("nan")
     val_loss: float | None = None
     pending_stop: str | None = None  # early stopping or the callback, decided after a step
-    precision: str = "fp32"  # the precision policy's choice, as reported
     consecutive_skips: int = 0
     budget: BudgetSpent = field(default_factory=BudgetSpent)  # the schedule's progress without a step limit
     run_start: float = 0.0

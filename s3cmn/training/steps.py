@@ -69,7 +69,7 @@ def forward_backward(run: Run) -> StepResult | None:
         batch = run.train_blocks[indices, :length].to(run.device)  # (B, T)
         sync = run.ddp is None or micro == accumulation - 1
         with contextlib.nullcontext() if sync else run.ddp.no_sync():
-            with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
+            with run.precision.autocast():
                 out = run.train_model(batch, labels=batch, use_cache=False, write_memory=True)
             loss = out.loss / accumulation
             run.scaler.scale(loss).backward()  # a NaN loss too: every rank runs the same collectives

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from s3cmn.training.state import Run, save_run
+from s3cmn.utils.precision import PrecisionChoice
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +25,11 @@ class ValidationInterrupted(Exception):
 
 @torch.no_grad()
 def evaluate_loss(model: Any, blocks: torch.Tensor, batch_size: int, max_batches: int = 0,
-                  device: torch.device | None = None, amp: torch.dtype | None = None,
+                  device: torch.device | None = None, precision: PrecisionChoice | None = None,
                   should_abort: Callable[[], bool] | None = None) -> float:
     """Mean next-token loss over validation blocks (num_blocks, T); never writes into the memory.
+
+    ``precision`` is the run's :class:`~s3cmn.utils.precision.PrecisionChoice` (None: plain fp32).
 
     ``should_abort()`` is asked before each batch; True raises :class:`ValidationInterrupted`.
     """
@@ -40,7 +44,7 @@ def evaluate_loss(model: Any, blocks: torch.Tensor, batch_size: int, max_batches
             if should_abort is not None and should_abort():
                 raise ValidationInterrupted(f"validation stopped after {b} batches")
             batch = blocks[start : start + batch_size].to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with precision.autocast() if precision is not None else contextlib.nullcontext():
                 loss = model(batch, labels=batch, use_cache=False, write_memory=False).loss
             n = batch.numel() - batch.shape[0]
             total += loss.float().item() * n
@@ -73,7 +77,7 @@ def validate(run: Run) -> dict[str, Any] | None:
     abort = None if dist.is_initialized() else (lambda: run.signals.received is not None)
     try:
         val_loss = evaluate_loss(model, run.valid_blocks, training.batch_size, training.eval_batches, run.device,
-                                 run.amp, should_abort=abort)
+                                 run.precision, should_abort=abort)
     except ValidationInterrupted as err:
         logger.warning("%s at step %d by the stop signal: not recorded", err, state["step"])
         return None

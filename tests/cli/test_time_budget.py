@@ -57,7 +57,7 @@ def test_train_with_max_time_runs_past_the_presets_epoch(tmp_path, shared_data) 
             "--max-time", "5", "--output-dir", str(tmp_path / "run")]  # the tiny preset says num_epochs = 1
     result = run_cli("train", args, timeout=300)
     assert result.returncode == 0, result.output
-    summary = re.search(r"stopped \((\w+)\) after (\d+) steps \(([\d.]+) epochs\)", result.stdout)
+    summary = re.search(r"stopped \((\w+)\) after (\d+) steps \(([\d.]+) epochs\) in \d+ s", result.stdout)
     assert summary is not None, result.stdout
     assert summary[1] == "max_time", result.stdout
     assert float(summary[3]) > 1.0, result.stdout
