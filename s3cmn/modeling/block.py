@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
@@ -96,6 +97,8 @@ class S3CMNBlock(nn.Module):
         return self._run(x, state or {}, memory, step=True)
 
     def _run(self, x: Tensor, state: LayerState, memory: MemoryBank | None, step: bool) -> BlockOutput:
+        if step and not self.training and not torch.is_grad_enabled():
+            return self._decode(x, state, memory)
         new_state: LayerState = {}
         reports: dict[str, Any] = {"spike_stats": None, "memory_stats": None}
         for sub in self.sublayers:
@@ -108,6 +111,25 @@ class S3CMNBlock(nn.Module):
                 new_state[sub.slot] = out.state
             y = out.y if self.layer_scale is None else out.y * self.layer_scale[sub.slot]
             x = x + (self.dropout(y) if sub.spec.residual_dropout else y)  # (B, T, D)
+            if sub.spec.reports is not None:
+                reports[sub.spec.reports] = out.stats
+        return BlockOutput(x, new_state, **reports)
+
+    def _decode(self, x: Tensor, state: LayerState, memory: MemoryBank | None) -> BlockOutput:
+        """``_run`` for one token in eval mode without gradients: the same sums with the norms applied as
+        functions, no dropout (eval) and the layer scale fused into the residual add (decode-time overhead)."""
+        new_state: LayerState = {}
+        reports: dict[str, Any] = {"spike_stats": None, "memory_stats": None}
+        scales = None if self.layer_scale is None else dict(self.layer_scale.items())
+        for sub in self.sublayers:
+            norm = getattr(self, sub.norm)
+            h = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)  # (B, D)
+            mixer = getattr(self, sub.slot)
+            out: MixerOutput = mixer.step(h, state.get(sub.slot), memory) if sub.spec.reads_memory else mixer.step(
+                h, state.get(sub.slot))
+            if out.state:
+                new_state[sub.slot] = out.state
+            x = x + out.y if scales is None else torch.addcmul(x, out.y, scales[sub.slot])  # (B, D)
             if sub.spec.reports is not None:
                 reports[sub.spec.reports] = out.stats
         return BlockOutput(x, new_state, **reports)

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.derived import derived
 from s3cmn.modeling.mixer import MixerOutput, MixerState
+from s3cmn.ops.decode_step import window_step
 from s3cmn.ops.fftconv import fft_causal_conv
 
 __all__ = ["ExponentialModulation", "HyenaFilter", "HyenaOperator", "PositionalEmbedding", "Sin"]
@@ -91,9 +93,9 @@ class ExponentialModulation(nn.Module):
 class HyenaFilter(nn.Module):
     """The implicit long filter: ``filter_taps()`` -> (C, L), plus a per-channel skip ``bias`` (C,).
 
-    Taps are a pure function of the parameters. Under ``torch.no_grad`` (decoding) the last taps are reused
-    while the filter's parameters are unchanged (checked by value: O(#filter parameters) per call instead of
-    the MLP over L positions, O(L · width · C)); with gradients enabled they are always recomputed.
+    Taps are a pure function of the parameters, recomputed by every call of :meth:`filter_taps` (once per
+    segment). The one-token decode path (:meth:`HyenaOperator.step`) instead reuses its reversed taps while the
+    parameters keep their version (:func:`~s3cmn.modeling.derived.derived`).
     """
 
     def __init__(self, channels: int, width: int, seq_len: int, emb_dim: int = FILTER_EMB_DIM) -> None:
@@ -109,7 +111,6 @@ class HyenaFilter(nn.Module):
             p._no_weight_decay = True  # safari trains the implicit filter without weight decay
         self.modulation = ExponentialModulation(channels)
         self.bias = nn.Parameter(torch.randn(channels))  # the skip term b · u of each long convolution
-        self._cache: tuple[list[Tensor], Tensor] | None = None
 
     def _compute_taps(self) -> Tensor:
         z, t = self.pos_emb()  # (L, emb_dim), (L, 1)
@@ -117,21 +118,14 @@ class HyenaFilter(nn.Module):
         h = self.modulation(t, h)  # (L, C)
         return h.transpose(0, 1)  # (C, L)
 
+    def sources(self) -> list[Tensor]:
+        """Every tensor the taps depend on (the filter MLP, the modulation, the positional embedding)."""
+        return [*self.pos_emb.buffers(), *self.pos_emb.parameters(), *self.implicit_filter.parameters(),
+                *self.modulation.parameters(), *self.modulation.buffers()]
+
     def filter_taps(self) -> Tensor:
         """(C, L) taps of the long filters."""
-        if torch.is_grad_enabled():
-            self._cache = None
-            return self._compute_taps()
-        params = list(self.implicit_filter.parameters())
-        if self._cache is not None:
-            saved, taps = self._cache
-            if taps.device == params[0].device and all(
-                a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(saved, params, strict=True)
-            ):
-                return taps
-        taps = self._compute_taps()
-        self._cache = ([p.detach().clone() for p in params], taps)
-        return taps
+        return self._compute_taps()
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, seq_len={self.seq_len}"
@@ -200,7 +194,33 @@ class HyenaOperator(nn.Module):
         return MixerOutput(y, new_state)
 
     def step(self, x: Tensor, state: MixerState | None) -> MixerOutput:
-        """x (B, D) -> y (B, D): one token; O((N-1)·L·D) whatever the context length."""
+        """x (B, D) -> y (B, D): one token; O((N-1)·L·D) whatever the context length.
+
+        The decode path (no gradients, eval mode): :meth:`step_ref`'s numbered steps with the reversed taps
+        computed once per weights version, the filters applied as functions (no module-call overhead) and one
+        copy of each window. Otherwise :meth:`step_ref` itself.
+        """
+        if torch.is_grad_enabled() or self.training or state is None:
+            return self.step_ref(x, state)
+        D, f = self.d_model, self.filter_fn
+        # 1. projections and the short conv: a dot product with the last K inputs
+        u = F.linear(x, self.in_proj.weight, self.in_proj.bias)  # (B, (N+1)D)
+        uc, short_conv = window_step(state["short_conv"], u, self.short_filter.weight[:, 0], add=self.short_filter.bias)
+        *xs, v = uc.split(D, dim=1)  # (B, D) each
+        # 2. each long convolution: a dot product of the last L inputs with the reversed taps, plus the skip b·v
+        k_rev = derived(self, "taps_reversed", f.sources(), lambda: self.filter_taps().flip(-1).contiguous())
+        bias = f.bias.view(self.order - 1, D)  # (N-1, D)
+        history = []
+        for o, x_i in enumerate(reversed(xs[1:])):
+            v, window = window_step(state["long_conv"][:, o], v * x_i, k_rev[o], skip=bias[o])  # (B, D), (B, D, L-1)
+            history.append(window)
+        # 3. the last gate and the output projection
+        y = F.linear(v * xs[0], self.out_proj.weight, self.out_proj.bias)  # (B, D)
+        long_conv = history[0][:, None] if len(history) == 1 else torch.stack(history, dim=1)  # (B, N-1, D, L-1)
+        return MixerOutput(y, {"short_conv": short_conv, "long_conv": long_conv})
+
+    def step_ref(self, x: Tensor, state: MixerState | None) -> MixerOutput:
+        """The readable one-token step (any mode): what :meth:`step` computes, op by op."""
         B, D = x.shape
         if state is None:
             state = self.init_state(B, x)

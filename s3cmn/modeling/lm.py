@@ -16,12 +16,14 @@ from s3cmn.config import S3CMNConfig
 from s3cmn.memory.bank import MemoryBank
 from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import S3CMNCache
+from s3cmn.modeling.derived import derived
 from s3cmn.modeling.outputs import S3CMNCausalLMOutput
 from s3cmn.ops.linear_cross_entropy import linear_cross_entropy
 
 logger = logging.getLogger(__name__)
 
 MEMORY_DIR = "memory"
+DECODE_ROWS = 8  # logits of at most this many positions take the decode head (generation, logits_to_keep)
 WEIGHTS_NAME = "model.safetensors"
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 # Loading keywords transformers / lm-eval pass to every from_pretrained (mostly as None). None is ignored;
@@ -329,6 +331,13 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
             else:
                 logits = self.lm_head(hidden).float()  # (B, T, V)
                 loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets, ignore_index=-100)
+        elif hidden.shape[0] * hidden.shape[1] <= DECODE_ROWS and hidden.device.type == "cpu" and (
+                not torch.is_grad_enabled()):
+            # Decoding: a few rows against the (V, E) head. A CPU GEMV over the transposed (E, V) copy streams
+            # the weight once with unit stride; F.linear on (V, E) runs ~4x slower at these shapes.
+            weight = self.lm_head.weight
+            head_t = derived(self, "lm_head_t", [weight], lambda: weight.t().contiguous())  # (E, V)
+            logits = torch.matmul(hidden.to(head_t.dtype), head_t).float()  # (B, T, V)
         else:
             logits = self.lm_head(hidden).float()  # (B, T, V)
         return loss, logits

@@ -164,6 +164,10 @@ class PopulationLIFLayer(LIFLayer):
         scale = self.threshold.clone() if self.adaptive_threshold else self.threshold
         return scale[:, None] * self.spread[None, :]
 
+    def step(self, x: Tensor, state: MixerState | None) -> MixerOutput:
+        """x (B, D) -> y (B, D): one token of the population scan (LIFLayer's fused decode path is per neuron)."""
+        return self.step_ref(x, state)
+
     def _run(self, x: Tensor, state: MixerState | None, update_threshold: bool, ref: bool = False) -> MixerOutput:
         B, T, _ = x.shape
         v0 = self.init_state(B, x)["v"] if state is None else state["v"]  # (B, N·P)

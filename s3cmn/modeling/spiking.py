@@ -30,10 +30,13 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.derived import derived
 from s3cmn.modeling.mixer import MixerOutput, MixerState
+from s3cmn.ops.decode_step import lif_step_stats
 from s3cmn.ops.lif import lif_scan
 
 __all__ = ["LIFLayer", "SpikeStats"]
@@ -134,7 +137,26 @@ class LIFLayer(nn.Module):
         return self._run(x, state, update_threshold=self.training and self.adaptive_threshold)
 
     def step(self, x: Tensor, state: MixerState | None) -> MixerOutput:
-        """x (B, D) -> y (B, D): one token (never adapts the threshold)."""
+        """x (B, D) -> y (B, D): one token (never adapts the threshold).
+
+        The decode path (no gradients, eval mode, a state given): the micro-steps and their statistics in one C
+        pass (:func:`~s3cmn.ops.decode_step.lif_step_stats`, the same membranes as :mod:`s3cmn.ops.lif`), with β
+        computed once per weights version. Otherwise :meth:`step_ref`.
+        """
+        if torch.is_grad_enabled() or self.training or state is None:
+            return self.step_ref(x, state)
+        S = self.num_spike_steps
+        beta = self.decay() if not self.learn_beta else derived(self, "beta", [self.beta_logit], self.decay)  # (N,)
+        current = F.linear(x, self.in_proj.weight, self.in_proj.bias)  # (B, N)
+        rate, v, count, mean, std = lif_step_stats(state["v"], current, beta, self.threshold, S,
+                                                   self.reset_mode == "zero")  # (B, N), (B, N), (N,), (), ()
+        y = F.linear(rate, self.out_proj.weight, self.out_proj.bias)  # (B, D)
+        num_steps = x.shape[0] * S
+        return MixerOutput(y, {"v": v}, SpikeStats(count, num_steps, count.sum() / (num_steps * self.num_units),
+                                                   mean, std))
+
+    def step_ref(self, x: Tensor, state: MixerState | None) -> MixerOutput:
+        """The readable one-token step: one token of :func:`~s3cmn.ops.lif.lif_scan`."""
         out = self._run(x[:, None], state, update_threshold=False)
         return MixerOutput(out.y[:, 0], out.state, out.stats)
 

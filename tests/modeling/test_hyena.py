@@ -4,6 +4,7 @@ tests/modeling/test_mixer_contract.py.)"""
 
 import pytest
 import torch
+from torch import Tensor
 
 import s3cmn.modeling.hyena as hyena_module
 from s3cmn.config import S3CMNConfig
@@ -65,14 +66,29 @@ def test_fft_path_matches_direct_convolution_forward_and_backward(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_filter_taps_cached_only_while_parameters_are_unchanged():
+def test_step_reuses_its_taps_only_while_the_weights_keep_their_version():
+    """The decode path computes the reversed taps once per weights version: an in-place change, a
+    re-assignment and a load_state_dict are each seen by the next step; forward always recomputes."""
     m = _model()
+    x, state = _x(1, 1)[:, 0], m(_x(1, 4)).state
+    weight = m.filter_fn.implicit_filter[0].weight
+
+    def taps() -> Tensor:
+        m.step(x, state)
+        return m.__dict__["_derived"]["taps_reversed"][1]
+
     with torch.no_grad():
-        k1 = m.filter_fn.filter_taps()
-        assert m.filter_fn.filter_taps() is k1  # reused in decoding
-        m.filter_fn.implicit_filter[0].weight.data.mul_(2)  # even a change that bypasses autograd's versions
-        k2 = m.filter_fn.filter_taps()
-    assert k2 is not k1 and not torch.allclose(k1, k2)
+        k1 = taps()
+        assert taps() is k1  # reused while nothing changed
+        weight.mul_(2)  # in place: the version moves
+        k2 = taps()
+        assert k2 is not k1 and not torch.allclose(k1, k2)
+        torch.testing.assert_close(k2, m.filter_taps().flip(-1))
+        weight.data = weight.data * 0.5  # re-assigned: another tensor
+        k3 = taps()
+        torch.testing.assert_close(k3, k1)
+        m.load_state_dict({k: v * 1.5 if "implicit_filter" in k else v for k, v in m.state_dict().items()})
+        torch.testing.assert_close(taps(), m.filter_taps().flip(-1))
     assert m.filter_taps().requires_grad  # with gradients: always a fresh, differentiable computation
 
 

@@ -149,6 +149,28 @@ def test_step_by_step_equals_forward(case: str) -> None:
     assert_states_close(state, full.state)
 
 
+FUSED = ["hyena", "hyena-order3", "mamba", "mamba-dconv1", "lif", "lif-fixed"]  # the mixers with a fused decode step
+
+
+@pytest.mark.parametrize("case", FUSED)
+def test_decode_step_equals_its_reference(case: str) -> None:
+    """The no-grad decode path of ``step`` == ``step_ref`` token by token: outputs, states and statistics."""
+    mixer, memory = build(case)
+    x = inputs()
+    with torch.no_grad():
+        state = forward(mixer, memory, x[:, :SPLIT]).state
+        ref_state = state
+        for t in range(SPLIT, T):
+            out, ref = mixer.step(x[:, t], state), mixer.step_ref(x[:, t], ref_state)
+            torch.testing.assert_close(out.y, ref.y, rtol=1e-5, atol=1e-6)
+            assert_states_close(out.state, ref.state)
+            if ref.stats is not None:
+                for field in ("spike_count", "firing_rate", "membrane_mean", "membrane_std"):
+                    torch.testing.assert_close(getattr(out.stats, field), getattr(ref.stats, field))
+                assert out.stats.num_steps == ref.stats.num_steps
+            state, ref_state = out.state, ref.state
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_chunked_continuation(case: str) -> None:
     """forward over [a, b] == forward over a, then over b from a's state (and a step from a prefix's state)."""

@@ -1,0 +1,55 @@
+"""Tensors derived from parameters, computed once per version of the parameters (the decode path's constants).
+
+A fast ``step`` needs the same derived tensors every token: Hyena's reversed filter taps (an MLP over
+``hyena_filter_length`` positions), Mamba's ``A = −exp(A_log)``, the LIF layer's β, the LM head's transposed
+weight. Recomputing them is most of a small model's per-token work, and comparing the parameters by value to
+decide whether to recompute costs as much. Instead every source tensor is identified by the tensor object
+itself (a weak reference: a freed parameter whose address is reused never matches) and its ``_version``
+counter, which PyTorch moves on every in-place change (an optimizer step, ``load_state_dict``, ``copy_``).
+So a lookup is a few Python comparisons and no tensor op. A weight changed in place, re-assigned (``p.data =
+...``, ``module.to(...)``) or loaded is seen; a change written through ``p.data`` in place (``p.data.mul_(2)``)
+bypasses the version counter, as it bypasses autograd, and is not: change weights under ``torch.no_grad()``.
+
+Only the no-grad decode paths use this: with gradients enabled the derived tensors must stay in the graph.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["derived"]
+
+
+class _Store(dict):
+    """The cache on a module: dropped by copy, deepcopy and pickling (it holds weak references, and a copy's
+    parameters are other tensors anyway)."""
+
+    def __reduce__(self) -> tuple:
+        return (_Store, ())
+
+    def __deepcopy__(self, memo: dict) -> _Store:
+        return _Store()
+
+
+def derived(module: nn.Module, name: str, sources: Sequence[Tensor], build: Callable[[], Tensor]) -> Tensor:
+    """``build()`` (run under no_grad), cached on ``module`` under ``name`` until a tensor of ``sources`` is
+    replaced or changed in place."""
+    store = module.__dict__.get("_derived")
+    if store is None:
+        store = module.__dict__["_derived"] = _Store()
+    hit = store.get(name)
+    if hit is not None:
+        refs, value = hit
+        if len(refs) == len(sources) and all(
+            ref() is t and (version, pointer) == (t._version, t.data_ptr())
+            for (ref, version, pointer), t in zip(refs, sources, strict=True)
+        ):
+            return value
+    with torch.no_grad():
+        value = build()
+    store[name] = (tuple((weakref.ref(t), t._version, t.data_ptr()) for t in sources), value)
+    return value
