@@ -6,7 +6,9 @@
 
 ``build`` writes the kNN datastore (final hidden state at t -> token t + 1 of TRAIN) to CHECKPOINT/nexttoken/
 datastore; ``fit`` fits the cache (and, with a datastore, kNN and cache+knn) settings on HELDOUT and writes
-CHECKPOINT/nexttoken/readout.json, which names the text they were fitted on. Never fit on the text you score.
+CHECKPOINT/nexttoken/readout.json, which names the text they were fitted on. Never fit on the text you score:
+both refuse a test split (by name or content), and both record a fingerprint of their text's content that
+``s3cmn-eval`` checks the scored text against.
 
 Finds every saved memory (a ``memory.json`` manifest) under CHECKPOINT and prints its statistics, IVF occupancy,
 PCA explained variance and the most / least used entries decoded back to the text they came from. ``--query``
@@ -96,19 +98,24 @@ def query_memories(checkpoint: Path, text: str, tokenizer: Any, k: int | None) -
     return hits
 
 
-def _model_and_text(checkpoint: Path, text_file: Path, context_length: int, stride: int, batch_size: int):
-    """The checkpoint's model, the text's stream (as s3cmn-eval tokenises it) and the resolved windows."""
+def _model_and_text(checkpoint: Path, text_file: Path, context_length: int, stride: int, batch_size: int,
+                    role: str):
+    """The checkpoint's model, the text's stream (as s3cmn-eval tokenises it) and the resolved windows; a test
+    split is refused before the model is loaded (``role``: "build" or "fit")."""
     from s3cmn.evaluation.perplexity import prepare_text
     from s3cmn.evaluation.run import load_eval_tokenizer, resolve_window
+    from s3cmn.memory.nexttoken.provenance import refuse_test_split
     from s3cmn.modeling.loading import load_model
     from s3cmn.run_config import DataConfig, EvalConfig
 
     if not text_file.is_file():
         raise ValueError(f"--text {text_file} is not a file")
+    raw = text_file.read_text(encoding="utf-8")
+    refuse_test_split(str(text_file), raw, role)
     model = load_model(checkpoint)
     tokenizer, _ = load_eval_tokenizer(checkpoint, DataConfig())
     window = resolve_window(EvalConfig(context_length=context_length, stride=stride), model.config, checkpoint)
-    text = prepare_text(text_file.read_text(encoding="utf-8"), tokenizer, 0, None, model.config.vocab_size)
+    text = prepare_text(raw, tokenizer, 0, None, model.config.vocab_size)
     return model, text, window
 
 
@@ -118,11 +125,11 @@ def run_build(args: argparse.Namespace) -> None:
     from s3cmn.memory.nexttoken.fitted import datastore_path
 
     model, text, window = _model_and_text(args.checkpoint, args.text, args.context_length, args.stride,
-                                          args.batch_size)  # fmt: skip
+                                          args.batch_size, "build")  # fmt: skip
     source = {**file_source(args.text), "checkpoint": str(args.checkpoint.resolve())}
     store = build_datastore(model, text.stream, window["context_length"], window["stride"], args.batch_size,
                             kind=args.index, pca_dim=args.pca_dim, nprobe=args.nprobe, source=source,
-                            progress=not args.no_progress)  # fmt: skip
+                            progress=not args.no_progress, text=text.text)  # fmt: skip
     out = store.save(args.out or datastore_path(args.checkpoint))
     print(f"datastore: {len(store):,} entries from {args.text} ({source['sha256'][:12]}), index {store.description}, "
           f"{store.bytes_per_entry():.1f} bytes/entry -> {out}")  # fmt: skip
@@ -134,14 +141,14 @@ def run_fit(args: argparse.Namespace) -> None:
     from s3cmn.memory.nexttoken.fitted import datastore_path, settings_path
 
     model, text, window = _model_and_text(args.checkpoint, args.text, args.context_length, args.stride,
-                                          args.batch_size)  # fmt: skip
+                                          args.batch_size, "fit")  # fmt: skip
     store_dir = args.datastore or datastore_path(args.checkpoint)
     store = NextTokenDatastore.load(store_dir) if (Path(store_dir) / "datastore.json").is_file() else None
     if store is not None and Path(store.source.get("path", "")).resolve() == args.text.resolve():
         raise ValueError(f"--text {args.text} is the datastore's own text: fit on held-out text")
     fitted_on = {**file_source(args.text), "tokens": text.num_tokens}
     settings = fit_readouts(model, text.stream, window["context_length"], window["stride"], args.batch_size,
-                            datastore=store, nprobe=args.nprobe, fitted_on=fitted_on)  # fmt: skip
+                            datastore=store, nprobe=args.nprobe, fitted_on=fitted_on, text=text.text)  # fmt: skip
     out = settings.save(args.out or settings_path(args.checkpoint))
     print(f"fitted on {args.text} ({fitted_on['sha256'][:12]}, {text.num_tokens:,} tokens) -> {out}")
     for mode, nll in settings.fit["nll_per_token"].items():

@@ -4,8 +4,10 @@ cache, knn and cache+knn (:mod:`s3cmn.memory.nexttoken`), scored side by side.
 The read-out modes share one memory-off LM pass (:func:`s3cmn.memory.nexttoken.stream.score_readouts`); each
 one's seconds are that pass plus its own read-outs. Their settings come from ``CHECKPOINT/nexttoken/readout.json``
 (``s3cmn-memory fit``), the datastore from ``CHECKPOINT/nexttoken/datastore`` (``s3cmn-memory build``); the report
-names the text every setting was fitted on and the text the datastore was built from, and refuses to score a
-text they came from.
+names the text every setting was fitted on and the text the datastore was built from, and how many of the
+scored text's long word n-grams each shares with it (:mod:`s3cmn.memory.nexttoken.provenance`); it refuses a
+scored text that shares more than ``MAX_OVERLAP`` with either, whatever the bytes around them (a prefix, a
+suffix, the text re-wrapped or minus a line).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from s3cmn.evaluation.perplexity import EvalText, nll_summary
 from s3cmn.evaluation.speed import PeakMemory
+from s3cmn.memory.nexttoken.provenance import MAX_OVERLAP
 from s3cmn.memory.nexttoken.stream import READOUT_MODES, mode_sources, score_readouts
 
 logger = logging.getLogger(__name__)
@@ -51,15 +54,16 @@ def resolve_memory_modes(memory_modes: Sequence[str] | None, legacy: str) -> lis
 
 
 def readout_inputs(folder: Path, modes: list[str], text: EvalText, window: dict[str, Any],
-                   notes: list[str]) -> tuple[Any, Any]:
-    """Settings and datastore for the read-out modes; refuse a scored text they were fitted on / built from."""
+                   notes: list[str]) -> tuple[Any, Any, dict[str, Any] | None]:
+    """Settings and datastore for the read-out modes, and the scored text's overlap with their texts
+    (:func:`scored_text_overlap`); refuse a scored text they were fitted on / built from."""
     from s3cmn.evaluation.errors import EvaluationError
     from s3cmn.memory.nexttoken.generate import load_readouts
     from s3cmn.memory.nexttoken.stream import check_settings
 
     needs = {s for m in modes if m in READOUT_MODES for s in mode_sources(m)}
     if not needs:
-        return None, None
+        return None, None, None
     settings, datastore = load_readouts(folder)
     if "knn" not in needs:
         datastore = None
@@ -67,12 +71,9 @@ def readout_inputs(folder: Path, modes: list[str], text: EvalText, window: dict[
         check_settings([m for m in modes if m in READOUT_MODES], settings, datastore)
     except ValueError as err:
         raise EvaluationError(str(err)) from None
-    scored = hashlib.sha256(text.text.encode("utf-8")).hexdigest()
+    overlap = scored_text_overlap(text.text, settings, datastore, notes)
     fitted = settings.fitted_on.get("sha256")
     built = datastore.source.get("sha256") if datastore is not None else None
-    if scored in (fitted, built):
-        what = "fitted on" if scored == fitted else "the datastore was built from"
-        raise EvaluationError(f"the scored text is the text the read-outs were {what}: fit on held-out text")
     if (settings.context_length, settings.stride) != (window["context_length"], window["stride"]):
         notes.append(f"read-out settings were fitted with context {settings.context_length} / stride "
                      f"{settings.stride}, scored with {window['context_length']} / {window['stride']}")  # fmt: skip
@@ -82,7 +83,44 @@ def readout_inputs(folder: Path, modes: list[str], text: EvalText, window: dict[
     if datastore is not None:
         notes.append(f"knn datastore: {len(datastore):,} entries ({datastore.description}) built from "
                      f"{datastore.source.get('path', '?')} (sha256 {str(built)[:12]})")  # fmt: skip
-    return settings, datastore
+    return settings, datastore, overlap
+
+
+def scored_text_overlap(text: str, settings: Any, datastore: Any, notes: list[str]) -> dict[str, Any]:
+    """Per read-out text ("fit_text", "datastore_text"): the share of long word n-grams the scored ``text``
+    shares with it (None where no fingerprint was recorded: noted, only an identical text is refused).
+    An :class:`EvaluationError` (one line, naming the share and the file) above ``MAX_OVERLAP``."""
+    from s3cmn.data.errors import DataError
+    from s3cmn.evaluation.errors import EvaluationError
+    from s3cmn.memory.nexttoken.provenance import refuse_overlap
+
+    sources = {"fit_text": ("the text the read-out settings were fitted on", settings.fitted_on,
+                            settings.fingerprint)}  # fmt: skip
+    if datastore is not None:
+        sources["datastore_text"] = ("the text the kNN datastore was built from", datastore.source,
+                                     datastore.fingerprint)  # fmt: skip
+    scored = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    out: dict[str, Any] = {}
+    for key, (what, source, fingerprint) in sources.items():
+        named = f"{what} ({source.get('path', 'path not recorded')})"
+        if fingerprint is None:
+            if scored == source.get("sha256"):
+                raise EvaluationError(f"the scored text is {named}: score held-out text, or refit on other text")
+            out[key] = None
+            msg = f"{named} has no content fingerprint (made before they were kept, or without its text): " \
+                  "only an identical scored text could be refused; rebuild / refit it to check for overlap"
+            logger.warning(msg)
+            notes.append(msg)
+            continue
+        try:
+            overlap = refuse_overlap(text, fingerprint, "the scored text", named,
+                                     "score a text disjoint from it, or refit / rebuild the read-outs on other text")
+        except DataError as err:
+            raise EvaluationError(str(err)) from None
+        out[key] = overlap.to_dict()
+        notes.append(f"the scored text shares {overlap.fraction:.2%} of its sampled {fingerprint.ngram}-word "
+                     f"sequences with {named} (refused above {MAX_OVERLAP:.0%})")
+    return out
 
 
 def _run(precision: str, mode: str, text: EvalText, nll: torch.Tensor, seconds: float, windows: int, forwards: int,
@@ -145,11 +183,12 @@ def mode_settings(settings: Any, datastore: Any, mode: str) -> dict[str, Any]:
     return out
 
 
-def readout_summary(settings: Any, datastore: Any, modes: list[str]) -> dict[str, Any] | None:
+def readout_summary(settings: Any, datastore: Any, modes: list[str],
+                    overlap: dict[str, Any] | None = None) -> dict[str, Any] | None:
     if settings is None:
         return None
     return {m: mode_settings(settings, datastore, m) for m in modes if m in READOUT_MODES and m != "off"} | {
-        "held_out_fit": settings.fit}
+        "held_out_fit": settings.fit, "scored_text_overlap": overlap}
 
 
 @torch.no_grad()

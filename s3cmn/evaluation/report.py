@@ -112,9 +112,8 @@ def _readout_lines(report: dict[str, Any]) -> list[str]:
     if not readouts:
         return []
     rows = []
-    for mode, r in readouts.items():
-        if mode == "held_out_fit":
-            continue
+    modes = {m: r for m, r in readouts.items() if m not in ("held_out_fit", "scored_text_overlap")}
+    for mode, r in modes.items():
         c, k = r.get("cache"), r.get("knn")
         fitted = r["fitted_on"]
         rows.append([mode, _fmt(c["lam"]) if c else "-", f"{c['temperature']:.3g}" if c else "-",
@@ -124,17 +123,28 @@ def _readout_lines(report: dict[str, Any]) -> list[str]:
     out = ["", "## Next-token read-outs: fitted settings", ""]
     out += _table(["mode", "cache lambda", "cache T", "cache k", "cache window", "knn lambda", "knn T", "knn k",
                    "fitted on (sha256)"], rows)  # fmt: skip
-    store = next((r["datastore"] for r in readouts.values() if isinstance(r, dict) and "datastore" in r), None)
+    store = next((r["datastore"] for r in modes.values() if "datastore" in r), None)
     if store:
         built = store["built_from"]
         out += ["", f"kNN datastore: {store['entries']:,} entries, `{store['description']}`, built from "
                 f"`{built.get('path')}` ({str(built.get('sha256'))[:12]}, {built.get('tokens', '?'):,} tokens)."]
+    out += _overlap_lines(readouts.get("scored_text_overlap"))
     gen = report.get("models", {}).get("fp32", {}).get("readout_generation")
     if gen:
         costs = ", ".join(f"{m} {v:.2f}" for m, v in gen["ms_per_token"].items())
         out += ["", f"Generation with the read-outs (greedy, batch 1, {gen['prompt_tokens']}-token prompt, "
                 f"{gen['new_tokens']} new tokens, median of {gen['repeats']}), ms/token: {costs}."]
     return out
+
+
+def _overlap_lines(overlap: dict[str, Any] | None) -> list[str]:
+    """How much of the scored text the read-outs' own texts share (refused above the limit)."""
+    if not overlap:
+        return []
+    names = {"fit_text": "the fit text", "datastore_text": "the datastore text"}
+    parts = [f"{names[k]} {v['fraction']:.2%} (of {v['scored_ngrams']:,} sampled {v['ngram']}-grams)"
+             if v is not None else f"{names[k]} not checked (no fingerprint recorded)" for k, v in overlap.items()]
+    return ["", f"Scored text's overlap with the read-outs' texts (shared long word n-grams): {', '.join(parts)}."]
 
 
 def render_markdown(report: dict[str, Any]) -> str:

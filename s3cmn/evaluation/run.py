@@ -141,6 +141,7 @@ class _Scoring:
     datastore: Any
     notes: list[str]
     learned_writes: bool = False  # the learned memory also stores the scored text (memory_writes)
+    readout_overlap: dict[str, Any] | None = None  # the scored text's n-gram overlap with the read-outs' texts
 
 
 def evaluate_checkpoint(
@@ -229,7 +230,7 @@ def _prepare(model: Any, folder: Path, data: DataConfig, evaluation: EvalConfig,
     if not has_memory and "learned" in modes:
         modes = [m for m in modes if m != "learned"] or ["off"]
         notes.append("the model has no external memory (use_memory = False): the learned reader was not scored")
-    readouts, datastore = readout_inputs(folder, modes, text, window, notes)
+    readouts, datastore, readout_overlap = readout_inputs(folder, modes, text, window, notes)
     writes = learned_writes(evaluation, snapshot)
     if "learned" in modes and writes:
         notes.append(f"memory learned: the {evaluation.eval_batch_size} windows of one forward (eval_batch_size) read "
@@ -238,7 +239,7 @@ def _prepare(model: Any, folder: Path, data: DataConfig, evaluation: EvalConfig,
         notes.append(f"memory learned: read only (memory_writes = {evaluation.memory_writes}): every window reads "
                      "the starting memory, and nothing of the scored text is stored")
     return _Scoring(folder, device, raw, text, tokenizer, tokenizer_source, window, modes, snapshot, overlap,
-                    has_memory and "learned" in modes, readouts, datastore, notes, writes)
+                    has_memory and "learned" in modes, readouts, datastore, notes, writes, readout_overlap)
 
 
 def _score_fp32(model: Any, scoring: _Scoring, evaluation: EvalConfig, speed: dict[str, int],
@@ -295,7 +296,7 @@ def _report(scoring: _Scoring, data: DataConfig, evaluation: EvalConfig, started
         "tokenizer": tokenizer_info(s.tokenizer, s.tokenizer_source),
         "memory_start": {"content": settings["memory_start"], "layers": memory_content(s.snapshot.bank),
                          "entries_holding_scored_text": s.overlap},  # fmt: skip
-        "readouts": readout_summary(s.readouts, s.datastore, s.modes),
+        "readouts": readout_summary(s.readouts, s.datastore, s.modes, s.readout_overlap),
         "runs": runs,
         "models": models,
         "context_curve": curve,

@@ -151,4 +151,7 @@ def test_eval_scores_modes_side_by_side_and_names_the_fitted_text(tiny_checkpoin
     assert report["readouts"]["cache"]["fitted_on"]["sha256"] == file_source(heldout)["sha256"]
     assert report["readouts"]["knn"]["datastore"]["built_from"]["sha256"] == file_source(train)["sha256"]
     assert str(heldout.resolve()) in (report_dir / "report.md").read_text()
+    overlap = report["readouts"]["scored_text_overlap"]  # valid lines vs the test split: different articles
+    assert overlap["fit_text"]["fraction"] < 0.05 and overlap["datastore_text"]["fraction"] < 0.05
+    assert "overlap with the read-outs' texts" in (report_dir / "report.md").read_text()
     assert NextTokenDatastore.load(ckpt / "nexttoken" / "datastore").source["path"] == str(train.resolve())

@@ -3,11 +3,13 @@
 Built once from a text (``s3cmn-memory build``), saved beside the checkpoint, loaded read-only. The FAISS index
 is chosen by size (:func:`choose_index`), optionally behind a PCA (``pca_dim``); distances are squared L2 in
 the (PCA) key space. Every entry keeps its provenance: the position of its query token in the source stream,
-and the manifest names the source text (path, SHA-256, tokens) and the checkpoint it was computed with.
+and the manifest names the source text (path, SHA-256, tokens) and the checkpoint it was computed with, and
+holds the text's content fingerprint (:mod:`.provenance`), which the evaluation checks the scored text against.
 
 Layout of a saved datastore (a folder)::
 
-    datastore.json    manifest: format, version, index description, nprobe, dim, entries, source, files + SHA-256
+    datastore.json    manifest: format, version, index description, nprobe, dim, entries, source, fingerprint,
+                      files + SHA-256
     index.faiss       faiss.write_index
     values.npy        (N,) int32 next-token ids
     positions.npy     (N,) int64 position of each entry's query token in the source stream
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from s3cmn.memory.index import import_faiss
+from s3cmn.memory.nexttoken.provenance import TextFingerprint
 from s3cmn.memory.nexttoken.readout import Neighbours
 from s3cmn.memory.records import MemoryLoadError
 
@@ -71,7 +74,8 @@ def file_source(path: str | os.PathLike) -> dict[str, Any]:
 
 @dataclass
 class NextTokenDatastore:
-    """A FAISS index of keys with the next-token id and source position of every entry (module docstring)."""
+    """A FAISS index of keys with the next-token id and source position of every entry (module docstring);
+    ``fingerprint``: the source text's content (None: built without its text, so unchecked)."""
 
     index: Any
     values: np.ndarray  # (N,) int32
@@ -79,6 +83,7 @@ class NextTokenDatastore:
     description: str
     nprobe: int = 32
     source: dict[str, Any] = field(default_factory=dict)
+    fingerprint: TextFingerprint | None = None
 
     def __post_init__(self) -> None:
         if self.index.ntotal != len(self.values) or len(self.values) != len(self.positions):
@@ -103,7 +108,8 @@ class NextTokenDatastore:
     @classmethod
     def build(cls, keys: np.ndarray, values: np.ndarray, positions: np.ndarray, *, kind: str = "auto",
               pca_dim: int = 0, nprobe: int = 32, train_size: int = 200_000, seed: int = 0,
-              source: dict[str, Any] | None = None) -> NextTokenDatastore:
+              source: dict[str, Any] | None = None, fingerprint: TextFingerprint | None = None
+              ) -> NextTokenDatastore:
         """Index ``keys`` (N, D) float32 with next-token ``values`` (N,) and source ``positions`` (N,)."""
         faiss = import_faiss()
         keys = np.ascontiguousarray(keys, dtype=np.float32)
@@ -125,7 +131,7 @@ class NextTokenDatastore:
         logger.info("datastore: %s over %d keys of width %d built in %.1f s", description, n, d,
                     time.perf_counter() - start)  # fmt: skip
         return cls(index, np.asarray(values, np.int32), np.asarray(positions, np.int64), description, nprobe,
-                   dict(source or {}))  # fmt: skip
+                   dict(source or {}), fingerprint)  # fmt: skip
 
     def search(self, queries: torch.Tensor | np.ndarray, k: int) -> Neighbours:
         """The ``k`` nearest entries of each query (N, D): squared L2 distances and next-token ids (torch)."""
@@ -153,7 +159,8 @@ class NextTokenDatastore:
         files = {name: hashlib.sha256((root / name).read_bytes()).hexdigest()
                  for name in ("index.faiss", "values.npy", "positions.npy")}  # fmt: skip
         manifest = {"format": FORMAT, "version": VERSION, "description": self.description, "nprobe": self.nprobe,
-                    "dim": self.dim, "entries": len(self), "source": self.source, "files": files}  # fmt: skip
+                    "dim": self.dim, "entries": len(self), "source": self.source, "files": files,
+                    "fingerprint": self.fingerprint.to_dict() if self.fingerprint is not None else None}  # fmt: skip
         tmp = root / f".{MANIFEST}.tmp"
         tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, root / MANIFEST)
@@ -186,4 +193,7 @@ class NextTokenDatastore:
             index = faiss.read_index(str(root / "index.faiss"), faiss.IO_FLAG_READ_ONLY)
         values = np.load(root / "values.npy", mmap_mode="r")
         positions = np.load(root / "positions.npy", mmap_mode="r")
-        return cls(index, values, positions, manifest["description"], int(manifest["nprobe"]), manifest["source"])
+        # Datastores saved before fingerprints were kept have none: the evaluation says it cannot check them.
+        fingerprint = TextFingerprint.from_dict(manifest["fingerprint"]) if manifest.get("fingerprint") else None
+        return cls(index, values, positions, manifest["description"], int(manifest["nprobe"]), manifest["source"],
+                   fingerprint)  # fmt: skip

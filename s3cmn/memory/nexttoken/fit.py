@@ -22,6 +22,7 @@ from torch import Tensor
 
 from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
 from s3cmn.memory.nexttoken.fitted import CacheSettings, KnnSettings, ReadoutSettings
+from s3cmn.memory.nexttoken.provenance import TextFingerprint, refuse_overlap, refuse_test_split, warn_unchecked
 from s3cmn.memory.nexttoken.readout import Neighbours, StreamCache, neighbour_weights
 from s3cmn.memory.nexttoken.stream import lm_chunks
 
@@ -39,10 +40,13 @@ S = TypeVar("S", CacheSettings, KnnSettings)
 @torch.no_grad()
 def build_datastore(model: torch.nn.Module, stream: Tensor, context_length: int, stride: int, batch_size: int = 8,
                     *, kind: str = "auto", pca_dim: int = 0, nprobe: int = 32, source: dict[str, Any] | None = None,
-                    progress: bool = False) -> NextTokenDatastore:
+                    progress: bool = False, text: str | None = None) -> NextTokenDatastore:
     """Datastore of ``stream`` (N + 1,): one entry per scored position, key = final hidden state, value =
-    the next token, position = the entry's stream position (the same windows as evaluation)."""
+    the next token, position = the entry's stream position (the same windows as evaluation). ``text``: the text
+    ``stream`` was tokenised from; its fingerprint is recorded (a test split is refused), without it a warning."""
     from tqdm.auto import tqdm
+
+    fingerprint = _fingerprint(text, (source or {}).get("path"), "build", "build_datastore")
 
     keys, values, positions = [], [], []
     bar = tqdm(total=stream.numel() - 1, desc="datastore", unit="tok", disable=not progress, dynamic_ncols=True)
@@ -57,7 +61,17 @@ def build_datastore(model: torch.nn.Module, stream: Tensor, context_length: int,
     src = {**(source or {}), "tokens": int(stream.numel() - 1), "context_length": context_length, "stride": stride,
            "hidden_state_seconds": states}  # fmt: skip
     return NextTokenDatastore.build(torch.cat(keys).numpy(), torch.cat(values).numpy(), torch.cat(positions).numpy(),
-                                    kind=kind, pca_dim=pca_dim, nprobe=nprobe, source=src)  # fmt: skip
+                                    kind=kind, pca_dim=pca_dim, nprobe=nprobe, source=src,
+                                    fingerprint=fingerprint)  # fmt: skip
+
+
+def _fingerprint(text: str | None, name: str | None, role: str, what: str) -> TextFingerprint | None:
+    """The fingerprint of the text a read-out is made from (a test split refused); None, warned once, without."""
+    if text is None:
+        warn_unchecked(what)
+        return None
+    refuse_test_split(name, text, role)
+    return TextFingerprint.from_text(text)
 
 
 @dataclass
@@ -175,8 +189,15 @@ def fit_combined(data: FitData, cache: CacheSettings, knn: KnnSettings) -> tuple
 
 def fit_readouts(model: torch.nn.Module, stream: Tensor, context_length: int, stride: int, batch_size: int = 8,
                  *, datastore: NextTokenDatastore | None = None, nprobe: int = 32,
-                 fitted_on: dict[str, Any] | None = None) -> ReadoutSettings:
-    """Fit cache (and, with a datastore, kNN and cache+knn) settings on the held-out ``stream`` (N + 1,)."""
+                 fitted_on: dict[str, Any] | None = None, text: str | None = None) -> ReadoutSettings:
+    """Fit cache (and, with a datastore, kNN and cache+knn) settings on the held-out ``stream`` (N + 1,).
+    ``text``: the text ``stream`` was tokenised from; its fingerprint is recorded (a test split is refused),
+    without it a warning."""
+    fingerprint = _fingerprint(text, (fitted_on or {}).get("path"), "fit", "fit_readouts")
+    if text is not None and datastore is not None and datastore.fingerprint is not None:
+        refuse_overlap(text, datastore.fingerprint, (fitted_on or {}).get("path", "the fit text"),
+                       f"the text the datastore was built from ({datastore.source.get('path', '?')})",
+                       "fit the read-outs on held-out text")  # fmt: skip
     start = time.perf_counter()
     data = collect(model, stream, context_length, stride, batch_size, datastore, nprobe)
     lm_nll = float(-data.lm.mean())
@@ -196,4 +217,4 @@ def fit_readouts(model: torch.nn.Module, stream: Tensor, context_length: int, st
     logger.info("fitted read-outs on %d tokens: held-out NLL/token %s", data.lm.numel(),
                 {m: round(v, 4) for m, v in fit["nll_per_token"].items()})  # fmt: skip
     return ReadoutSettings(cache=cache, knn=knn, combined=combined, fitted_on=dict(fitted_on or {}),
-                           context_length=context_length, stride=stride, fit=fit)  # fmt: skip
+                           context_length=context_length, stride=stride, fit=fit, fingerprint=fingerprint)  # fmt: skip

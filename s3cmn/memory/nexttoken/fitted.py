@@ -1,7 +1,8 @@
 """The fitted settings of the next-token read-outs, saved beside the checkpoint as ``nexttoken/readout.json``.
 
-Every setting records the text it was fitted on (path and SHA-256, tokens) and the held-out log-likelihood
-it reached, so a report can say where each number came from; settings are never fitted on the scored text.
+Every setting records the text it was fitted on (path and SHA-256, tokens, and a content fingerprint that the
+evaluation checks the scored text against, :mod:`.provenance`) and the held-out log-likelihood it reached, so a
+report can say where each number came from; settings are never fitted on the scored text.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from s3cmn.memory.nexttoken.provenance import TextFingerprint
 
 FORMAT = "s3cmn-nexttoken-readout"
 VERSION = 1
@@ -62,7 +65,8 @@ class ReadoutSettings:
     """What ``s3cmn-memory fit`` found. ``combined``: the two weights (cache, knn) refitted jointly for
     ``cache+knn`` (temperatures, k, window as fitted alone). ``fitted_on``: the held-out text (path, sha256,
     tokens); ``context_length`` / ``stride``: the windows the hidden states were computed with; ``fit``:
-    held-out NLL per token of the LM alone and of each mode."""
+    held-out NLL per token of the LM alone and of each mode; ``fingerprint``: the held-out text's content
+    (None: fitted without its text, so unchecked)."""
 
     cache: CacheSettings | None = None
     knn: KnnSettings | None = None
@@ -71,6 +75,7 @@ class ReadoutSettings:
     context_length: int = 0
     stride: int = 0
     fit: dict[str, Any] = field(default_factory=dict)
+    fingerprint: TextFingerprint | None = None
 
     def __post_init__(self) -> None:
         if self.combined is not None:
@@ -81,6 +86,7 @@ class ReadoutSettings:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["combined"] = list(self.combined) if self.combined is not None else None
+        out["fingerprint"] = self.fingerprint.to_dict() if self.fingerprint is not None else None
         return {"format": FORMAT, "version": VERSION, **out}
 
     @classmethod
@@ -95,6 +101,7 @@ class ReadoutSettings:
         body["cache"] = CacheSettings(**body["cache"]) if body.get("cache") else None
         body["knn"] = KnnSettings(**body["knn"]) if body.get("knn") else None
         body["combined"] = tuple(body["combined"]) if body.get("combined") else None
+        body["fingerprint"] = TextFingerprint.from_dict(body["fingerprint"]) if body.get("fingerprint") else None
         return cls(**body)
 
     def save(self, path: str | os.PathLike) -> Path:
