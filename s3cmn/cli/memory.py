@@ -41,13 +41,11 @@ def find_memories(path: Path) -> list[Path]:
 def find_tokenizer(name: str | None, path: Path):
     """``--tokenizer`` (any spec :func:`s3cmn.data.tokenizer.load_tokenizer` accepts), else the checkpoint's
     own tokenizer files, else None."""
-    from s3cmn.data.tokenizer import load_tokenizer
+    from s3cmn.data.tokenizer import checkpoint_tokenizer, load_tokenizer
 
     if name is not None:
         return load_tokenizer(name)
-    if any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-        return load_tokenizer(str(path))
-    return None
+    return checkpoint_tokenizer(path)
 
 
 def print_report(report: dict) -> None:

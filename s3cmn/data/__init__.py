@@ -16,7 +16,7 @@ from s3cmn.data.errors import DataError
 from s3cmn.data.python_corpus import load_python_corpus
 from s3cmn.data.sampler import BlockSampler
 from s3cmn.data.text import load_text_splits, read_text_file
-from s3cmn.data.tokenizer import ensure_special_tokens, load_tokenizer
+from s3cmn.data.tokenizer import checkpoint_tokenizer, ensure_special_tokens, load_tokenizer
 from s3cmn.data.trained_tokenizer import train_tokenizer
 from s3cmn.data.validation import (
     TrainingTexts,
@@ -28,6 +28,7 @@ from s3cmn.data.validation import (
 
 __all__ = [
     "BlockSampler",
+    "checkpoint_tokenizer",
     "TrainingTexts",
     "DataError",
     "LMBlockDataset",

@@ -7,10 +7,13 @@
 - ``"wordpiece:N"`` — BERT-style WordPiece (cased, ``##`` continuations) with ``N`` tokens, trained on
   the training text; ``[PAD]`` / ``[UNK]`` / ``[CLS]`` (bos) / ``[SEP]`` (eos) / ``[MASK]``;
 - a folder: with ``tokenizer.json`` or ``tokenizer_config.json`` (a ``save_pretrained`` folder), else
-  GPT-2 ``vocab.json`` + ``merges.txt``, else a BERT ``vocab.txt``;
+  GPT-2 ``vocab.json`` + ``merges.txt``, else a BERT ``vocab.txt`` (:func:`saved_tokenizer_files` decides);
 - a file: a BERT ``vocab.txt`` (lower-cased when the vocabulary has no upper-case ASCII letters) or a
   ``tokenizer.json``;
 - anything else: a hub name for ``AutoTokenizer`` (only the local cache when offline or unreachable).
+
+``checkpoint_tokenizer(folder)`` is the tokenizer saved in a checkpoint folder, or None: every command that
+looks for a checkpoint's own tokenizer asks it.
 
 Trained tokenizers are deterministic (same text and size, same vocabulary) and are
 ``PreTrainedTokenizerFast`` objects: ``save_pretrained(dir)`` beside the model, and
@@ -21,9 +24,10 @@ Trained tokenizers are deterministic (same text and size, same vocabulary) and a
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from s3cmn.data.errors import DataError
 from s3cmn.data.hub import hub_offline, hub_reachable
@@ -69,6 +73,30 @@ def load_tokenizer(spec: str, train_text: str | None = None) -> PreTrainedTokeni
         else:
             tokenizer = _from_hub(spec)
     return without_template_tokens(ensure_special_tokens(tokenizer))
+
+
+TokenizerFiles = Literal["save_pretrained", "gpt2", "bert"]
+
+
+def saved_tokenizer_files(folder: str | os.PathLike) -> TokenizerFiles | None:
+    """Which tokenizer ``folder`` holds, in the order :func:`load_tokenizer` reads them: ``save_pretrained``
+    (``tokenizer.json`` or ``tokenizer_config.json``), ``gpt2`` (``vocab.json`` + ``merges.txt``), ``bert``
+    (``vocab.txt``); None when it holds none of them."""
+    folder = Path(folder)
+    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+        return "save_pretrained"
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return "gpt2"
+    if (folder / "vocab.txt").is_file():
+        return "bert"
+    return None
+
+
+def checkpoint_tokenizer(folder: str | os.PathLike) -> PreTrainedTokenizerBase | None:
+    """The tokenizer saved in a checkpoint (or tokenizer) folder, or None when the folder holds none."""
+    if saved_tokenizer_files(folder) is None:
+        return None
+    return load_tokenizer(str(folder))
 
 
 def without_template_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -135,21 +163,22 @@ def _from_file(path: Path) -> PreTrainedTokenizerBase:
 
 
 def _from_folder(folder: Path) -> PreTrainedTokenizerBase:
-    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+    files = saved_tokenizer_files(folder)
+    if files == "save_pretrained":
         from transformers import AutoTokenizer
 
         try:
             return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as err:
             raise DataError(f"could not load the tokenizer saved in {folder}: {err}") from err
-    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+    if files == "gpt2":
         from transformers import GPT2TokenizerFast
 
         tokenizer = GPT2TokenizerFast(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
         tokenizer.name_or_path = str(folder)
         logger.info("GPT-2 byte-level BPE tokenizer from %s (%d tokens)", folder, len(tokenizer))
         return tokenizer
-    if (folder / "vocab.txt").is_file():
+    if files == "bert":
         return _bert_from_vocab(folder / "vocab.txt")
     raise DataError(
         f"tokenizer folder {folder} holds none of tokenizer.json, tokenizer_config.json, "

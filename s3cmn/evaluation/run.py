@@ -53,7 +53,6 @@ MemoryStart = Literal["saved", "empty"]
 REPORT_FORMAT = "s3cmn-eval-report"
 REPORT_VERSION = 1
 CURVE_CONTEXTS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -62,10 +61,11 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voc
 
 def load_eval_tokenizer(folder: Path, data: DataConfig) -> tuple[Any, str]:
     """The tokenizer saved in the checkpoint folder, else the one named by ``data.tokenizer`` (logged)."""
-    from s3cmn.data import load_tokenizer
+    from s3cmn.data import checkpoint_tokenizer, load_tokenizer
 
-    if any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        return load_tokenizer(str(folder)), "checkpoint"
+    saved = checkpoint_tokenizer(folder)
+    if saved is not None:
+        return saved, "checkpoint"
     logger.warning("checkpoint %s holds no tokenizer: using the tokenizer setting %r", folder, data.tokenizer)
     return load_tokenizer(data.tokenizer), "data.tokenizer"
 
