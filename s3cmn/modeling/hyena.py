@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
-from s3cmn.modeling.derived import derived
+from s3cmn.modeling.decode import derived, linear
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.decode_step import window_step
 from s3cmn.ops.fftconv import fft_causal_conv
@@ -204,7 +204,7 @@ class HyenaOperator(nn.Module):
             return self.step_ref(x, state)
         D, f = self.d_model, self.filter_fn
         # 1. projections and the short conv: a dot product with the last K inputs
-        u = F.linear(x, self.in_proj.weight, self.in_proj.bias)  # (B, (N+1)D)
+        u = linear(self.in_proj, x)  # (B, (N+1)D)
         uc, short_conv = window_step(state["short_conv"], u, self.short_filter.weight[:, 0], add=self.short_filter.bias)
         *xs, v = uc.split(D, dim=1)  # (B, D) each
         # 2. each long convolution: a dot product of the last L inputs with the reversed taps, plus the skip b·v
@@ -215,7 +215,7 @@ class HyenaOperator(nn.Module):
             v, window = window_step(state["long_conv"][:, o], v * x_i, k_rev[o], skip=bias[o])  # (B, D), (B, D, L-1)
             history.append(window)
         # 3. the last gate and the output projection
-        y = F.linear(v * xs[0], self.out_proj.weight, self.out_proj.bias)  # (B, D)
+        y = linear(self.out_proj, v * xs[0])  # (B, D)
         long_conv = history[0][:, None] if len(history) == 1 else torch.stack(history, dim=1)  # (B, N-1, D, L-1)
         return MixerOutput(y, {"short_conv": short_conv, "long_conv": long_conv})
 

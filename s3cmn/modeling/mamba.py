@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
-from s3cmn.modeling.derived import derived
+from s3cmn.modeling.decode import derived, linear
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.decode_step import ssm_step, window_step
 from s3cmn.ops.selective_scan import selective_scan
@@ -116,16 +116,16 @@ class MambaMixer(nn.Module):
         per weights version, the layers applied as functions, and the conv and the SSM update each one C pass
         (:mod:`s3cmn.ops.decode_step`). Otherwise :meth:`step_ref`.
         """
-        if torch.is_grad_enabled() or state is None or x.dtype != torch.float32:
+        if torch.is_grad_enabled() or state is None or x.dtype != torch.float32 or type(self.dt_proj) is not nn.Linear:
             return self.step_ref(x, state, scale_B, scale_C)
         E = self.d_inner
         # 1. input projection
-        xz = F.linear(x, self.in_proj.weight)  # (B, 2E)
+        xz = linear(self.in_proj, x)  # (B, 2E)
         xs, z = xz[:, :E], xz[:, E:]  # (B, E) each
         # 2. conv over the window [kept inputs, x], then SiLU
         xs, conv_state = window_step(state["conv"], xs, self.conv1d.weight[:, 0], add=self.conv1d.bias, silu=True)
         # 3. input-dependent Δ (raw: bias and softplus in the SSM step), B, C
-        dt, B, C = torch.split(F.linear(xs, self.x_proj.weight), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt, B, C = torch.split(linear(self.x_proj, xs), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         if scale_B is not None:
             B = B * scale_B  # (B, N)
         if scale_C is not None:
@@ -134,7 +134,7 @@ class MambaMixer(nn.Module):
         A = derived(self, "A", [self.A_log], lambda: -torch.exp(self.A_log.float()))  # (E, N)
         y, h = ssm_step(state["ssm"], xs, F.linear(dt, self.dt_proj.weight), self.dt_proj.bias, A, B, C, self.D, z)
         # 5. output projection
-        return MixerOutput(F.linear(y, self.out_proj.weight), {"conv": conv_state, "ssm": h})
+        return MixerOutput(linear(self.out_proj, y), {"conv": conv_state, "ssm": h})
 
     def step_ref(
         self, x: Tensor, state: MixerState | None, scale_B: Tensor | None = None, scale_C: Tensor | None = None

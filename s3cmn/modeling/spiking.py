@@ -30,11 +30,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
-from s3cmn.modeling.derived import derived
+from s3cmn.modeling.decode import derived, linear
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.decode_step import lif_step_stats
 from s3cmn.ops.lif import lif_scan
@@ -147,10 +146,10 @@ class LIFLayer(nn.Module):
             return self.step_ref(x, state)
         S = self.num_spike_steps
         beta = self.decay() if not self.learn_beta else derived(self, "beta", [self.beta_logit], self.decay)  # (N,)
-        current = F.linear(x, self.in_proj.weight, self.in_proj.bias)  # (B, N)
+        current = linear(self.in_proj, x)  # (B, N)
         rate, v, count, mean, std = lif_step_stats(state["v"], current, beta, self.threshold, S,
                                                    self.reset_mode == "zero")  # (B, N), (B, N), (N,), (), ()
-        y = F.linear(rate, self.out_proj.weight, self.out_proj.bias)  # (B, D)
+        y = linear(self.out_proj, rate)  # (B, D)
         num_steps = x.shape[0] * S
         return MixerOutput(y, {"v": v}, SpikeStats(count, num_steps, count.sum() / (num_steps * self.num_units),
                                                    mean, std))
