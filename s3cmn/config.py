@@ -357,6 +357,9 @@ class S3CMNConfig(PreTrainedConfig):
             raise ConfigError(f"{owner}: memory_max_size = {fields['memory_max_size']} must be >= memory_size = "
                               f"{fields['memory_size']}")
         if fields["memory_compression"]:
+            if self.hidden_dim < 2:
+                raise ConfigError(f"{owner}: memory_compression needs hidden_dim >= 2 (the PCA is fitted on the "
+                                  f"first hidden_dim entries), got {self.hidden_dim}; set memory_compression = False")
             if fields["memory_compression_dim"] > self.hidden_dim:
                 raise ConfigError(f"{owner}: memory_compression_dim = {fields['memory_compression_dim']} must be <= "
                                   f"hidden_dim = {self.hidden_dim} (0 chooses it by explained variance)")

@@ -1,4 +1,12 @@
-"""The bridge between S3CMNConfig and FaissMemory: per-layer memory settings and argument checks."""
+"""The bridge between S3CMNConfig and FaissMemory: per-layer memory settings and argument checks.
+
+The settings are validated once. A model's memories are built by :meth:`FaissMemory.from_config` from a
+validated ``S3CMNConfig``, whose field rules cover every rule of :func:`check_memory_args` (a test keeps them
+so), and are not checked again; :func:`check_memory_args` checks a store built by hand (``FaissMemory(...)``,
+a saved memory's settings). The config's field names are checkpoint keys (``config.json``) and the
+constructor's are those of a saved memory (``memory.json``), so :data:`CONFIG_TO_ARGUMENT` maps one to the
+other: both name sets are stored formats.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +43,20 @@ def layer_memory_settings(config: S3CMNConfig, layer_idx: int) -> dict[str, Any]
     checked the overrides (keys, values, one entry per block).
     """
     return config.layer_memory_fields(layer_idx)
+
+
+def default_pca_min_samples(dim: int, compression: bool) -> int:
+    """Entries stored before the PCA is fitted: D with compression (the PCA needs as many), else 0."""
+    return dim if compression else 0
+
+
+def memory_arguments(config: S3CMNConfig, layer_idx: int) -> dict[str, Any]:
+    """Every FaissMemory argument of block ``layer_idx`` (D = hidden_dim, the block's settings, its seed)."""
+    settings = layer_memory_settings(config, layer_idx)
+    layer = layer_idx % config.num_layers
+    args = {arg: settings[field] for field, arg in CONFIG_TO_ARGUMENT.items()}
+    pca_min_samples = default_pca_min_samples(config.hidden_dim, args["compression"])
+    return {"dim": config.hidden_dim, **args, "seed": layer, "pca_min_samples": pca_min_samples, "layer_idx": layer}
 
 
 def check_memory_args(args: dict[str, Any]) -> None:

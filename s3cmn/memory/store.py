@@ -35,7 +35,7 @@ from s3cmn.memory.content import ENTRY_ARRAYS
 from s3cmn.memory.pca import PCA
 from s3cmn.memory.persist import load_memory, save_memory
 from s3cmn.memory.records import PROVENANCE_WINDOW, MemoryStats, Provenance, SearchResult
-from s3cmn.memory.settings import CONFIG_TO_ARGUMENT, check_memory_args, layer_memory_settings
+from s3cmn.memory.settings import check_memory_args, default_pca_min_samples, memory_arguments
 
 if TYPE_CHECKING:
     from s3cmn.config import S3CMNConfig
@@ -99,27 +99,33 @@ class FaissMemory:
         layer_idx: int | None = None,
     ) -> None:
         if pca_min_samples is None:
-            pca_min_samples = dim if compression else 0
+            pca_min_samples = default_pca_min_samples(dim, compression)
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        check_memory_args(args)
+        check_memory_args(args)  # a store built by hand; from_config's settings were validated by the config
+        self._configure(args)
+
+    def _configure(self, args: dict[str, Any]) -> None:
+        """Set the (checked) settings and start empty."""
         for name in _SETTINGS:
             setattr(self, name, args[name])
-        self.initial_capacity = capacity
+        self.initial_capacity = args["capacity"]
         self._gpu: faiss_index.GpuReplica | None = None  # after to_gpu()
         self._logged: set[str] = set()
         self.reset()
-        ivf_min = faiss_index.IVF_MIN_POINTS_PER_LIST * num_clusters
+        ivf_min = faiss_index.IVF_MIN_POINTS_PER_LIST * self.num_clusters
         if self.max_capacity < ivf_min:
             self._log_once("never_ivf", "%s: at most %d entries < 39*nlist = %d: always exact search",
                            self._name, self.max_capacity, ivf_min)  # fmt: skip
 
     @classmethod
     def from_config(cls, config: S3CMNConfig, layer_idx: int) -> FaissMemory:
-        """The memory of block ``layer_idx``: D = hidden_dim, settings from ``layer_memory_settings``."""
-        settings = layer_memory_settings(config, layer_idx)
-        layer = layer_idx % config.num_layers
-        kwargs = {arg: settings[field] for field, arg in CONFIG_TO_ARGUMENT.items()}
-        return cls(config.hidden_dim, seed=layer, layer_idx=layer, **kwargs)
+        """The memory of block ``layer_idx``: D = hidden_dim, settings from ``layer_memory_settings``.
+
+        ``config`` validated them (every memory field, per block), so they are not checked again here.
+        """
+        memory = cls.__new__(cls)
+        memory._configure(memory_arguments(config, layer_idx))
+        return memory
 
     def settings(self) -> dict[str, Any]:
         """The constructor arguments (JSON-ready) that rebuild an empty memory like this one."""
