@@ -49,12 +49,15 @@ def find_tokenizer(name: str | None, path: Path):
 
 
 def print_report(report: dict) -> None:
+    from s3cmn.memory.inspect import describe_spread
+
     s = report["stats"]
     print(f"## memory layer {report['layer']}")
     print(f"entries {s['entries']:,} / capacity {s['capacity']:,} (max {s['max_size']:,}), index {s['index_type']}, "
           f"keys {s['value_dim']} -> {s['key_dim']} (x{s['compression_ratio']:.1f}), "
           f"{s['bytes_total'] / 2**20:.2f} MiB")  # fmt: skip
     print(f"prunes {s['prunes']} ({s['pruned_entries']} entries), growths {s['growths']}, refits {s['refits']}")
+    print(f"usage (counted in training): {describe_spread(report['usage_spread'])}")
     occ = report["occupancy"]
     if occ["lists"]:
         print(f"IVF lists {occ['lists']}: min {occ['min']}, mean {occ['mean']:.1f}, max {occ['max']}, "

@@ -183,13 +183,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         if state is None or "reads" not in state:  # off, or a next-token read-out (its own section)
             continue
         for layer, reads in state["reads"].items():
+            spread = (state.get("usage_spread") or {}).get(layer)  # reports written before it was kept: none
             memory_rows.append([r["precision"], layer, state["start"][layer]["entries"], state["end"][layer]["entries"],
                                 reads["hit_rate"], reads["mean_similarity"], reads["gate_mean"],
-                                reads["latency_ms_mean"]])  # fmt: skip
+                                reads["latency_ms_mean"], f"{spread['top_entry_share']:.1%}" if spread else "-",
+                                f"{spread['read_share']:.1%}" if spread else "-"])  # fmt: skip
     if memory_rows:
         out += ["", "## Memory during evaluation (memory on)", ""]
         out += _table(["precision", "layer", "entries at start", "entries at end", "hit rate", "mean similarity",
-                       "gate mean", "search ms"], memory_rows)  # fmt: skip
+                       "gate mean", "search ms", "top entry's share of reads", "entries ever read"],
+                      memory_rows)  # fmt: skip
+        out += ["", "The last two columns: the starting memory's retrievals as counted in training (evaluation "
+                "counts none): the share the most read entry took, and the share of entries read at least once."]
     out += ["", "## Speed and size", ""]
     rows = []
     for precision, m in report["models"].items():

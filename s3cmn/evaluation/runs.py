@@ -13,6 +13,7 @@ from s3cmn.evaluation.memory_state import memory_content, restore_memories, summ
 from s3cmn.evaluation.perplexity import EvalText, nll_summary, score_stream
 from s3cmn.evaluation.sparsity import model_sparsity
 from s3cmn.evaluation.speed import PeakMemory, measure_speed, parameter_count, serialized_size
+from s3cmn.memory.inspect import usage_spread
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def score_run(model: Any, precision: str, mode: str, text: EvalText, window: dic
     if use:
         restore_memories(model, snapshot)
     start = memory_content(model.memory_bank) if use else None
+    # How the starting memory's recorded retrievals (counted in training: evaluation records none) spread.
+    spread = {str(layer): usage_spread(m.usage()) for layer, m in model.memory_bank} if use else None
     with PeakMemory(device) as peak:
         score = score_stream(model, text.stream, window["context_length"], window["stride"], batch_size,
                              use_memory=use, write_memory=use and write, progress=progress,
@@ -56,6 +59,7 @@ def score_run(model: Any, precision: str, mode: str, text: EvalText, window: dic
             "end": memory_content(model.memory_bank),
             "reads": {name: summarise_reads(r) for name, r in zip(names, reads, strict=True)},
             "store": {str(layer): m.stats().to_dict() for layer, m in model.memory_bank},
+            "usage_spread": spread,
             "hit_rate_trace": score.hit_rate_trace,
         }
         restore_memories(model, snapshot)  # leave the model holding the starting memory

@@ -41,6 +41,7 @@ _EXPORTS = {
     "PCA": "s3cmn.memory.pca",
     "memory_report": "s3cmn.memory.inspect",
     "plot_memory": "s3cmn.memory.inspect",
+    "usage_spread": "s3cmn.memory.inspect",
     "query_report": "s3cmn.memory.inspect",
 }
 __all__ = list(_EXPORTS)

@@ -44,6 +44,27 @@ def _describe(entries: dict[str, np.ndarray], rows: np.ndarray, tokenizer: Decod
     return out
 
 
+def usage_spread(usage: np.ndarray) -> dict[str, float | int]:
+    """How the retrievals ``usage`` (M,) (times each entry was read) spread over the entries: ``top_entry_share``
+    of all retrievals went to the most read entry, ``top_percent_share`` to the most read 1% (at least one),
+    and ``read_share`` of the entries were ever read. A reader that collapsed onto a few entries has a top share
+    near 1 and a read share near 0; shares are 0 when nothing was read."""
+    usage = np.asarray(usage, np.int64)
+    total = int(usage.sum())
+    top = np.sort(usage)[::-1][: max(1, -(-len(usage) // 100))]  # the most read 1% of entries
+    return {"entries": len(usage), "retrievals": total,
+            "top_entry_share": int(usage.max(initial=0)) / total if total else 0.0,
+            "top_percent_share": int(top.sum()) / total if total else 0.0,
+            "read_share": float((usage > 0).mean()) if len(usage) else 0.0}  # fmt: skip
+
+
+def describe_spread(spread: dict[str, float | int]) -> str:
+    """One line for a report: the top entry's and the top 1%'s share of the retrievals, the entries ever read."""
+    return (f"{spread['retrievals']:,} retrievals: the top entry took {spread['top_entry_share']:.1%}, the top 1% "
+            f"of entries {spread['top_percent_share']:.1%}; {spread['read_share']:.1%} of the "
+            f"{spread['entries']:,} entries were ever read")
+
+
 def memory_report(memory: FaissMemory, tokenizer: Decoder | None = None, top: int = 10) -> dict[str, Any]:
     """Statistics, settings, IVF occupancy summary, PCA variance, and the ``top`` most and least used entries
     (by retrievals, then attention mass) with their provenance decoded to text."""
@@ -74,6 +95,7 @@ def memory_report(memory: FaissMemory, tokenizer: Decoder | None = None, top: in
             "held_out_error": pca.held_out_error,
             "num_samples": pca.num_samples,
         },
+        "usage_spread": usage_spread(entries["usage"]),
         "most_used": _describe(entries, order[::-1][:top], tokenizer),
         "least_used": _describe(entries, order[:top], tokenizer),
     }
@@ -99,9 +121,32 @@ def query_report(
     return out
 
 
+def usage_figure(usage: np.ndarray, figure_cls: Any) -> Any:
+    """Retrievals of each entry (M,), most read first, on log-log axes: a reader that spreads its reads gives
+    a flat curve, one that collapsed a cliff after the first few entries. Never-read entries cannot sit on a log
+    axis; the title counts them."""
+    fig = figure_cls(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    ranked = np.sort(np.asarray(usage))[::-1]
+    read = ranked[ranked > 0]
+    if len(read):
+        ax.plot(np.arange(1, len(read) + 1), read, marker=".", markersize=3, linewidth=1)
+    else:
+        ax.text(0.5, 0.5, "no entry was ever read", ha="center", transform=ax.transAxes)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("entry rank (most read first)")
+    ax.set_ylabel("retrievals")
+    spread = usage_spread(ranked)
+    ax.set_title(f"usage: top entry {spread['top_entry_share']:.1%} of reads; {len(read):,} of {len(ranked):,} "
+                 "entries ever read", fontsize=9)  # fmt: skip
+    return fig
+
+
 def plot_memory(memory: FaissMemory, out_dir: str | Path) -> list[Path]:
-    """Write ``occupancy.png`` (entries per IVF list), ``usage.png`` (histogram of retrievals per entry) and
-    ``variance.png`` (cumulative PCA explained variance) into ``out_dir``; return their paths."""
+    """Write ``occupancy.png`` (entries per IVF list), ``usage.png`` (retrievals per entry, entries ranked by
+    them, log-log: :func:`usage_figure`) and ``variance.png`` (cumulative PCA explained variance) into
+    ``out_dir``; return their paths."""
     try:
         from matplotlib.figure import Figure  # object API: no pyplot, no global backend change
     except ImportError as err:
@@ -123,13 +168,7 @@ def plot_memory(memory: FaissMemory, out_dir: str | Path) -> list[Path]:
     ax.set_title(f"memory layer {memory.layer_idx}: IVF list occupancy")
     paths.append(out / "occupancy.png")
 
-    fig2 = Figure(figsize=(6, 3.5))
-    ax = fig2.add_subplot()
-    usage = entries["usage"]
-    ax.hist(usage, bins=min(50, max(1, int(usage.max(initial=0)) + 1)))
-    ax.set_xlabel("retrievals per entry")
-    ax.set_ylabel("entries")
-    ax.set_title(f"usage distribution ({stats.entries} entries)")
+    fig2 = usage_figure(entries["usage"], Figure)
     paths.append(out / "usage.png")
 
     fig3 = Figure(figsize=(6, 3.5))

@@ -232,6 +232,11 @@ class FaissMemory:
         out = {name.lstrip("_"): getattr(self, name)[ids] for name in names}
         return {"ids": ids, **out}
 
+    def usage(self) -> np.ndarray:
+        """Times each live entry was retrieved (recorded in training only), in id order: (M,) int64, a copy."""
+        self.commit_usage()
+        return self._usage[self._occupied].copy()
+
     def _log_once(self, tag: str, msg: str, *args: Any) -> None:
         if tag not in self._logged:
             self._logged.add(tag)

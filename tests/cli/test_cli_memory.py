@@ -36,6 +36,7 @@ def test_inspect_prints_stats_and_decoded_entries(checkpoint, capsys) -> None:
     assert "## memory layer 0" in out and "entries 128" in out
     assert "most used" in out and "least used" in out
     assert "the" in out  # entries decoded back to WikiText words
+    assert "usage (counted in training):" in out and "entries were ever read" in out
 
 
 def test_inspect_query_and_plots_as_json(checkpoint, capsys, tmp_path) -> None:
@@ -44,6 +45,7 @@ def test_inspect_query_and_plots_as_json(checkpoint, capsys, tmp_path) -> None:
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     assert report["memories"][0]["stats"]["entries"] == 128
+    assert report["memories"][0]["usage_spread"]["entries"] == 128
     hits = report["query"]["0"]
     assert hits and all("distance" in h and "text" in h for h in hits)
     assert {p.name for p in tmp_path.rglob("*.png")} >= {"occupancy.png", "usage.png", "variance.png"}

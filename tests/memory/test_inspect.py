@@ -10,7 +10,7 @@ import torch
 from tokenizers import BertWordPieceTokenizer
 
 from s3cmn.memory import FaissMemory, Provenance, memory_report, plot_memory
-from s3cmn.memory.inspect import query_report
+from s3cmn.memory.inspect import describe_spread, query_report, usage_figure, usage_spread
 
 
 @pytest.fixture
@@ -37,6 +37,28 @@ def test_report_decodes_most_used_entries(filled):
     assert report["least_used"][0]["text"] == "the memory remembers what the model read before"
     assert report["stats"]["entries"] == 200 and report["occupancy"]["lists"] == 2
     assert report["pca"]["key_dim"] == 4 and report["pca"]["cumulative_variance"][-1] == pytest.approx(1.0)
+    # entry 7 took all 5 retrievals; 1 of the 200 entries was ever read
+    assert report["usage_spread"] == {"entries": 200, "retrievals": 5, "top_entry_share": 1.0,
+                                      "top_percent_share": 1.0, "read_share": 0.005}  # fmt: skip
+
+
+def test_usage_spread_by_hand():
+    usage = np.zeros(300, np.int64)
+    usage[[3, 10, 20, 30]] = [60, 20, 15, 5]  # 100 retrievals; the top 1% of 300 entries = 3 entries
+    spread = usage_spread(usage)
+    assert spread == {"entries": 300, "retrievals": 100, "top_entry_share": 0.6, "top_percent_share": 0.95,
+                      "read_share": 4 / 300}  # fmt: skip
+    assert describe_spread(spread) == ("100 retrievals: the top entry took 60.0%, the top 1% of entries 95.0%; "
+                                       "1.3% of the 300 entries were ever read")  # fmt: skip
+    assert usage_spread(np.zeros(5, np.int64))["top_entry_share"] == 0.0 and usage_spread(np.zeros(0))["entries"] == 0
+
+
+def test_the_usage_plot_has_log_axes():
+    from matplotlib.figure import Figure
+
+    for usage in (np.array([1000, 10, 1, 0, 0]), np.zeros(4, np.int64)):  # a collapsed reader; nothing read
+        ax = usage_figure(usage, Figure).axes[0]
+        assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
 
 
 def test_query_report_returns_decoded_hits(filled):
