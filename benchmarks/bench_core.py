@@ -1,515 +1,414 @@
-"""S3CMN vs a matched GPT-2 on this CPU: training and inference speed, peak memory, scan cost, MFU.
+"""S3CMN vs a matched GPT-2 on this CPU, interleaved in one process: generation, prefill, training, MFU, bandwidth.
 
-    python benchmarks/bench_core.py --out results.json          # full run (~10 min)
-    python benchmarks/bench_core.py --quick --out quick.json    # CI size (< 1 min)
+    python benchmarks/bench_core.py --out results/bench_core/NAME.json     # tiny and small (~15 min)
+    python benchmarks/bench_core.py --quick --out /tmp/quick.json          # CI size (< 1 min)
 
-Rows (for each preset): ``s3cmn-<preset>`` (``use_memory=False``: the network alone), ``gpt2-<preset>``
-(``GPT2LMHeadModel`` with n_embd = hidden_dim, n_layer = num_layers, n_head = num_attention_heads, the same
-vocabulary, MLP width and residual / embedding dropout, no attention dropout (so sdpa keeps its flash kernel),
-tied embeddings, n_positions >= the longest sequence), and one
-``s3cmn-<preset>+mem`` row with the FAISS memory on (filled before timing; training writes every step).
+Both models of a preset live in this process and every measurement alternates between them round by round
+(the first model of a round alternates too), so load drift hits both; each figure is the median over rounds
+with its spread (min and max) beside it. The models: ``s3cmn-<preset>`` (memory off: the network alone) and
+``gpt2-<preset>`` (``GPT2LMHeadModel``: n_embd = hidden_dim, n_layer = num_layers, n_head =
+num_attention_heads, the same vocabulary and MLP width, tied embeddings, sdpa attention, its KV cache).
 
-Measurements, each the median of several timed iterations (``time.perf_counter``) after warm-up:
+- **generation** (batch 1, greedy, fp32 weights): prefill a random prompt of each ``--contexts`` length
+  (``logits_to_keep=1``, as ``generate`` does) -> prefill tokens/s; then ``--new-tokens`` cached steps -> the
+  median ms/token of the round. s3cmn also runs with bf16 weights (only where the CPU has native bf16) and
+  with int8 weights (``s3cmn.quantization.quantize_model``, torch dynamic int8 + the int8 tied head), at the
+  shorter contexts, interleaved with its fp32 self.
+- **training** (forward + backward + AdamW step) at (the preset's batch, ``--short-T``) and (1, ``--long-T``)
+  in every *native* precision (fp32; bf16 autocast where the CPU has AVX512-BF16 / AMX), one step per model per
+  round. Best precision against best precision, and the default (``auto``) against the best.
+- **peak**: the best of several 2048³ GEMMs on all threads in each native precision, at the start and the
+  end of the run (the best of both is the denominator). MFU = analytic training FLOPs (``flops.py``) x
+  tokens/s / peak; a figure over 100% means the peak was measured low and is refused (``mfu`` None).
+- **bandwidth**: a read of a 512 MiB buffer (sum), best of several -> GB/s; the weight-read bound of
+  generation is the fp32 parameter bytes / that rate (every weight is read once per token: the tied head
+  reads the whole embedding).
 
-- training tokens/s: forward + backward + AdamW step in the precision s3cmn's policy picks on this CPU
-  (``--precisions auto``: bf16 autocast only where the CPU runs bf16 natively, else fp32; ``no`` / ``bf16``
-  force one), at (the preset's batch, ``--short-T`` = 512) and at (1, ``--long-T`` = 4096);
-- prefill tokens/s (``use_cache=True``, ``logits_to_keep=1`` as ``generate`` does) and per-token generation
-  latency (greedy, one token at a time through the recurrent cache / GPT-2's KV cache) at each context;
-- peak memory: each model row runs in a fresh subprocess (``--isolation subprocess``); before each
-  measurement the script collects garbage, returns freed heap to the OS (``malloc_trim``), resets the kernel's
-  peak-RSS counter (``echo 5 > /proc/self/clear_refs``, checked to have taken:
-  ``s3cmn.evaluation.speed.reset_peak_rss``) and reads VmRSS; after it, VmHWM − that baseline is
-  the measurement's peak extra resident memory (activations, gradients, AdamW state, caches). This sees every
-  allocator (torch, FAISS, numpy), unlike tracemalloc or torch's profiler, and needs no sampling thread.
-- kernels: a 2048³ matmul rate in each precision trained in, the CPU's practical peak (a precision not
-  trained in, e.g. emulated bf16, is timed at 256³ only); ``MambaMixer`` vs ``S4DMixer``
-  forward + backward at T = 2048 (plus the bare ``selective_scan`` with ``bench_scan.scan_inputs``).
-- the machine: CPU model, capability (AVX2 / AVX512 / ...), native-bf16 flags (AVX512-BF16, AMX), the
-  policy's bf16 probe, threads, and the precision actually used with the policy's reason;
-- MFU: analytic training FLOPs per token (``flops.py``) × tokens/s / the measured matmul rate of the precision
-  the measurement ran in (and / the nominal
-  ``--nominal-peak-tflops``, which does not move when other jobs load the machine).
-
-The JSON (``--out``) holds every number, the FLOP breakdown per component and the machine's load average.
+The JSON (``--out``, with ``.md`` beside it) records the machine (CPU, capability, bf16 / VNNI / AMX flags),
+threads, load before and after, commit and date.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from s3cmn.evaluation import flops
-from s3cmn.evaluation.speed import reset_peak_rss, status_kib
 
 logger = logging.getLogger("bench_core")
-MiB = 1024.0
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 # --- measurement helpers --------------------------------------------------------------------------------
-def timed(fn: Callable[[], Any], warmup: int, min_iters: int, max_iters: int, budget_s: float) -> list[float]:
-    """Wall times (s) of fn() after ``warmup`` calls: at least ``min_iters``, more up to ``max_iters`` while
-    the total stays under ``budget_s``."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    while len(times) < min_iters or (len(times) < max_iters and sum(times) < budget_s):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max of one measurement's rounds."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-class PeakRSS:
-    """Peak resident memory (MiB) above the baseline at entry, from /proc/self/status (see module docstring)."""
-
-    def __enter__(self) -> PeakRSS:
-        gc.collect()
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:
-            logger.warning("malloc_trim unavailable: freed heap may hide part of the peak")
-        self.reset = reset_peak_rss()  # False: VmHWM then covers the whole process, an upper bound
-        self.base_kb = status_kib("VmRSS") or 0
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.peak_kb = status_kib("VmHWM") or 0
-
-    @property
-    def delta_mib(self) -> float:
-        return (self.peak_kb - self.base_kb) / MiB
+def interleave(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """``rounds`` values of every fn, called alternately (the first of a round alternates between rounds)."""
+    names, out = list(fns), {n: [] for n in fns}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            out[name].append(fns[name]())
+    return out
 
 
-def _timing(quick: bool, heavy: bool = False) -> dict[str, Any]:
-    if quick:
-        return dict(warmup=1, min_iters=2, max_iters=2, budget_s=0.0)
-    return dict(warmup=1, min_iters=3, max_iters=3 if heavy else 10, budget_s=4.0)
+def gemm_peak(dtypes: list[str], n: int, repeats: int) -> dict[str, float]:
+    """The best GEMM rate (TFLOP/s) of ``repeats`` n³ matmuls per precision, on torch.get_num_threads()."""
+    out = {}
+    for dtype in dtypes:
+        a = torch.randn(n, n, dtype={"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
+        b = torch.randn_like(a)
+        a @ b  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        out[dtype] = 2 * n**3 / best / 1e12
+    return out
+
+
+def read_bandwidth(mib: int, repeats: int) -> float:
+    """GB/s of reading a ``mib`` MiB fp32 buffer once (a sum), the best of ``repeats``."""
+    x = torch.ones(mib * 2**20 // 4)
+    x.sum()
+    best = min(_time(lambda: x.sum()) for _ in range(repeats))
+    return x.numel() * 4 / best / 1e9
+
+
+def _time(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 # --- models ---------------------------------------------------------------------------------------------
-def build_model(spec: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
-    """The model of a row: (model, its config)."""
-    from s3cmn.config import S3CMNConfig
-
-    s3 = S3CMNConfig.from_preset(spec["preset"], **{**spec["overrides"], "use_memory": spec["use_memory"]})
-    if spec["kind"] == "s3cmn":
-        from s3cmn.modeling.lm import S3CMNForCausalLM
-
-        return S3CMNForCausalLM(s3), s3
+def build_pair(preset: str, overrides: dict[str, Any], positions: int) -> tuple[dict[str, torch.nn.Module], Any]:
+    """{"s3cmn": model, "gpt2": model} of one preset (memory off), and the s3cmn config."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from s3cmn.config import S3CMNConfig
+    from s3cmn.modeling.lm import S3CMNForCausalLM
+
+    s3 = S3CMNConfig.from_preset(preset, **{**overrides, "use_memory": False})
+    torch.manual_seed(0)
+    ours = S3CMNForCausalLM(s3)
     cfg = GPT2Config(
         vocab_size=s3.vocab_size, n_embd=s3.hidden_dim, n_layer=s3.num_layers, n_head=s3.num_attention_heads,
-        n_inner=int(s3.mlp_ratio * s3.hidden_dim), n_positions=spec["max_positions"],
-        # attn_pdrop 0: S3CMN has no attention to drop, and torch's CPU flash kernel (sdpa) takes no dropout; with
-        # 0.1 sdpa falls back to the math path, materialises the (T, T) scores and is ~5x slower at T = 4096.
+        n_inner=int(s3.mlp_ratio * s3.hidden_dim), n_positions=positions,
+        # attn_pdrop 0: torch's CPU flash kernel (sdpa) takes no dropout; with 0.1 it falls back to the math path
         resid_pdrop=s3.dropout, embd_pdrop=s3.embedding_dropout, attn_pdrop=0.0, tie_word_embeddings=True,
         bos_token_id=s3.bos_token_id, eos_token_id=s3.eos_token_id,
     )
-    return GPT2LMHeadModel(cfg), cfg
+    torch.manual_seed(0)
+    return {"s3cmn": ours, "gpt2": GPT2LMHeadModel(cfg)}, s3
 
 
-def fill_memory(model: torch.nn.Module, config: Any, quick: bool) -> dict[str, Any]:
-    """Write random segments into every memory until it is searchable (quick) or full; returns its state."""
-    model.eval()
-    g = torch.Generator().manual_seed(1)
+def _call(model: torch.nn.Module, ids: torch.Tensor, cache: Any = None) -> Any:
+    extra = {"use_memory": False} if hasattr(model, "memory_bank") else {}
+    return model(ids, cache=cache, use_cache=True, logits_to_keep=1, **extra)
+
+
+def generation_round(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
+    """(prefill seconds, median ms per generated token) of one greedy generation from ``prompt``."""
     with torch.no_grad():
-        for _ in range(64):
-            mems = [m for _, m in model.memory_bank]
-            if all(m.searchable for m in mems) and (quick or all(m.num_entries >= m.capacity for m in mems)):
-                break
-            model(torch.randint(0, config.vocab_size, (4, 256), generator=g), write_memory=True)
-    mem = model.memory_bank.items()[0][1]
-    return {"entries": mem.num_entries, "capacity": mem.capacity, "ivf": bool(mem.is_ivf)}
-
-
-def forward_loss(model: torch.nn.Module, spec: dict[str, Any], ids: torch.Tensor) -> torch.Tensor:
-    if spec["kind"] == "s3cmn":
-        mem = spec["use_memory"]
-        return model(ids, labels=ids, use_memory=mem, write_memory=mem).loss
-    return model(ids, labels=ids).loss
-
-
-def measure_train(model: torch.nn.Module, config: Any, spec: dict[str, Any], batch: int, T: int, dtype: str,
-                  quick: bool) -> dict[str, Any]:
-    """Training tokens/s (forward + backward + AdamW step) at (batch, T) in fp32 or bf16 autocast."""
-    model.train()
-    ids = torch.randint(0, config.vocab_size, (batch, T), generator=torch.Generator().manual_seed(0))
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()  # fp32: none
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)  # its state is allocated at the first step, inside
-
-    def step() -> None:
-        with autocast:
-            loss = forward_loss(model, spec, ids)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    with PeakRSS() as mem:
-        times = timed(step, **_timing(quick, heavy=batch * T >= 4096))
-    med = statistics.median(times)
-    fl = flops.s3cmn_flops(config, T, batch) if spec["kind"] == "s3cmn" else flops.gpt2_flops(config, T, batch)
-    # best-of next to the median: on a shared machine the slow tail is other jobs (OpenMP threads spin-waiting)
-    return {"dtype": dtype, "batch": batch, "seq_len": T, "tokens_per_s": batch * T / med, "step_ms": med * 1e3,
-            "tokens_per_s_best": batch * T / min(times),
-            "iters": len(times), "peak_rss_mib": mem.delta_mib, "rss_reset": mem.reset,
-            "fwd_flops_per_token": flops.total(fl), "train_flops_per_token": flops.train_flops_per_token(fl),
-            "fwd_flops_breakdown": fl}
-
-
-def measure_infer(model: torch.nn.Module, config: Any, spec: dict[str, Any], context: int, new_tokens: int,
-                  quick: bool) -> dict[str, Any]:
-    """Prefill tokens/s at ``context`` and the median per-token latency of ``new_tokens`` greedy steps."""
-    model.eval()
-    s3 = spec["kind"] == "s3cmn"
-    ids = torch.randint(0, config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0))
-
-    def run(inp: torch.Tensor, cache: Any = None) -> Any:
-        memory = {"use_memory": spec["use_memory"]} if s3 else {}
-        return model(inp, cache=cache, use_cache=True, logits_to_keep=1, **memory)
-
-    with torch.no_grad(), PeakRSS() as mem:
-        times = timed(lambda: run(ids), **_timing(quick, heavy=context >= 4096))
-        out = run(ids)
-        warm = 2
+        start = time.perf_counter()
+        out = _call(model, prompt)
+        prefill = time.perf_counter() - start
         steps = []
-        for _ in range(warm + new_tokens):
-            nxt = out.logits[:, -1:].argmax(-1)  # (1, 1)
-            cache = out.cache  # S3CMNCache (recurrent states) or GPT-2's DynamicCache (keys and values)
+        for _ in range(new_tokens + 2):  # the first two steps warm the decode path
+            nxt = out.logits[:, -1:].argmax(-1)
             start = time.perf_counter()
-            out = run(nxt, cache)
+            out = _call(model, nxt, out.cache if hasattr(out, "cache") else out.past_key_values)
             steps.append(time.perf_counter() - start)
-    med = statistics.median(times)
-    return {"context": context, "prefill_tokens_per_s": context / med, "prefill_ms": med * 1e3,
-            "ms_per_token": statistics.median(steps[warm:]) * 1e3, "ms_per_token_best": min(steps[warm:]) * 1e3,
-            "new_tokens": new_tokens,
-            "peak_rss_mib": mem.delta_mib, "rss_reset": mem.reset}
+    return prefill, statistics.median(steps[2:]) * 1e3
 
 
-def run_model(spec: dict[str, Any]) -> dict[str, Any]:
-    """Every measurement of one row (model) of the plan."""
-    torch.manual_seed(0)
-    model, config = build_model(spec)
-    row: dict[str, Any] = {"name": spec["name"], "kind": spec["kind"], "preset": spec["preset"],
-                           "use_memory": spec["use_memory"], "long_T": spec["long_T"],
-                           "params": sum(p.numel() for p in model.parameters())}
-    if spec["kind"] == "gpt2":
-        row["attn_implementation"] = model.config._attn_implementation
-    if spec["use_memory"]:
-        row["memory"] = fill_memory(model, config, spec["quick"])
-    row["train"] = []
-    for batch, T, dtype in spec["train"]:
-        logger.info("%s: train %s B=%d T=%d", spec["name"], dtype, batch, T)
-        key = {"dtype": dtype, "batch": batch, "seq_len": T}
-        row["train"].append(_guarded(key, measure_train, model, config, spec, batch, T, dtype, spec["quick"]))
-    row["inference"] = []
-    for context in spec["contexts"]:
-        logger.info("%s: inference at context %d", spec["name"], context)
-        row["inference"].append(_guarded({"context": context}, measure_infer, model, config, spec, context,
-                                         spec["new_tokens"], spec["quick"]))
-    return row
-
-
-def _guarded(key: dict[str, Any], measure: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """A measurement, or ``{**key, "error": message}`` when the model fails: a failing configuration is a
-    finding to report, not a reason to lose the rest of the run."""
-    try:
-        return measure(*args)
-    except (RuntimeError, TypeError, ValueError) as err:
-        logger.error("measurement %s failed: %s: %s", key, type(err).__name__, err)
-        return {**key, "error": f"{type(err).__name__}: {err}"}
-
-
-def run_kernels(spec: dict[str, Any]) -> dict[str, Any]:
-    """Matmul rates (the CPU's practical peak) and the Mamba-vs-S4D mixer cost at one length."""
-    from s3cmn.config import S3CMNConfig
-    from s3cmn.modeling.mamba import MambaMixer
-    from s3cmn.modeling.s4d import S4DMixer
-
-    quick = spec["quick"]
-    out: dict[str, Any] = {"matmul_n": {}}
-    for dtype in ("bf16", "fp32"):
-        # The peak of a precision the run trains in is measured at full size; an emulated bf16 (AVX2: ~0.3
-        # GFLOP/s, a minute per 2048^3 matmul) only at 256^3, enough for its rate.
-        n = spec["matmul_n"] if dtype in spec["dtypes"] else 256
-        out["matmul_n"][dtype] = n
-        a = torch.randn(n, n, dtype=getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}[dtype]))
-        b = torch.randn_like(a)
-        few = quick or dtype not in spec["dtypes"]
-        t = statistics.median(timed(lambda a=a, b=b: a @ b, warmup=1 if few else 2, min_iters=1 if few else 7,
-                                    max_iters=1 if few else 10, budget_s=2.0))
-        out[f"matmul_{dtype}_tflops"] = 2 * n**3 / t / 1e12
-
-    T, B = spec["scan_T"], spec["scan_batch"]
-    config = S3CMNConfig.from_preset(spec["scan_preset"], **{**spec["overrides"], "use_memory": False, "dropout": 0.0})
-    torch.manual_seed(0)
-    x = torch.randn(B, T, config.hidden_dim, requires_grad=True)
-    scan: dict[str, Any] = {"T": T, "batch": B, "preset": spec["scan_preset"], "hidden_dim": config.hidden_dim}
-    for name, mixer in (("mamba", MambaMixer(config, 0)), ("s4d", S4DMixer(config, 0))):
-
-        def fwd_bwd(mixer: torch.nn.Module = mixer) -> None:
-            mixer.zero_grad(set_to_none=True)
-            x.grad = None
-            mixer(x).y.sum().backward()
-
-        scan[f"{name}_fwd_bwd_ms"] = statistics.median(timed(fwd_bwd, **_timing(quick))) * 1e3
-    scan["mamba_over_s4d"] = scan["mamba_fwd_bwd_ms"] / scan["s4d_fwd_bwd_ms"]
-    try:
-        from s3cmn.evaluation.benchmarking import scan_inputs  # the other scan benchmark's inputs
-        from s3cmn.ops.selective_scan import selective_scan
-
-        E = config.mamba_expand * config.hidden_dim
-        inp = scan_inputs(B, E, config.mamba_d_state, T)
-
-        def bare() -> None:
-            for v in inp.values():
-                v.grad = None
-            selective_scan(**inp, delta_softplus=True).sum().backward()
-
-        scan["selective_scan_fwd_bwd_ms"] = statistics.median(timed(bare, **_timing(quick))) * 1e3
-    except ImportError:
-        logger.info("benchmarks/bench_scan.py not found: no bare selective_scan row")
-    out["scan"] = scan
+def measure_generation(models: dict[str, torch.nn.Module], contexts: list[int], new_tokens: int, rounds: int,
+                       vocab: int) -> list[dict[str, Any]]:
+    """Per context: prefill tokens/s and ms/token of each model, interleaved."""
+    out = []
+    for ctx in contexts:
+        prompt = torch.randint(0, vocab, (1, ctx), generator=torch.Generator().manual_seed(ctx))
+        for m in models.values():
+            m.eval()
+            generation_round(m, prompt[:, : min(ctx, 64)], 2)  # warm-up (kernels built, caches allocated)
+        rows: dict[str, dict[str, list[float]]] = {n: {"prefill": [], "ms": []} for n in models}
+        logger.info("generation at context %d: %s", ctx, ", ".join(models))
+        interleave({n: partial(_record, models[n], prompt, new_tokens, rows[n]) for n in models}, rounds)
+        out.append({"context": ctx, "new_tokens": new_tokens, **{
+            n: {"ms_per_token": spread(r["ms"]), "prefill_tokens_per_s": spread(r["prefill"])}
+            for n, r in rows.items()}})
     return out
 
 
-# --- orchestration --------------------------------------------------------------------------------------
-def plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The row specs and the kernel spec of this run."""
-    from s3cmn.config import preset_training
-
-    rows = []
-    presets = [(p, False) for p in args.presets] + ([(args.memory_preset, True)] if args.memory_preset else [])
-    for preset, memory in presets:
-        tr = preset_training(preset)
-        short = (2 if args.quick else tr["batch_size"], args.short_T)
-        train = [(b, t, d) for b, t in (short, (1, args.long_T)) for d in args.dtypes]
-        max_positions = max(short[1], args.long_T, max(args.contexts) + args.new_tokens + 2)  # GPT-2's table
-        kinds = ["s3cmn"] if memory else ["s3cmn", "gpt2"]
-        for kind in kinds:
-            name = f"{kind}-{preset}" + ("+mem" if memory else "")
-            rows.append(dict(job="model", name=name, kind=kind, preset=preset, use_memory=memory, train=train,
-                             contexts=args.contexts, new_tokens=args.new_tokens, max_positions=max_positions,
-                             long_T=args.long_T, quick=args.quick, overrides=args.overrides))
-    kernels = dict(job="kernels", quick=args.quick, matmul_n=512 if args.quick else 2048, overrides=args.overrides,
-                   scan_T=256 if args.quick else 2048, scan_batch=1 if args.quick else 2,
-                   scan_preset=args.presets[-1], dtypes=args.dtypes)
-    return rows, kernels
+def _record(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, into: dict[str, list[float]]) -> float:
+    """One generation round, its prefill tokens/s and ms/token appended to ``into``."""
+    prefill, ms = generation_round(model, prompt, new_tokens)
+    into["prefill"].append(prompt.shape[1] / prefill)
+    into["ms"].append(ms)
+    return ms
 
 
-def run_job(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Run a spec inline or in a fresh interpreter (``--worker``) that writes its result to a JSON file."""
-    if args.isolation == "inline":
-        return run_worker(spec, args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec),
-               "--worker-out", str(result), "--threads", str(args.threads)]
-        subprocess.run(cmd, check=True)
-        return json.loads(result.read_text())
+def weight_variants(model: torch.nn.Module, bf16_native: bool) -> dict[str, torch.nn.Module]:
+    """The s3cmn model with fp32, int8 and (native bf16 only) bf16 weights, each a separate copy."""
+    import copy
+
+    from s3cmn.quantization.backends import quantize_model
+
+    variants = {"fp32": model}
+    variants["int8"], _ = quantize_model(copy.deepcopy(model).eval(), backend="torch")  # logs what it did
+    if bf16_native:
+        variants["bf16"] = copy.deepcopy(model).to(torch.bfloat16).eval()
+    return variants
 
 
-def run_worker(spec: dict[str, Any], threads: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
+def train_round(model: torch.nn.Module, opt: torch.optim.Optimizer, ids: torch.Tensor, dtype: str) -> float:
+    """Tokens/s of one forward + backward + AdamW step."""
+    model.train()
+    extra = {"use_memory": False} if hasattr(model, "memory_bank") else {}
     start = time.perf_counter()
-    out = run_model(spec) if spec["job"] == "model" else run_kernels(spec)
-    out["wall_s"] = time.perf_counter() - start
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        loss = model(ids, labels=ids, **extra).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return ids.numel() / (time.perf_counter() - start)
+
+
+def measure_training(models: dict[str, torch.nn.Module], shapes: list[tuple[int, int]], dtypes: list[str],
+                     rounds: int, vocab: int) -> list[dict[str, Any]]:
+    """Per shape and precision: tokens/s of each model, one step per model per round, interleaved."""
+    opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-4) for n, m in models.items()}
+    out = []
+    for batch, T in shapes:
+        ids = torch.randint(0, vocab, (batch, T), generator=torch.Generator().manual_seed(T))
+        for dtype in dtypes:
+            logger.info("training %s at %d x %d", dtype, batch, T)
+            for n, m in models.items():  # warm-up: optimizer state, kernels, autocast caches
+                train_round(m, opts[n], ids, dtype)
+            rates = interleave({n: partial(train_round, models[n], opts[n], ids, dtype) for n in models}, rounds)
+            out.append({"batch": batch, "seq_len": T, "dtype": dtype, **{n: spread(r) for n, r in rates.items()}})
     return out
 
 
-def _ok(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m for m in measurements if "error" not in m]
+# --- summary --------------------------------------------------------------------------------------------
+def add_mfu(train: list[dict[str, Any]], configs: dict[str, Any], peak: dict[str, float]) -> None:
+    """MFU of every training median against the same precision's peak; over 100% is refused (None)."""
+    for m in train:
+        for name, cfg in configs.items():
+            fl = (flops.s3cmn_flops(cfg, m["seq_len"], m["batch"]) if name == "s3cmn"
+                  else flops.gpt2_flops(cfg, m["seq_len"], m["batch"]))
+            achieved = flops.train_flops_per_token(fl) * m[name]["median"] / 1e12
+            mfu = achieved / peak[m["dtype"]]
+            m[name].update(achieved_tflops=achieved, mfu=mfu if mfu <= 1.0 else None)
+            if mfu > 1.0:
+                m[name]["mfu_refused"] = f"{mfu:.1%} > 100%: the peak ({peak[m['dtype']]:.3f} TFLOP/s) was measured low"
 
 
-def _target(value: float | None, met: bool) -> dict[str, Any]:
-    return {"value": value, "met": value is not None and met}
+def summarise(preset: str, gen: list[dict], variants: list[dict], train: list[dict], bound_ms: float,
+              auto: str, long_T: int) -> dict[str, dict[str, Any]]:
+    """The issue's targets for one preset: each {"value", "goal", "met"}."""
+    t: dict[str, dict[str, Any]] = {}
 
+    def target(name: str, value: float | None, goal: str, met: bool) -> None:
+        t[f"{preset}: {name}"] = {"value": value, "goal": goal, "met": value is not None and met}
 
-def summarise(rows: list[dict[str, Any]], kernels: dict[str, Any], nominal_tflops: float,
-              short_T: int) -> dict[str, Any]:
-    """MFU of every training measurement (against the measured matmul rate *of the precision it ran in*, and
-    against the nominal peak, which a loaded machine does not drag down) and the targets (None: not measured)."""
-    for row in rows:
-        for m in _ok(row["train"]):
-            m["achieved_tflops"] = m["train_flops_per_token"] * m["tokens_per_s"] / 1e12
-            m["mfu"] = m["achieved_tflops"] / kernels[f"matmul_{m['dtype']}_tflops"]
-            m["mfu_nominal"] = m["achieved_tflops"] / nominal_tflops
-    by_name = {r["name"]: r for r in rows}
-    targets: dict[str, Any] = {}
-    for row in (r for r in rows if r["kind"] == "s3cmn"):
-        lat = {m["context"]: m.get("ms_per_token") for m in row["inference"]}
-        lo, hi = min(lat), max(lat)
-        ratio = lat[hi] / lat[lo] if lat[hi] and lat[lo] else None
-        targets[f"{row['name']}: ms/token at {hi} / at {lo} <= 1.3"] = _target(ratio, (ratio or 2) <= 1.3)
-        gpt = by_name.get(f"gpt2-{row['preset']}")
-        if gpt is None or row["use_memory"]:
-            continue
-        for m in row["train"]:
-            shape = (m["batch"], m["seq_len"], m["dtype"])
-            goal = 1.5 if m["seq_len"] == row["long_T"] else 1.0 if m["seq_len"] == short_T else None
-            if goal is None:
-                continue
-            ours = m.get("tokens_per_s")
-            same = [g for g in gpt["train"] if (g["batch"], g["seq_len"], g["dtype"]) == shape]
-            theirs = same[0].get("tokens_per_s") if same else None
-            r = ours / theirs if ours and theirs else None
-            targets[f"{row['name']}: train tok/s B={shape[0]} T={shape[1]} {shape[2]} / GPT-2 >= {goal}"] = _target(
-                r, bool(r and r >= goal))
-    scan = kernels["scan"]
-    targets[f"MambaMixer / S4DMixer fwd+bwd at T={scan['T']} <= 3"] = _target(
-        scan["mamba_over_s4d"], scan["mamba_over_s4d"] <= 3)
-    best = max(((m["mfu"], r["name"], m["dtype"], m["seq_len"]) for r in rows if r["kind"] == "s3cmn"
-                for m in _ok(r["train"])), default=(None, "-", "-", "-"))
-    targets[f"best S3CMN MFU ({best[1]} {best[2]} T={best[3]}) >= 0.40"] = _target(best[0], (best[0] or 0) >= 0.4)
-    return targets
+    for g in gen:
+        r = g["s3cmn"]["ms_per_token"]["median"] / g["gpt2"]["ms_per_token"]["median"]
+        goal = {128: 0.8, 2048: 0.5}.get(g["context"])
+        if goal is not None:
+            target(f"generation ms/token / GPT-2 at context {g['context']}", r, f"<= {goal}", r <= goal)
+        if g["context"] == 2048:
+            b = g["s3cmn"]["ms_per_token"]["median"] / bound_ms
+            target("generation ms/token at 2048 / weight-read bound", b, "<= 2", b <= 2)
+    for v in variants:
+        for kind in ("int8", "bf16"):
+            if kind in v:
+                s = v["fp32"]["ms_per_token"]["median"] / v[kind]["ms_per_token"]["median"]
+                target(f"{kind} weights speed-up over fp32 at context {v['context']}", s, ">= 1.5", s >= 1.5)
+    for shape in {(m["batch"], m["seq_len"]) for m in train}:
+        rows = [m for m in train if (m["batch"], m["seq_len"]) == shape]
+        best = {n: max(rows, key=lambda m, n=n: m[n]["median"]) for n in ("s3cmn", "gpt2")}
+        r = best["s3cmn"]["s3cmn"]["median"] / best["gpt2"]["gpt2"]["median"]
+        goal = 1.5 if shape[1] == long_T else 1.2
+        target(f"training {shape[0]} x {shape[1]} best ({best['s3cmn']['dtype']}) / GPT-2 best "
+               f"({best['gpt2']['dtype']})", r, f">= {goal}", r >= goal)
+        default = [m for m in rows if m["dtype"] == auto]
+        if default:
+            d = default[0]["s3cmn"]["median"] / best["s3cmn"]["s3cmn"]["median"]
+            target(f"training {shape[0]} x {shape[1]} default ({auto}) / best precision", d, ">= 0.95", d >= 0.95)
+        mfus = [m[n].get("mfu") for m in rows for n in ("s3cmn", "gpt2")]
+        target(f"training {shape[0]} x {shape[1]}: every MFU <= 100%", max((x or 2.0) for x in mfus), "<= 1",
+               all(x is not None for x in mfus))
+    return t
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The result as markdown tables."""
-    nominal = result["meta"]["nominal_peak_tflops"]
-    lines = ["| model | params | dtype | B x T | tokens/s | best tokens/s | step ms | peak RSS +MiB | "
-             f"GFLOP/token (train) | MFU | MFU vs {nominal} TFLOP/s |", "|---|---:|---|---|" + "---:|" * 7]
-    for r in result["rows"]:
-        for m in r["train"]:
-            head = f"| {r['name']} | {r['params'] / 1e6:.2f}M | {m['dtype']} | {m['batch']} x {m['seq_len']} | "
-            lines.append(head + (f"failed: {m['error'][:80]} | | | | | | |" if "error" in m else
-                                 f"{m['tokens_per_s']:,.0f} | {m['tokens_per_s_best']:,.0f} | {m['step_ms']:,.0f} | "
-                                 f"{m['peak_rss_mib']:,.0f} | "
-                                 f"{m['train_flops_per_token'] / 1e9:.3f} | {m['mfu']:.1%} | {m['mfu_nominal']:.1%} |"))
-    lines += ["", "| model | context | prefill tokens/s | ms/token (generation) | best ms/token | peak RSS +MiB |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for r in result["rows"]:
-        for m in r["inference"]:
-            lines.append(f"| {r['name']} | {m['context']} | " + (f"failed: {m['error'][:80]} | | | |" if "error" in m
-                         else f"{m['prefill_tokens_per_s']:,.0f} | {m['ms_per_token']:.2f} | "
-                         f"{m['ms_per_token_best']:.2f} | {m['peak_rss_mib']:,.0f} |"))
-    k = result["kernels"]
-    s = k["scan"]
-    m = result["meta"]
-    bare = f", bare selective_scan {s['selective_scan_fwd_bwd_ms']:.1f} ms" if "selective_scan_fwd_bwd_ms" in s else ""
-    lines += ["", f"machine: {m['cpu']}, capability {m['cpu_capability']}, {m['threads']} threads; "
-              f"precision {m['precision']['used']} ({m['precision']['reason']})", "",
-              f"matmul: bf16 {k['matmul_bf16_tflops']:.4f} TFLOP/s ({k['matmul_n']['bf16']}^3), "
-              f"fp32 {k['matmul_fp32_tflops']:.4f} TFLOP/s ({k['matmul_n']['fp32']}^3)", "",
-              f"mixers fwd+bwd at B={s['batch']}, T={s['T']}, D={s['hidden_dim']}: MambaMixer "
-              f"{s['mamba_fwd_bwd_ms']:.1f} ms, S4DMixer {s['s4d_fwd_bwd_ms']:.1f} ms{bare}",
-              "", "| target | value | met |", "|---|---:|---|"]
+    """The result as markdown: one section per preset, then the machine and the targets."""
+    def ms(s: dict[str, float], digits: int = 2) -> str:
+        return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f}-{s['max']:,.{digits}f})"
+
+    lines = []
+    for p in result["presets"]:
+        lines += [f"## {p['preset']} (s3cmn {p['params']['s3cmn'] / 1e6:.2f}M, GPT-2 {p['params']['gpt2'] / 1e6:.2f}M "
+                  "parameters)", "", "| context | s3cmn ms/token | GPT-2 ms/token | ratio | s3cmn prefill tok/s | "
+                  "GPT-2 prefill tok/s |", "|---:|---:|---:|---:|---:|---:|"]
+        for g in p["generation"]:
+            r = g["s3cmn"]["ms_per_token"]["median"] / g["gpt2"]["ms_per_token"]["median"]
+            lines.append(f"| {g['context']} | {ms(g['s3cmn']['ms_per_token'])} | {ms(g['gpt2']['ms_per_token'])} | "
+                         f"{r:.2f} | {ms(g['s3cmn']['prefill_tokens_per_s'], 0)} | "
+                         f"{ms(g['gpt2']['prefill_tokens_per_s'], 0)} |")
+        kinds = [k for k in ("fp32", "int8", "bf16") if p["weights"] and k in p["weights"][0]]
+        lines += ["", "| context | " + " | ".join(f"s3cmn {k} weights ms/token" for k in kinds) + " |",
+                  "|---:|" + "---:|" * len(kinds)]
+        for v in p["weights"]:
+            lines.append(f"| {v['context']} | " + " | ".join(ms(v[k]["ms_per_token"]) for k in kinds) + " |")
+        lines += ["", "| B x T | precision | s3cmn tok/s | GPT-2 tok/s | ratio | s3cmn MFU | GPT-2 MFU |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for m in p["training"]:
+            mfu = [f"{m[n]['mfu']:.1%}" if m[n].get("mfu") is not None else "refused" for n in ("s3cmn", "gpt2")]
+            lines.append(f"| {m['batch']} x {m['seq_len']} | {m['dtype']} | {ms(m['s3cmn'], 0)} | {ms(m['gpt2'], 0)} | "
+                         f"{m['s3cmn']['median'] / m['gpt2']['median']:.2f} | {mfu[0]} | {mfu[1]} |")
+        lines += ["", f"weight-read bound: {p['weight_bytes'] / 1e6:.1f} MB of fp32 weights / "
+                  f"{result['machine']['read_gb_s']:.1f} GB/s = {p['weight_read_bound_ms']:.2f} ms/token", ""]
+    m = result["machine"]
+    lines += ["## Machine", "", f"{m['cpu']}; capability {m['capability']}; flags {', '.join(m['flags']) or 'none'}; "
+              f"{m['threads']} threads; load {m['loadavg_before'][0]:.2f} -> {m['loadavg_after'][0]:.2f}; "
+              f"native precisions {', '.join(m['native_precisions'])}; default (auto) {m['auto_precision']}", "",
+              "GEMM peak (best of start and end, TFLOP/s): " + ", ".join(
+                  f"{k} {v:.3f}" for k, v in m["peak_tflops"].items()) + f"; read bandwidth {m['read_gb_s']:.1f} GB/s",
+              "", "| target | value | goal | met |", "|---|---:|---|---|"]
     for name, t in result["targets"].items():
         value = "not measured" if t["value"] is None else f"{t['value']:.3f}"
-        lines.append(f"| {name} | {value} | {'yes' if t['met'] else 'NO'} |")
+        lines.append(f"| {name} | {value} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
     return "\n".join(lines)
+
+
+# --- orchestration --------------------------------------------------------------------------------------
+def machine(threads: int) -> dict[str, Any]:
+    """What the numbers depend on: the CPU, its native-precision flags, the default precision."""
+    from s3cmn.utils.precision import cpu_bf16_support, cpu_model_name, resolve_precision
+
+    support = cpu_bf16_support()
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        cpuinfo = []
+    flags = sorted({f for f in (*support.flags, *VNNI_FLAGS) if f in cpuinfo})
+    native = ["fp32", "bf16"] if support.native else ["fp32"]
+    return {"cpu": cpu_model_name(), "capability": support.capability, "flags": flags, "threads": threads,
+            "native_precisions": native, "auto_precision": resolve_precision("auto", "cpu").name,
+            "bf16_probe": {"fp32_gflops": support.fp32_gflops, "bf16_gflops": support.bf16_gflops}}
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def run_preset(preset: str, args: argparse.Namespace, native: list[str], auto: str, read_gb_s: float
+               ) -> dict[str, Any]:
+    positions = max(max(args.contexts) + args.new_tokens + 8, args.long_T, args.short_T)
+    models, config = build_pair(preset, args.overrides, positions)
+    from s3cmn.config import preset_training
+
+    gen = measure_generation(models, args.contexts, args.new_tokens, args.rounds, config.vocab_size)
+    variants = weight_variants(models["s3cmn"], "bf16" in native)
+    weights = []
+    for g in measure_generation(variants, args.weight_contexts, args.new_tokens, args.rounds, config.vocab_size):
+        weights.append({"context": g["context"], **{k: g[k] for k in variants}})
+    del variants
+    batch = 2 if args.quick else preset_training(preset)["batch_size"]
+    train = measure_training(models, [(batch, args.short_T), (1, args.long_T)], native, args.train_rounds,
+                             config.vocab_size)
+    weight_bytes = sum(p.numel() * 4 for p in models["s3cmn"].parameters())
+    gpt_cfg = models["gpt2"].config
+    return {"preset": preset, "params": {n: sum(p.numel() for p in m.parameters()) for n, m in models.items()},
+            "generation": gen, "weights": weights, "training": train, "weight_bytes": weight_bytes,
+            "weight_read_bound_ms": weight_bytes / (read_gb_s * 1e9) * 1e3, "_configs": {"s3cmn": config,
+                                                                                          "gpt2": gpt_cfg}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="CI size: tiny preset, short sequences, few iterations")
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--quick", action="store_true", help="CI size: tiny preset, short sequences, 2 rounds")
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here (and .md beside it)")
     p.add_argument("--presets", nargs="+", default=None, help="presets to compare (default: tiny small)")
-    p.add_argument("--memory-preset", default=None, help="preset of the memory-on row ('' = none)")
-    p.add_argument("--contexts", type=int, nargs="+", default=None, help="prefill/generation contexts")
-    p.add_argument("--long-T", type=int, default=None, help="long training length (batch 1)")
-    p.add_argument("--new-tokens", type=int, default=None, help="generated tokens per latency measurement")
-    p.add_argument("--short-T", type=int, default=None, help="training length at the preset's batch size (512)")
-    p.add_argument("--precisions", nargs="+", default=["auto"], choices=("auto", "no", "bf16"),
-                   help="training precisions, resolved by s3cmn's policy (auto: what s3cmn-train picks here)")
+    p.add_argument("--contexts", type=int, nargs="+", default=None, help="generation contexts (128 2048 8192)")
+    p.add_argument("--weight-contexts", type=int, nargs="+", default=None,
+                   help="contexts of the fp32 / int8 / bf16 weights comparison (128 2048)")
+    p.add_argument("--new-tokens", type=int, default=None, help="generated tokens per round (32)")
+    p.add_argument("--short-T", type=int, default=None, help="training length at the preset's batch (512)")
+    p.add_argument("--long-T", type=int, default=None, help="training length at batch 1 (4096)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved generation rounds (3)")
+    p.add_argument("--train-rounds", type=int, default=None, help="interleaved training rounds (5)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    p.add_argument("--nominal-peak-tflops", type=float, default=0.8,
-                   help="the CPU's nominal bf16 matmul rate, a second MFU denominator (issue 3: about 0.8 here)")
     p.add_argument("--override", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help="S3CMNConfig fields applied to every preset (and so to the matching GPT-2), e.g. for tests")
-    p.add_argument("--isolation", choices=("subprocess", "inline"), default="subprocess",
-                   help="one fresh interpreter per row (clean peak memory) or all in this process")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+                   help="S3CMNConfig fields applied to every preset (and so to the matching GPT-2)")
     args = p.parse_args(argv)
-    defaults = ((["tiny"], "tiny", [32, 128], 256, 4, 64) if args.quick else (["tiny", "small"], "tiny",
-                                                                              [128, 1024, 4096], 4096, 32, 512))
-    for name, value in zip(("presets", "memory_preset", "contexts", "long_T", "new_tokens", "short_T"), defaults,
-                           strict=True):
+    defaults = dict(presets=["tiny"], contexts=[32, 128], weight_contexts=[32], new_tokens=4, short_T=64,
+                    long_T=256, rounds=2, train_rounds=2) if args.quick else dict(
+        presets=["tiny", "small"], contexts=[128, 2048, 8192], weight_contexts=[128, 2048], new_tokens=32,
+        short_T=512, long_T=4096, rounds=3, train_rounds=5)
+    for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    from s3cmn.utils.precision import resolve_precision
+    from s3cmn.evaluation.benchmarking import parse_overrides
 
-    args.precision_choices = [resolve_precision(p, "cpu") for p in args.precisions]
-    args.dtypes = list(dict.fromkeys(c.name for c in args.precision_choices))  # fp32 / bf16, deduplicated
-    args.overrides = {}
-    for item in args.override:
-        field, sep, value = item.partition("=")
-        if not sep:
-            p.error(f"--override expects FIELD=VALUE, got {item!r}")
-        try:
-            args.overrides[field] = json.loads(value)
-        except json.JSONDecodeError:
-            args.overrides[field] = value  # a bare string such as ssm_type=s4d
+    args.overrides = parse_overrides(args.override)
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.worker:
-        args.worker_out.write_text(json.dumps(run_worker(json.loads(args.worker), args.threads)))
-        return None
     torch.set_num_threads(args.threads)
     start, load_before = time.perf_counter(), os.getloadavg()
-    specs, kernel_spec = plan(args)
-    kernels = run_job(kernel_spec, args)  # first: the matmul peak (MFU's denominator) before the long rows
-    rows = [run_job(spec, args) for spec in specs]
-    result = {
-        "meta": {"command": " ".join(["python", "benchmarks/bench_core.py", *(argv if argv is not None
-                                                                               else sys.argv[1:])]),
-                 "quick": args.quick, "isolation": args.isolation, "threads": args.threads,
-                 "torch": torch.__version__, "python": platform.python_version(), "cpu": _cpu_name(),
-                 "cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                 "date": time.strftime("%Y-%m-%d %H:%M:%S"), "peak_memory": "VmHWM - VmRSS after clear_refs",
-                 "nominal_peak_tflops": args.nominal_peak_tflops, **_machine(args)},
-        "rows": rows,
-        "kernels": kernels,
-    }
-    result["targets"] = summarise(rows, kernels, args.nominal_peak_tflops, args.short_T)
-    result["meta"]["wall_s"] = time.perf_counter() - start
+    mach = machine(args.threads)
+    n, reps = (512, 3) if args.quick else (2048, 6)
+    peak_start = gemm_peak(mach["native_precisions"], n, reps)
+    read_gb_s = read_bandwidth(64 if args.quick else 512, 3 if args.quick else 6)
+    presets = [run_preset(p, args, mach["native_precisions"], mach["auto_precision"], read_gb_s) for p in args.presets]
+    peak_end = gemm_peak(mach["native_precisions"], n, reps)
+    peak = {k: max(peak_start[k], peak_end[k]) for k in peak_start}
+    targets: dict[str, Any] = {}
+    for p in presets:
+        add_mfu(p["training"], p.pop("_configs"), peak)
+        targets.update(summarise(p["preset"], p["generation"], p["weights"], p["training"],
+                                 p["weight_read_bound_ms"], mach["auto_precision"], args.long_T))
+    mach.update(peak_tflops=peak, peak_tflops_start=peak_start, peak_tflops_end=peak_end, peak_gemm_n=n,
+                read_gb_s=read_gb_s, loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()))
+    cmd = ["python", "benchmarks/bench_core.py", *(argv if argv is not None else __import__("sys").argv[1:])]
+    result = {"schema": 2, "meta": {"command": " ".join(cmd), "quick": args.quick, "commit": _commit(),
+                                    "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
+                                    "wall_s": time.perf_counter() - start},
+              "machine": mach, "presets": presets, "targets": targets}
+    text = markdown(result)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
-    print(markdown(result))
-    print(f"\nwall {result['meta']['wall_s']:.0f} s; load average before {load_before[0]:.2f}, "
-          f"after {result['meta']['loadavg_after'][0]:.2f} (2 cores shared: numbers are noisy)")
+        tmp = args.out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, args.out)
+        args.out.with_suffix(".md").write_text(text + "\n")
+    print(text)
     return result
-
-
-def _cpu_name() -> str:
-    from s3cmn.utils.precision import cpu_model_name
-
-    return cpu_model_name()
-
-
-def _machine(args: argparse.Namespace) -> dict[str, Any]:
-    """What the numbers depend on: capability, native-bf16 flags, the probe, the precision actually used."""
-    from s3cmn.utils.precision import cpu_bf16_support
-
-    support = cpu_bf16_support()
-    first = args.precision_choices[0]
-    return {"cpu_capability": support.capability, "cpu_bf16_flags": list(support.flags),
-            "bf16_probe": {"fp32_gflops": support.fp32_gflops, "bf16_gflops": support.bf16_gflops,
-                           "bf16_slowdown": support.slowdown, "native": support.native},
-            "precision": {**first.as_dict(), "all": [c.as_dict() for c in args.precision_choices]}}
 
 
 if __name__ == "__main__":

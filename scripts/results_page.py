@@ -102,7 +102,7 @@ def describe_cpu(data: dict[str, Any]) -> str:
     if machine is None:
         return NOT_RECORDED
     capability = machine.get("cpu_capability", machine.get("capability"))
-    flags = machine.get("cpu_bf16_flags")
+    flags = machine.get("cpu_bf16_flags", machine.get("flags"))
     parts = [str(machine.get("cpu", "CPU model not recorded")), f"capability {capability}",
              f"bf16 flags: {', '.join(flags) or 'none'}" if flags is not None else "bf16 flags not recorded"]
     threads = machine.get("threads", data.get("meta", {}).get("threads"))
@@ -151,6 +151,46 @@ def bench_core_tables(data: dict[str, Any]) -> list[Table]:
             Table(["model", *contexts], gen, "Cached greedy generation, batch 1: milliseconds per new token."),
             Table(["measurement", "value"], peak),
             Table(["target", "value", "result"], targets)]
+
+
+def bench_core_v2_tables(data: dict[str, Any]) -> list[Table]:
+    """bench_core schema 2: interleaved medians with their spread (min-max over rounds)."""
+    def med(x: dict[str, Any], digits: int) -> str:
+        return f"{num(x['median'], digits)} ({num(x['min'], digits)}-{num(x['max'], digits)})"
+
+    gen, weights, train = [], [], []
+    for p in data["presets"]:
+        for g in p["generation"]:
+            gen.append([p["preset"], num(g["context"]), med(g["s3cmn"]["ms_per_token"], 2),
+                        med(g["gpt2"]["ms_per_token"], 2),
+                        num(g["s3cmn"]["ms_per_token"]["median"] / g["gpt2"]["ms_per_token"]["median"], 2),
+                        med(g["s3cmn"]["prefill_tokens_per_s"], 0), med(g["gpt2"]["prefill_tokens_per_s"], 0)])
+        for w in p["weights"]:
+            weights.append([p["preset"], num(w["context"]),
+                            *(med(w[k]["ms_per_token"], 2) if k in w else "-" for k in ("fp32", "int8", "bf16"))])
+        for t in p["training"]:
+            mfu = [f"{100 * t[n]['mfu']:.1f}%" if t[n].get("mfu") is not None else "refused"
+                   for n in ("s3cmn", "gpt2")]
+            train.append([p["preset"], f"{t['batch']} x {t['seq_len']}", t["dtype"], med(t["s3cmn"], 0),
+                          med(t["gpt2"], 0), num(t["s3cmn"]["median"] / t["gpt2"]["median"], 2), *mfu])
+    m = data["machine"]
+    machine = [["GEMM peak " + k + " (TFLOP/s)", num(v, 3)] for k, v in m["peak_tflops"].items()]
+    machine += [["read bandwidth (GB/s)", num(m["read_gb_s"], 1)],
+                *[[f"weight-read bound, {p['preset']} (ms/token)", num(p["weight_read_bound_ms"], 2)]
+                  for p in data["presets"]],
+                ["load average before / after", f"{num(m['loadavg_before'][0], 2)} / {num(m['loadavg_after'][0], 2)}"]]
+    targets = [[name, num(t["value"], 3), t["goal"], "met" if t["met"] else "missed"]
+               for name, t in data["targets"].items()]
+    return [Table(["preset", "context", "s3cmn ms/token", "GPT-2 ms/token", "ratio", "s3cmn prefill tok/s",
+                   "GPT-2 prefill tok/s"], gen, "Greedy generation at batch 1, fp32, interleaved rounds: median "
+                  "(min-max)."),
+            Table(["preset", "context", "fp32 weights", "int8 weights", "bf16 weights"], weights,
+                  "s3cmn generation ms/token by weight precision (bf16 only where the CPU runs it natively)."),
+            Table(["preset", "B x T", "precision", "s3cmn tok/s", "GPT-2 tok/s", "ratio", "s3cmn MFU", "GPT-2 MFU"],
+                  train, "Training step (forward, backward, AdamW), interleaved rounds: median (min-max) tokens/s; "
+                  "MFU against the best GEMM rate of the same precision measured in the same run."),
+            Table(["measurement", "value"], machine),
+            Table(["target", "value", "goal", "result"], targets)]
 
 
 def compare_tables(data: dict[str, Any]) -> list[Table]:
@@ -273,6 +313,7 @@ READERS: list[tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]],
     (lambda d: d.get("format") == "s3cmn-eval-report", eval_report_tables),
     (lambda d: d.get("format") == "s3cmn-nexttoken-readout", readout_tables),
     (lambda d: d.get("format") == "s3cmn-nexttoken-datastore", datastore_tables),
+    (lambda d: d.get("schema") == 2 and "presets" in d and "targets" in d, bench_core_v2_tables),
     (lambda d: "kernels" in d and "targets" in d, bench_core_tables),
     (lambda d: "descriptions" in d or ("settings" in d and "rows" in d and "word_perplexity" in d["rows"][0]),
      compare_tables),

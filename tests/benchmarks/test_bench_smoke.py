@@ -1,7 +1,8 @@
-"""Smoke test of benchmarks/bench_core.py: a --quick run at toy sizes writes well-formed JSON.
+"""Smoke test of benchmarks/bench_core.py: a --quick run at toy sizes writes well-formed JSON and markdown.
 
-It checks the structure (keys, finite positive numbers, every planned measurement present), never the
-speeds themselves: timing on a shared CI machine is not a contract.
+It checks the structure (keys, finite positive numbers, every planned measurement present, both models in
+every interleaved measurement, MFU never over 100%), never the speeds themselves: timing on a shared CI
+machine is not a contract.
 """
 
 from __future__ import annotations
@@ -14,19 +15,13 @@ from types import ModuleType
 
 import pytest
 
-from s3cmn.utils.precision import resolve_precision
-
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_core.py"
 # Toy model sizes: the harness is under test, not the model (1 thread: robust on an oversubscribed machine).
 TOY = [
-    "--quick", "--isolation", "inline", "--threads", "1", "--contexts", "8", "16", "--long-T", "32",
+    "--quick", "--threads", "1", "--contexts", "8", "16", "--weight-contexts", "8", "--long-T", "32",
     "--new-tokens", "2", "--override", "vocab_size=256", "hidden_dim=32", "embedding_dim=32", "num_layers=1",
     "num_attention_heads=2", "hyena_filter_length=16", "hyena_filter_dim=8", "spiking_units=16", "s4d_d_state=8",
-    "memory_size=64", "num_clusters=2", "memory_compression_dim=8",
 ]
-TRAIN_KEYS = {"dtype", "batch", "seq_len", "tokens_per_s", "step_ms", "peak_rss_mib", "train_flops_per_token",
-              "fwd_flops_per_token", "mfu", "mfu_nominal", "achieved_tflops", "tokens_per_s_best"}
-INFER_KEYS = {"context", "prefill_tokens_per_s", "prefill_ms", "ms_per_token", "ms_per_token_best", "peak_rss_mib"}
 
 
 @pytest.fixture(scope="module")
@@ -41,45 +36,51 @@ def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def _check_rows(rows: list[dict], names: set[str]) -> None:
-    assert {r["name"] for r in rows} == names
-    for row in rows:
-        assert _positive(row["params"])
-        used = resolve_precision("auto", "cpu").name  # the policy's pick on this machine: fp32 unless native bf16
-        assert [(m["batch"], m["seq_len"], m["dtype"]) for m in row["train"]] == [(2, 64, used), (1, 32, used)]
-        assert [m["context"] for m in row["inference"]] == [8, 16]
-        for m in row["train"] + row["inference"]:
-            assert "error" not in m, f"{row['name']}: {m}"
-        for m in row["train"]:
-            assert TRAIN_KEYS <= m.keys()
-            assert all(_positive(m[k]) for k in TRAIN_KEYS - {"dtype", "peak_rss_mib"}), m
-            assert m["peak_rss_mib"] >= 0
-        for m in row["inference"]:
-            assert INFER_KEYS <= m.keys()
-            assert all(_positive(m[k]) for k in INFER_KEYS - {"peak_rss_mib"}), m
-            assert m["peak_rss_mib"] >= 0
+def _spread(s: dict) -> bool:
+    return s["n"] == 2 and _positive(s["median"]) and s["min"] <= s["median"] <= s["max"]
 
 
 def test_quick_run_writes_well_formed_json(bench: ModuleType, tmp_path: Path, capsys) -> None:
     out = tmp_path / "results.json"
-    bench.main([*TOY, "--memory-preset", "tiny", "--out", str(out)])
+    bench.main([*TOY, "--out", str(out)])
     result = json.loads(out.read_text())
-
-    assert {"meta", "rows", "kernels", "targets"} <= result.keys()
-    assert result["meta"]["quick"] is True
-    _check_rows(result["rows"], {"s3cmn-tiny", "gpt2-tiny", "s3cmn-tiny+mem"})
-    (memory_row,) = [r for r in result["rows"] if r["use_memory"]]
-    assert memory_row["memory"]["entries"] > 0  # filled before timing, so the reads really search
-    kernels = result["kernels"]
-    assert _positive(kernels["matmul_bf16_tflops"]) and _positive(kernels["matmul_fp32_tflops"])
-    scan = kernels["scan"]
-    assert all(_positive(scan[k]) for k in ("mamba_fwd_bwd_ms", "s4d_fwd_bwd_ms", "mamba_over_s4d"))
-    assert len(result["targets"]) == 6  # 2 x latency ratio, short- and long-T training ratio, scan ratio, MFU
-    meta = result["meta"]
-    assert meta["cpu_capability"] and meta["cpu"] and meta["threads"] == 1
-    assert meta["precision"]["used"] == resolve_precision("auto", "cpu").name and meta["precision"]["reason"]
-    assert _positive(meta["bf16_probe"]["fp32_gflops"])
+    assert result["schema"] == 2 and result["meta"]["quick"] is True
+    m = result["machine"]
+    assert m["cpu"] and m["capability"] and m["threads"] == 1 and "fp32" in m["native_precisions"]
+    assert set(m["peak_tflops"]) == set(m["native_precisions"]) and all(map(_positive, m["peak_tflops"].values()))
+    assert _positive(m["read_gb_s"])
+    (p,) = result["presets"]
+    assert [g["context"] for g in p["generation"]] == [8, 16]
+    for g in p["generation"]:
+        for name in ("s3cmn", "gpt2"):
+            assert _spread(g[name]["ms_per_token"]) and _spread(g[name]["prefill_tokens_per_s"])
+    (w,) = p["weights"]
+    assert {"fp32", "int8"} <= w.keys() and ("bf16" in w) == ("bf16" in m["native_precisions"])
+    assert [(t["batch"], t["seq_len"], t["dtype"]) for t in p["training"]] == [
+        (2, 64, d) for d in m["native_precisions"]] + [(1, 32, d) for d in m["native_precisions"]]
+    for t in p["training"]:
+        for name in ("s3cmn", "gpt2"):
+            assert _spread(t[name])
+            assert t[name]["mfu"] is None or 0 < t[name]["mfu"] <= 1.0  # never a figure over 100%
+    assert _positive(p["weight_read_bound_ms"])
     for target in result["targets"].values():
-        assert _positive(target["value"]) and isinstance(target["met"], bool)
+        assert isinstance(target["met"], bool) and target["goal"]
     printed = capsys.readouterr().out
-    assert "| s3cmn-tiny |" in printed and "| gpt2-tiny |" in printed  # the markdown tables
+    assert "| target | value | goal | met |" in printed and out.with_suffix(".md").read_text().strip() in printed
+
+
+def test_mfu_over_100_percent_is_refused(bench: ModuleType) -> None:
+    from s3cmn.config import S3CMNConfig
+
+    config = S3CMNConfig.from_preset("tiny")
+    train = [{"batch": 1, "seq_len": 64, "dtype": "fp32", "s3cmn": {"median": 1e9}, "gpt2": {"median": 1.0}}]
+    bench.add_mfu(train, {"s3cmn": config, "gpt2": _gpt2(config)}, {"fp32": 0.1})
+    assert train[0]["s3cmn"]["mfu"] is None and "> 100%" in train[0]["s3cmn"]["mfu_refused"]
+    assert 0 < train[0]["gpt2"]["mfu"] < 1
+
+
+def _gpt2(config):
+    from transformers import GPT2Config
+
+    return GPT2Config(vocab_size=config.vocab_size, n_embd=config.hidden_dim, n_layer=config.num_layers,
+                      n_head=config.num_attention_heads, n_inner=4 * config.hidden_dim, n_positions=64)
