@@ -3,6 +3,7 @@ test-split guard, and the fingerprint surviving save -> load of the settings and
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -95,7 +96,18 @@ def test_the_fingerprint_round_trips_through_settings_and_datastore(fit_text, tm
     rng = np.random.default_rng(0)
     store = NextTokenDatastore.build(rng.standard_normal((50, 8)).astype(np.float32), np.arange(50), np.arange(50),
                                      source={"path": "train.raw"}, fingerprint=fingerprint)  # fmt: skip
-    assert NextTokenDatastore.load(store.save(tmp_path / "store")).fingerprint == fingerprint
+    folder = store.save(tmp_path / "store")
+    assert NextTokenDatastore.load(folder).fingerprint == fingerprint
+    manifest = json.loads((folder / "datastore.json").read_text())  # the hashes sit in a file of their own
+    assert "hashes" not in manifest["fingerprint"] and "fingerprint.npy" in manifest["files"]
+
+
+def test_a_text_hashed_in_pieces_gives_the_same_fingerprint(fit_text):
+    # Big training texts are hashed a few MiB at a time; n-grams that cross a piece's end are kept.
+    whole = TextFingerprint.from_text(fit_text)
+    assert TextFingerprint.from_text(fit_text, chunk_chars=997) == whole
+    short = TextFingerprint.from_text("One two, THREE four-five")  # 5 words, fewer than 8: no n-gram
+    assert short.words == 5 and len(short.hashes) == 0
 
 
 def test_a_read_out_made_without_its_text_is_warned_about_once(caplog):

@@ -8,11 +8,12 @@ holds the text's content fingerprint (:mod:`.provenance`), which the evaluation 
 
 Layout of a saved datastore (a folder)::
 
-    datastore.json    manifest: format, version, index description, nprobe, dim, entries, source, fingerprint,
-                      files + SHA-256
+    datastore.json    manifest: format, version, index description, nprobe, dim, entries, source, fingerprint
+                      (its settings), files + SHA-256
     index.faiss       faiss.write_index
     values.npy        (N,) int32 next-token ids
     positions.npy     (N,) int64 position of each entry's query token in the source stream
+    fingerprint.npy   (S,) uint64 the source text's sampled n-gram hashes (absent in datastores saved before)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "s3cmn-nexttoken-datastore"
 VERSION = 1
 MANIFEST = "datastore.json"
+FINGERPRINT_FILE = "fingerprint.npy"
 INDEX_KINDS = ("auto", "flat", "ivfflat", "sq8", "ivfpq")
 # Sizes at which "auto" moves to a more compact index (entries): exact below FLAT_MAX, IVFFlat below
 # IVFFLAT_MAX (4 B/dim), IVF + 8-bit scalar quantizer below SQ8_MAX (1 B/dim), IVFPQ above (d/4 bytes).
@@ -156,11 +158,15 @@ class NextTokenDatastore:
         faiss.write_index(self.index, str(root / "index.faiss"))
         np.save(root / "values.npy", self.values)
         np.save(root / "positions.npy", self.positions)
-        files = {name: hashlib.sha256((root / name).read_bytes()).hexdigest()
-                 for name in ("index.faiss", "values.npy", "positions.npy")}  # fmt: skip
+        names = ["index.faiss", "values.npy", "positions.npy"]
+        if self.fingerprint is not None:  # in a file of its own: a big training text's is megabytes
+            np.save(root / FINGERPRINT_FILE, self.fingerprint.hashes)
+            names.append(FINGERPRINT_FILE)
+        files = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in names}
+        fingerprint = self.fingerprint.to_dict(with_hashes=False) if self.fingerprint is not None else None
         manifest = {"format": FORMAT, "version": VERSION, "description": self.description, "nprobe": self.nprobe,
                     "dim": self.dim, "entries": len(self), "source": self.source, "files": files,
-                    "fingerprint": self.fingerprint.to_dict() if self.fingerprint is not None else None}  # fmt: skip
+                    "fingerprint": fingerprint}  # fmt: skip
         tmp = root / f".{MANIFEST}.tmp"
         tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, root / MANIFEST)
@@ -194,6 +200,8 @@ class NextTokenDatastore:
         values = np.load(root / "values.npy", mmap_mode="r")
         positions = np.load(root / "positions.npy", mmap_mode="r")
         # Datastores saved before fingerprints were kept have none: the evaluation says it cannot check them.
-        fingerprint = TextFingerprint.from_dict(manifest["fingerprint"]) if manifest.get("fingerprint") else None
+        fingerprint = None
+        if manifest.get("fingerprint"):
+            fingerprint = TextFingerprint.from_dict(manifest["fingerprint"], np.load(root / FINGERPRINT_FILE))
         return cls(index, values, positions, manifest["description"], int(manifest["nprobe"]), manifest["source"],
                    fingerprint)  # fmt: skip

@@ -4,13 +4,15 @@ The read-out settings are fitted on one text and the datastore is built from ano
 that is finally scored. A file's SHA-256 only catches the identical file: a prefix (what ``--max-eval-tokens``
 scores), the same text minus a line, or re-wrapped, has other bytes. So every read-out records a
 :class:`TextFingerprint` of its text, and the evaluation measures how many of the scored text's long word
-n-grams the fingerprint holds (:func:`text_overlap`), whatever the bytes around them.
+n-grams the fingerprint holds, and how many of the fingerprint's the scored text holds (a fit text hidden
+inside a longer scored text), whatever the bytes around them (:func:`text_overlap`). Texts are hashed a few
+MiB at a time (about 1.5 s per million words), so a training text of any size can be fingerprinted.
 
 Fingerprint: the text case-folded (NFKC) and cut into words (``\\w+``); every run of ``NGRAM`` = 8 words is
 hashed to 64 bits, and only the hashes with ``h % MODULUS == 0`` (``MODULUS`` = 16) are kept. The choice
 depends on the n-gram alone, never on its position, so a text and any copy of part of it keep the same
 n-grams, and a fingerprint is ~1/16 of a text's distinct 8-grams: 8 bytes per ~16 words (11,271 hashes, 88 KiB,
-for the 183,686 words of WikiText-2's valid split). Different articles share almost no 8-grams: of the ~200,000
+for the 183,691 words of WikiText-2's valid split). Different articles share almost no 8-grams: of the ~200,000
 distinct 8-grams of WikiText-2's valid and test splits, 9 are shared, and none of the sampled ones
 (``tests/memory/test_provenance.py`` checks it on the real files), so a scored text is refused above
 ``MAX_OVERLAP`` = 5%.
@@ -24,6 +26,7 @@ import hashlib
 import logging
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +40,7 @@ NGRAM = 8
 MODULUS = 16
 MAX_OVERLAP = 0.05  # the largest share of shared n-grams a scored text may have with a read-out's text
 _WORD = re.compile(r"\w+")
+CHUNK_CHARS = 1 << 22  # texts are hashed ~4 MiB at a time
 _PRIME = np.uint64(0x100000001B3)  # FNV-64 prime: the polynomial that combines an n-gram's word hashes
 
 
@@ -49,27 +53,56 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-def ngram_hashes(text: str, n: int = NGRAM) -> np.ndarray:
+def _word_chunks(text: str, chunk_chars: int) -> Iterator[list[str]]:
+    """The normalised words of ``text``, about ``chunk_chars`` characters at a time (cut at whitespace, so no
+    word is split): a training text of any size is hashed in bounded memory."""
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + chunk_chars)
+        if end < len(text):
+            cut = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+            end = cut + 1 if cut > start else end
+        yield _WORD.findall(unicodedata.normalize("NFKC", text[start:end]).casefold())
+        start = end
+
+
+def _ngram_chunks(text: str, n: int, chunk_chars: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(hashes of the n-grams that end in the chunk, words in the chunk), chunk by chunk."""
+    word_hash: dict[str, int] = {}  # one blake2b per distinct word
+    tail = np.zeros(0, np.uint64)  # the last n - 1 words of the previous chunk: n-grams cross chunk ends
+    for words in _word_chunks(text, chunk_chars):
+        for w in words:
+            if w not in word_hash:
+                word_hash[w] = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little")
+        wh = np.concatenate([tail, np.fromiter((word_hash[w] for w in words), np.uint64, len(words))])  # (W,)
+        count = max(len(wh) - n + 1, 0)
+        h = np.zeros(count, np.uint64)
+        with np.errstate(over="ignore"):  # arithmetic mod 2^64 on purpose
+            for i in range(n):
+                h = h * _PRIME + wh[i : i + count]  # (W - n + 1,)
+        yield _mix(h), len(words)
+        tail = wh[len(wh) - min(len(wh), n - 1) :]
+
+
+def ngram_hashes(text: str, n: int = NGRAM, chunk_chars: int = CHUNK_CHARS) -> np.ndarray:
     """The 64-bit hash of every run of ``n`` normalised words of ``text``, in order (W - n + 1,) uint64."""
-    words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
-    if len(words) < n:
-        return np.zeros(0, np.uint64)
-    vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))  # (W,)
-    word_hash = np.array([int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little")
-                          for w in vocab], dtype=np.uint64)[ids]  # fmt: skip  # (W,)
-    count = len(words) - n + 1
-    h = np.zeros(count, np.uint64)
-    with np.errstate(over="ignore"):  # arithmetic mod 2^64 on purpose
-        for i in range(n):
-            h = h * _PRIME + word_hash[i : i + count]  # (W - n + 1,)
-        return _mix(h)
+    parts = [h for h, _ in _ngram_chunks(text, n, chunk_chars)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+
+def _sample(text: str, n: int, modulus: int, chunk_chars: int) -> tuple[np.ndarray, int]:
+    """The distinct n-gram hashes of ``text`` kept by the fingerprint (``h % modulus == 0``), sorted, and the
+    number of words."""
+    kept, words = [np.zeros(0, np.uint64)], 0
+    for h, count in _ngram_chunks(text, n, chunk_chars):
+        kept.append(np.unique(h[h % np.uint64(modulus) == 0]))
+        words += count
+    return np.unique(np.concatenate(kept)), words
 
 
 def sampled_ngrams(text: str, n: int = NGRAM, modulus: int = MODULUS) -> np.ndarray:
     """The distinct n-gram hashes of ``text`` kept by the fingerprint (``h % modulus == 0``), sorted."""
-    h = ngram_hashes(text, n)
-    return np.unique(h[h % np.uint64(modulus) == 0])
+    return _sample(text, n, modulus, CHUNK_CHARS)[0]
 
 
 @dataclass(eq=False)
@@ -82,22 +115,29 @@ class TextFingerprint:
     words: int = 0
 
     @classmethod
-    def from_text(cls, text: str) -> TextFingerprint:
-        return cls(sampled_ngrams(text), NGRAM, MODULUS, len(_WORD.findall(text)))
+    def from_text(cls, text: str, chunk_chars: int = CHUNK_CHARS) -> TextFingerprint:
+        hashes, words = _sample(text, NGRAM, MODULUS, chunk_chars)
+        return cls(hashes, NGRAM, MODULUS, words)
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, TextFingerprint) and (self.ngram, self.modulus, self.words)
                 == (other.ngram, other.modulus, other.words) and np.array_equal(self.hashes, other.hashes))  # fmt: skip
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready: the hashes as base64 of their little-endian bytes."""
-        data = base64.b64encode(self.hashes.astype("<u8").tobytes()).decode("ascii")
-        return {"kind": "sampled word n-grams", "ngram": self.ngram, "modulus": self.modulus, "words": self.words,
-                "count": len(self.hashes), "hashes": data}  # fmt: skip
+    def to_dict(self, with_hashes: bool = True) -> dict[str, object]:
+        """JSON-ready: the hashes as base64 of their little-endian bytes (``with_hashes=False``: without them,
+        for a caller that stores them in a file of their own)."""
+        out: dict[str, object] = {"kind": "sampled word n-grams", "ngram": self.ngram, "modulus": self.modulus,
+                                  "words": self.words, "count": len(self.hashes)}  # fmt: skip
+        if with_hashes:
+            out["hashes"] = base64.b64encode(self.hashes.astype("<u8").tobytes()).decode("ascii")
+        return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> TextFingerprint:
-        hashes = np.frombuffer(base64.b64decode(str(data["hashes"])), dtype="<u8").astype(np.uint64)
+    def from_dict(cls, data: dict[str, object], hashes: np.ndarray | None = None) -> TextFingerprint:
+        """The inverse of :meth:`to_dict`; ``hashes`` where they were stored apart."""
+        if hashes is None:
+            hashes = np.frombuffer(base64.b64decode(str(data["hashes"])), dtype="<u8")
+        hashes = np.asarray(hashes).astype(np.uint64)
         if len(hashes) != data["count"]:
             raise ValueError(f"text fingerprint: {len(hashes)} hashes, but the record says {data['count']}")
         return cls(hashes, int(data["ngram"]), int(data["modulus"]), int(data["words"]))
