@@ -552,6 +552,111 @@ def _(ws: Workspace) -> str:
                  "top_p")
 
 
+# --- a full disk, and a reader of `last` while the run replaces it (issue 32)
+# s3cmn-train in a process whose writes hit a full disk (ENOSPC) part-way: half of optimizer.pt reaches the
+# disk, or 100 bytes of a memory store's file
+FULL_DISK = {
+    "checkpoint": """
+import errno, io, os, torch
+real_save = torch.save
+def save(obj, f, *args, **kwargs):
+    if not str(f).endswith("optimizer.pt"):
+        return real_save(obj, f, *args, **kwargs)
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    with open(f, "wb") as handle:
+        handle.write(buffer.getvalue()[: buffer.tell() // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+torch.save = save
+""",
+    "memory": """
+import errno, os
+from s3cmn.memory import persist
+class FullDiskFile:
+    def __init__(self, handle): self.handle = handle
+    def write(self, data):
+        self.handle.write(data[:100]); self.handle.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def __getattr__(self, name): return getattr(self.handle, name)
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.handle.close()
+def full_disk_open(path, mode="r", *args, **kwargs):
+    handle = open(path, mode, *args, **kwargs)
+    return FullDiskFile(handle) if "w" in mode else handle
+persist.open = full_disk_open
+""",
+}
+TRAIN_MAIN = "\nimport sys\nfrom s3cmn.cli.train import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def train_on_a_full_disk(ws: Workspace, name: str, fault: str) -> str:
+    """Resume a copy of the base run to step 6 while its disk is full: a one-line error naming the file, and
+    ``last`` still the whole step-4 checkpoint."""
+    out = ws.copy_run(name)
+    before = {p.name for p in out.iterdir()}
+    command = [sys.executable, "-c", FULL_DISK[fault] + TRAIN_MAIN, *ws.train_args(out, "--resume", "--max-steps", "6")]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=180, env=cli_env(), cwd=REPO)
+    except subprocess.TimeoutExpired as err:
+        raise CaseFailed("still running after 180 s") from err
+    line = error(Result(proc.returncode, proc.stdout, proc.stderr), "s3cmn-train",
+                 f"could not write the checkpoint {re.escape(str(out / 'last'))} .*No space left on device.*"
+                 "still holds the previous checkpoint")
+    intact(out, 4)
+    leftovers = [p.name for p in out.iterdir() if p.name not in before and p.name != "metrics.csv"]
+    if leftovers:
+        raise CaseFailed(f"the partial save was left on the disk: {leftovers}")
+    return line
+
+
+@case("disk-full-during-checkpoint-save")
+def _(ws: Workspace) -> str:
+    return train_on_a_full_disk(ws, "disk-full-checkpoint", "checkpoint")
+
+
+@case("disk-full-during-memory-store-save")
+def _(ws: Workspace) -> str:
+    line = train_on_a_full_disk(ws, "disk-full-memory", "memory")
+    if not re.search(r"memory/\d+/arrays-\w+\.safetensors", line):
+        raise CaseFailed("the error does not name the memory store's file")
+    return line
+
+
+READER = """
+import json, sys
+from pathlib import Path
+from s3cmn.modeling.loading import load_model
+from s3cmn.utils.checkpoints import read_checkpoint, read_trainer_state
+last, steps = Path(sys.argv[1]), []
+while len(set(steps)) < 4:  # loads until the run has replaced `last` three times under it
+    model, state = read_checkpoint(last, lambda path: (load_model(path), read_trainer_state(path)))
+    steps.append(state["step"])
+print(json.dumps(steps))
+"""
+
+
+@case("reader-of-last-during-saves")
+def _(ws: Workspace) -> str:
+    out, log = ws.folder("reader"), ws.root / "reader.log"
+    proc = start("train", ws.train_args(out, "--num-epochs", "1000", "--save-interval", "1"), log)
+    try:
+        wait_for(lambda: (out / "last" / "trainer_state.json").exists(), 120, "the first checkpoint")
+        reader = subprocess.run([sys.executable, "-c", READER, str(out / "last")], capture_output=True, text=True,
+                                timeout=180, env=cli_env(), cwd=REPO)
+    except subprocess.TimeoutExpired as err:
+        raise CaseFailed("the reader saw fewer than 4 checkpoints in 180 s") from err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        stopped = stop(finish(proc, log, 60), r"signal SIGTERM", (130,))
+    if reader.returncode != 0:
+        raise CaseFailed("a load of last failed: " + (reader.stderr.strip().splitlines() or ["?"])[-1][:200])
+    steps = json.loads(reader.stdout.strip().splitlines()[-1])
+    if steps != sorted(steps):
+        raise CaseFailed(f"the loads went back in time: steps {steps}")
+    intact(out)
+    return f"{len(steps)} loads of last, each whole, at steps {steps[0]}..{steps[-1]} while the run saved; {stopped}"
+
+
 # ----------------------------------------------------------------------------------------------------
 
 

@@ -54,12 +54,18 @@ M = TypeVar("M", bound=MemoryState)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file; a failed write (a full disk) deletes the partial
+    temporary file and raises an OSError that names ``path`` (Python's write errors name no file)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
 
 
 def save_memory(memory: MemoryState, directory: str | os.PathLike) -> None:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from s3cmn.utils.checkpoints import CorruptCheckpointError, first_line, model_folder_error
+from s3cmn.utils.checkpoints import CorruptCheckpointError, first_line, model_folder_error, read_checkpoint
 
 
 def load_model(path: str | os.PathLike) -> Any:
@@ -21,9 +21,13 @@ def load_model(path: str | os.PathLike) -> Any:
     :class:`~s3cmn.utils.checkpoints.CorruptCheckpointError` (unreadable, incomplete or mismatched files, a
     config.json this version cannot read).
     """
+    # ``last`` of a running training may be replaced while it is read: one snapshot, never a mix
+    return read_checkpoint(Path(path).expanduser(), _load_folder)
+
+
+def _load_folder(folder: Path) -> Any:
     from s3cmn.modeling.lm import S3CMNForCausalLM
 
-    folder = Path(path).expanduser()
     error = model_folder_error(folder)
     if error is not None:
         raise error

@@ -80,8 +80,8 @@ def load_task_model(folder: str | os.PathLike) -> tuple[nn.Module, dict[str, Any
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    spec = read_spec(folder)
-    path = resolve_checkpoint(folder)
+    path = resolve_checkpoint(folder)  # once: the spec and the weights of one snapshot
+    spec = read_spec(path)
     model = build_task_model(spec)
     try:
         tensors = load_file(str(path / MODEL_FILE))

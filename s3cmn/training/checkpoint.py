@@ -7,8 +7,13 @@ A checkpoint is a folder::
     optimizer.pt, scheduler.pt                  state dicts of tensors and numbers (loaded weights_only=True)
     trainer_state.json                          step, epoch, tokens, data position, RNG states, best loss
 
-It is written to ``<name>.tmp`` and swapped in with renames, so an interrupted save never leaves a half
-checkpoint under ``<name>``; if a crash falls between the renames, ``<name>.old`` is used.
+``<name>`` (``last``, ``best``) is a symlink to the snapshot folder ``<name>.snapshot-<id>`` that holds these
+files. A save writes a new snapshot, then replaces the symlink in one ``os.replace``, then deletes the
+previous snapshot (renamed to ``<name>.deleting-<id>`` first, so a snapshot that still has its name is whole).
+So an interrupted save or a full disk never leaves a half checkpoint under ``<name>``, and a reader that
+resolves ``<name>`` once (:func:`~s3cmn.utils.checkpoints.read_checkpoint`) sees the old or the new
+checkpoint, never a mix. A ``<name>`` that is a plain folder (written before snapshots, or a copy of a run)
+is replaced the old way: renamed to ``<name>.old``, which is used if a crash falls between the renames.
 
 The output folder itself is guarded: :class:`RunLock` (``train.lock``, the PID and host of the run using
 it) keeps a second run out, and :func:`check_output_dir` refuses to train over existing checkpoints unless
@@ -25,6 +30,7 @@ import random
 import shutil
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,8 @@ import numpy as np
 import torch
 
 from s3cmn.utils.checkpoints import (
+    DELETING,
+    SNAPSHOT,
     STATE_FILE,
     CheckpointError,
     CheckpointFormatError,
@@ -82,25 +90,64 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     tokenizer: Any = None,
 ) -> Path:
-    """Write a complete checkpoint to ``folder`` atomically (temp folder + renames)."""
+    """Write a complete checkpoint and point ``folder`` (a symlink) at it atomically (module docstring).
+
+    A write that fails (a full disk) deletes the partial snapshot and raises CheckpointError naming the file;
+    ``folder`` still holds the previous checkpoint then.
+    """
+    from safetensors import SafetensorError
+
     final = Path(folder)
-    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-    torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
-    state = {**trainer_state, "rng": rng_state()}
-    (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    # else ``old`` may be the only whole checkpoint (a crash fell between the renames): it goes last
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    snapshot = final.with_name(f"{final.name}{SNAPSHOT}{uuid.uuid4().hex[:12]}")
+    try:
+        _write_snapshot(snapshot, model, optimizer, scheduler, trainer_state, tokenizer)
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch reports a failed write as a RuntimeError
+        shutil.rmtree(snapshot, ignore_errors=True)
+        named = isinstance(err, OSError) and err.filename and err.strerror
+        cause = f"{err.filename}: {err.strerror}" if named else f"{snapshot}: {first_line(err)}"
+        kept = f"{final} still holds the previous checkpoint" if final.exists() else "no checkpoint was written"
+        raise CheckpointError(f"could not write the checkpoint {final} ({cause}); {kept}. Free disk space (or "
+                              "choose another --output-dir) and resume") from None
+    _point_to(final, snapshot)
+    _delete_snapshots(final, keep=snapshot)
     return final
+
+
+def _write_snapshot(snapshot: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    trainer_state: dict[str, Any], tokenizer: Any) -> None:
+    snapshot.mkdir(parents=True)
+    model.save_pretrained(snapshot)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(snapshot)
+    torch.save(optimizer.state_dict(), snapshot / OPTIMIZER_FILE)
+    torch.save(scheduler.state_dict(), snapshot / SCHEDULER_FILE)
+    state = {**trainer_state, "rng": rng_state()}
+    (snapshot / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+
+
+def _point_to(final: Path, snapshot: Path) -> None:
+    """Make ``final`` a symlink to ``snapshot`` (relative, so the run folder can be moved) in one rename."""
+    link = final.with_name(final.name + ".link")
+    link.unlink(missing_ok=True)
+    os.symlink(snapshot.name, link)
+    if final.is_dir() and not final.is_symlink():  # a plain checkpoint folder: renaming cannot replace it
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)  # a crash before the next rename: resolve_checkpoint reads ``old``
+        os.replace(link, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(link, final)
+
+
+def _delete_snapshots(final: Path, keep: Path) -> None:
+    """Delete every snapshot of ``final`` but ``keep`` (and what interrupted saves left: .tmp, .deleting-*)."""
+    for path in final.parent.glob(f"{final.name}{SNAPSHOT}*"):
+        if path.name != keep.name:
+            doomed = path.with_name(path.name.replace(SNAPSHOT, DELETING, 1))
+            os.replace(path, doomed)  # renamed first: a snapshot that has its name is whole
+    for path in [*final.parent.glob(f"{final.name}{DELETING}*"), final.with_name(final.name + ".tmp")]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def load_training_state(
@@ -192,12 +239,14 @@ def clear_output_dir(folder: str | os.PathLike) -> None:
     """Remove the checkpoints and metrics of an earlier run (``--overwrite``); other files stay."""
     root = Path(folder)
     removed = []
-    for name in [n + s for n in CHECKPOINT_NAMES for s in ("", ".old", ".tmp")] + list(RUN_FILES):
+    snapshots = [p.name for n in CHECKPOINT_NAMES for p in sorted(root.glob(f"{n}.*-*"))
+                 if SNAPSHOT in p.name or DELETING in p.name]
+    for name in [n + s for n in CHECKPOINT_NAMES for s in ("", ".old", ".tmp", ".link")] + snapshots + list(RUN_FILES):
         path = root / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
+        if path.is_symlink() or path.is_file():
             path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
         else:
             continue
         removed.append(name)

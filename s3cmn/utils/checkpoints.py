@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,10 @@ CONFIG_FILE = "config.json"
 STATE_FILE = "trainer_state.json"  # written by training: step, tokens, data position, settings
 QUANTIZED_MANIFEST = "quantization.json"  # written by s3cmn.quantization.save_quantized
 RUN_CHECKPOINTS = ("best", "last")  # the checkpoints in a training run's output folder
+SNAPSHOT = ".snapshot-"  # ``last`` is a symlink to ``last.snapshot-<id>`` (s3cmn.training.checkpoint)
+DELETING = ".deleting-"  # a replaced snapshot is renamed to ``last.deleting-<id>``, then deleted
+
+T = TypeVar("T")
 
 
 class CheckpointError(ValueError):
@@ -55,7 +60,7 @@ def resolve_checkpoint(folder: str | os.PathLike) -> Path:
     final renames of a save."""
     final = Path(folder)
     if (final / STATE_FILE).is_file():
-        return final
+        return final.resolve() if final.is_symlink() else final  # the snapshot: one version of the checkpoint
     old = final.with_name(final.name + ".old")
     if (old / STATE_FILE).is_file():
         logger.warning("checkpoint %s is incomplete; using %s left by an interrupted save", final, old)
@@ -64,6 +69,31 @@ def resolve_checkpoint(folder: str | os.PathLike) -> Path:
         raise CorruptCheckpointError(f"checkpoint {final} is incomplete: {STATE_FILE} is missing; start without "
                                      "--resume")
     raise MissingCheckpointError(f"no checkpoint at {final}: train without --resume first (or check --output-dir)")
+
+
+def read_checkpoint(folder: str | os.PathLike, load: Callable[[Path], T], attempts: int = 20) -> T:
+    """``load(path)`` of the checkpoint ``folder``, robust to a training run replacing it meanwhile.
+
+    A symlink (``last``, ``best``) is resolved once and ``load`` reads that snapshot. A save re-points the
+    symlink, then renames the old snapshot away and deletes it; a load that overlapped that fails or may
+    miss files, so when the snapshot lost its name during the load, the load is repeated on the new one.
+    The result is always one whole checkpoint, never a mix of two. A plain folder is loaded once.
+    """
+    folder = Path(folder)
+    for _ in range(attempts):
+        if not folder.is_symlink():
+            return load(folder)
+        snapshot = folder.resolve()
+        try:
+            result = load(snapshot)
+        except (CheckpointError, OSError):
+            if snapshot.exists():  # still whole: the error is real
+                raise
+            continue
+        if snapshot.exists():  # it kept its name throughout, so every file read was of this snapshot
+            return result
+    raise CorruptCheckpointError(f"{folder} was replaced {attempts} times while it was read: a training run saves "
+                                 "it faster than it loads; try again, or copy the checkpoint first")
 
 
 def read_checkpoint_json(path: str | os.PathLike, missing: str | None = None) -> dict[str, Any]:
