@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from s3cmn.settings import SECTIONS, Settings
 from s3cmn.tasks.config import TASK_PRESETS, task_preset
 from s3cmn.tasks.report import render_task_report
 from s3cmn.tasks.run import evaluate_task, run_task
 from s3cmn.training.loop import TrainingError
+from s3cmn.training.size_guard import check_training_fits
 
 __all__ = ["DEFAULT_TASK_PRESET", "evaluate_task_command", "is_task_preset", "task_run_settings",
            "train_task_command"]
@@ -41,6 +44,9 @@ def train_task_command(configs: Any) -> str:
     if configs.training.resume:
         raise TrainingError("a task run cannot --resume: train it again (its checkpoints hold the best state, "
                             "which s3cmn-eval --task scores)")
+    # the task models train on the CPU; the LM's estimate for the same blocks (it counts a vocabulary embedding
+    # they lack) refuses what cannot fit before anything is allocated
+    check_training_fits(configs.model, configs.training, torch.device("cpu"))
     out = configs.training.output_dir
     report = run_task(configs.model, configs.training, configs.task, out)
     stopped = {r["stopped"] for r in report["results"].values()}

@@ -47,3 +47,12 @@ def test_force_skips_the_check(tmp_path, train_args, monkeypatch, capsys) -> Non
     assert "s3cmn-train: error: the model needs ~" in error and "GiB is available in RAM" in error, error
     assert main([*args, "--force", "--output-dir", str(tmp_path / "forced")]) == 0
     assert (tmp_path / "forced" / "last" / "trainer_state.json").is_file()
+
+
+def test_a_task_model_too_large_for_memory_is_refused_at_once(tmp_path) -> None:
+    out = tmp_path / "run"
+    result = run_cli("train", ["--task", "vision", "--num-layers", "1000000000", "--output-dir", str(out)],
+                     timeout=120)
+    error = one_line_error(result)
+    assert "the model needs ~" in error and "GiB is available in RAM (MemAvailable)" in error, error
+    assert not out.exists()
