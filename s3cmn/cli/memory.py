@@ -2,7 +2,7 @@
 
     s3cmn-memory inspect CHECKPOINT [--tokenizer NAME_OR_DIR] [--top 5] [--query "some text"] [--plot DIR] [--json]
     s3cmn-memory build CHECKPOINT --text TRAIN.raw [--index auto|flat|ivfflat|sq8|ivfpq] [--pca-dim 0] [--nprobe 32]
-    s3cmn-memory fit CHECKPOINT --text HELDOUT.raw
+    s3cmn-memory fit CHECKPOINT --text HELDOUT.raw [--dynamic] [--dynamic-grid-tokens 8192]
 
 ``build`` writes the kNN datastore (final hidden state at t -> token t + 1 of TRAIN) to CHECKPOINT/nexttoken/
 datastore; ``fit`` fits the cache (and, with a datastore, kNN and cache+knn) settings on HELDOUT and writes
@@ -155,6 +155,34 @@ def run_fit(args: argparse.Namespace) -> None:
     for mode, nll in settings.fit["nll_per_token"].items():
         print(f"  {mode:>9}: held-out NLL/token {nll:.4f}, token ppl {math.exp(nll):.2f}")
     print(f"  cache {settings.cache}\n  knn {settings.knn}\n  cache+knn lambdas {settings.combined}")
+    if args.dynamic:
+        fit_dynamic_settings(args, model, text, window, settings, store, fitted_on)
+
+
+def fit_dynamic_settings(args: argparse.Namespace, model: Any, text: Any, window: dict[str, Any], readouts: Any,
+                         store: Any, fitted_on: dict[str, Any]) -> None:
+    """``fit --dynamic``: dynamic evaluation's lr, decay, subset and reset (and the read-outs' lambdas with it
+    on) on the same held-out text, written to CHECKPOINT/nexttoken/dynamic.json (+ dynamic_ms.safetensors)."""
+    from s3cmn.evaluation.run import load_eval_tokenizer
+    from s3cmn.memory.nexttoken.dynamic import document_starts, dynamic_path
+    from s3cmn.memory.nexttoken.dynamic_fit import fit_dynamic
+    from s3cmn.run_config import DataConfig
+
+    tokenizer, _ = load_eval_tokenizer(args.checkpoint, DataConfig())
+    starts = document_starts(text.text, tokenizer, text.num_tokens)
+    dynamic = fit_dynamic(model, text.stream, window["context_length"], window["stride"], readouts=readouts,
+                          datastore=store, document_starts=starts, fitted_on=fitted_on,
+                          grid_tokens=args.dynamic_grid_tokens,
+                          windows_per_step=args.dynamic_windows_per_step)  # fmt: skip
+    out = dynamic.save(args.out.parent if args.out else dynamic_path(args.checkpoint))
+    grid = dynamic.fit["grid_nll_per_token"]
+    print(f"dynamic evaluation fitted on {args.text} (grid on its first {dynamic.fit['grid_tokens']:,} tokens) -> "
+          f"{out}\n  lr {dynamic.lr:g}, decay {dynamic.decay:g}, subset {dynamic.subset}, reset at documents "
+          f"{dynamic.reset_at_documents}, {dynamic.windows_per_step} window(s) per step: grid NLL/token "
+          f"{grid['off']:.4f} -> {grid['dynamic']:.4f}")  # fmt: skip
+    for mode, nll in dynamic.fit.get("nll_per_token", {}).items():
+        print(f"  {mode:>17}: held-out NLL/token {nll:.4f}, token ppl {math.exp(nll):.2f}")
+    print(f"  lambdas with dynamic on: cache {dynamic.cache_lam}, knn {dynamic.knn_lam}, cache+knn {dynamic.combined}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--pca-dim", type=int, default=0, help="PCA-compress keys to this width (0 = off)")
         else:
             cmd.add_argument("--datastore", type=Path, default=None, help="datastore folder (default: beside it)")
+            cmd.add_argument("--dynamic", action="store_true",
+                             help="also fit dynamic evaluation (lr, decay, subset, reset; lambdas with it on)")
+            cmd.add_argument("--dynamic-grid-tokens", type=int, default=8192,
+                             help="held-out tokens each dynamic grid point is scored on (0 = all)")
+            cmd.add_argument("--dynamic-windows-per-step", type=int, default=1,
+                             help="windows scored per dynamic-evaluation update")
     return parser
 
 

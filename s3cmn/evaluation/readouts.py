@@ -24,12 +24,13 @@ import torch
 
 from s3cmn.evaluation.perplexity import EvalText, nll_summary
 from s3cmn.evaluation.speed import PeakMemory
+from s3cmn.memory.nexttoken.dynamic import DYNAMIC_MODES, base_mode
 from s3cmn.memory.nexttoken.provenance import MAX_OVERLAP
 from s3cmn.memory.nexttoken.stream import READOUT_MODES, mode_sources, score_readouts
 
 logger = logging.getLogger(__name__)
 
-MEMORY_MODES = ("off", "learned", "cache", "knn", "cache+knn")
+MEMORY_MODES = ("off", "learned", "cache", "knn", "cache+knn", *DYNAMIC_MODES)  # dynamic: s3cmn.evaluation.dynamic_runs
 LEGACY_MODES = {"on": ["learned"], "both": ["off", "learned"], "off": ["off"]}
 
 
@@ -61,6 +62,7 @@ def readout_inputs(folder: Path, modes: list[str], text: EvalText, window: dict[
     from s3cmn.memory.nexttoken.generate import load_readouts
     from s3cmn.memory.nexttoken.stream import check_settings
 
+    modes = [base_mode(m) if m in DYNAMIC_MODES else m for m in modes]  # what a dynamic mode mixes in
     needs = {s for m in modes if m in READOUT_MODES for s in mode_sources(m)}
     if not needs:
         return None, None, None
@@ -136,7 +138,7 @@ def _run(precision: str, mode: str, text: EvalText, nll: torch.Tensor, seconds: 
 
 def score_modes(model: Any, precision: str, modes: list[str], text: EvalText, window: dict[str, Any],
                 batch_size: int, snapshot: Any, device: torch.device, progress: bool, settings: Any,
-                datastore: Any, write_memory: bool = False) -> list[dict[str, Any]]:
+                datastore: Any, write_memory: bool = False, dynamic: Any = None) -> list[dict[str, Any]]:
     """One run per mode, in the order asked: learned through :func:`~s3cmn.evaluation.runs.score_run`, the
     others in one shared LM pass."""
     from s3cmn.evaluation.perplexity import sliding_windows
@@ -165,7 +167,13 @@ def score_modes(model: Any, precision: str, modes: list[str], text: EvalText, wi
         run = score_run(model, precision, "on", text, window, batch_size, snapshot, device, progress, write_memory)
         run["memory"] = "learned"
         by_mode["learned"] = run
-    return [by_mode[m] for m in modes]
+    dynamic_modes = [m for m in modes if m in DYNAMIC_MODES]
+    if dynamic_modes:  # one adapting pass (s3cmn.evaluation.dynamic_runs); none for int8
+        from s3cmn.evaluation.dynamic_runs import score_dynamic_modes
+
+        by_mode.update(score_dynamic_modes(model, precision, dynamic_modes, text, window, device, progress, settings,
+                                           datastore, dynamic))  # fmt: skip
+    return [by_mode[m] for m in modes if m in by_mode]
 
 
 def mode_settings(settings: Any, datastore: Any, mode: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from s3cmn.evaluation.dynamic_runs import dynamic_inputs
 from s3cmn.evaluation.errors import EvaluationError
 from s3cmn.evaluation.memory_state import (
     MemorySnapshot,
@@ -141,6 +142,7 @@ class _Scoring:
     datastore: Any
     notes: list[str]
     learned_writes: bool = False  # the learned memory also stores the scored text (memory_writes)
+    dynamic: Any = None  # dynamic evaluation's fitted settings (s3cmn.evaluation.dynamic_runs.DynamicInputs)
     readout_overlap: dict[str, Any] | None = None  # the scored text's n-gram overlap with the read-outs' texts
 
 
@@ -174,6 +176,7 @@ def evaluate_checkpoint(
     model = load_model(folder).to(dev).eval()
     # 1. the text, the window and the starting memory
     scoring = _prepare(model, folder, data, evaluation, memory_start, memory_modes, dev)
+    scoring.dynamic = dynamic_inputs(folder, scoring.modes, scoring.text, scoring.tokenizer, scoring.notes)
     # 2. fp32: perplexity runs, speed, size, the context curve
     runs, models = _score_fp32(model, scoring, evaluation, speed, progress)
     if curve_contexts is None:
@@ -247,7 +250,7 @@ def _score_fp32(model: Any, scoring: _Scoring, evaluation: EvalConfig, speed: di
     """The fp32 runs of every mode, and the fp32 model's speed, size and read-out generation cost."""
     s = scoring
     runs = score_modes(model, "fp32", s.modes, s.text, s.window, evaluation.eval_batch_size, s.snapshot, s.device,
-                       progress, s.readouts, s.datastore, s.learned_writes)  # fmt: skip
+                       progress, s.readouts, s.datastore, s.learned_writes, s.dynamic)  # fmt: skip
     fp32 = {**speed_and_size(model, s.text, s.use_memory, s.device, **speed), "disk": folder_size(s.folder)}
     generation_modes = [m for m in s.modes if m in READOUT_MODES and m != "off"]
     if generation_modes:
@@ -267,7 +270,7 @@ def _score_int8(scoring: _Scoring, evaluation: EvalConfig, speed: dict[str, int]
         model, report = quantize_model(model, evaluation.backend)
     restore_memories(model, s.snapshot)
     runs = score_modes(model, "int8", s.modes, s.text, s.window, evaluation.eval_batch_size, s.snapshot, s.device,
-                       progress, s.readouts, s.datastore, s.learned_writes)  # fmt: skip
+                       progress, s.readouts, s.datastore, s.learned_writes, s.dynamic)  # fmt: skip
     int8 = {**speed_and_size(model, s.text, s.use_memory, s.device, **speed),
             "parameters": report.params_total,  # counted before quantization
             "load_and_quantize_peak_memory": peak.result,

@@ -15,7 +15,7 @@ mode had run alone (the LM pass is shared, not repeated).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -113,8 +113,11 @@ class ReadoutScores:
 @torch.no_grad()
 def score_readouts(model: torch.nn.Module, stream: Tensor, context_length: int, stride: int, batch_size: int,
                    modes: list[str], settings: ReadoutSettings | None = None,
-                   datastore: NextTokenDatastore | None = None, progress: bool = False) -> ReadoutScores:
-    """Score every token of ``stream`` once under each of ``modes`` (``READOUT_MODES``), in one LM pass."""
+                   datastore: NextTokenDatastore | None = None, progress: bool = False,
+                   chunks: Iterable[Chunk] | None = None) -> ReadoutScores:
+    """Score every token of ``stream`` once under each of ``modes`` (``READOUT_MODES``), in one LM pass.
+
+    ``chunks``: the LM pass to read from instead of :func:`lm_chunks` (dynamic evaluation's adapting pass)."""
     from tqdm.auto import tqdm
 
     check_settings(modes, settings, datastore)
@@ -128,7 +131,7 @@ def score_readouts(model: torch.nn.Module, stream: Tensor, context_length: int, 
         datastore.set_nprobe(settings.knn.nprobe)
     bar = tqdm(total=n_tokens, desc="read-outs", unit="tok", disable=not progress, dynamic_ncols=True)
     forwards, spikes = 0, None
-    for chunk in lm_chunks(model, stream, context_length, stride, batch_size):
+    for chunk in chunks if chunks is not None else lm_chunks(model, stream, context_length, stride, batch_size):
         forwards += 1
         if chunk.spike_stats:
             spikes = chunk.spike_stats if spikes is None else [a.merge(b) for a, b in zip(spikes, chunk.spike_stats,

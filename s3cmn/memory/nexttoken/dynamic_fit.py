@@ -1,0 +1,176 @@
+"""Scoring with dynamic evaluation (alone, or under the cache / kNN read-outs) and fitting its settings.
+
+Scoring (:func:`score_dynamic`): the read-out modes of :func:`s3cmn.memory.nexttoken.stream.score_readouts`
+over dynamic evaluation's adapting LM pass (:func:`.dynamic.dynamic_chunks`) instead of the fixed one; every
+``+dynamic`` mode shares that one pass. The cache reads the adapted model's hidden states; the kNN datastore
+keeps the trained model's keys.
+
+Fitting (:func:`fit_dynamic`, never on the scored text), a coordinate search of the held-out NLL per token:
+
+1. MS: the mean squared chunk gradient of every parameter over the held-out text, at the trained weights;
+2. subset x lr (decay 0) on the first ``grid_tokens`` tokens of the held-out text (each point is one pass);
+3. decay at the best subset and lr; 4. the document reset on / off at the best point (WikiText articles only);
+5. with read-out settings: one pass over the whole held-out text at the chosen point, where the read-outs'
+   weights (lambda) are refitted with dynamic on (temperature, k and window kept from their static fit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
+from s3cmn.memory.nexttoken.dynamic import DYNAMIC_MODES, DynamicSettings, base_mode, dynamic_chunks, gradient_ms
+from s3cmn.memory.nexttoken.fit import KNN_K_MAX, FitData, best_lambda, fit_combined, restrict, target_prob
+from s3cmn.memory.nexttoken.fitted import ReadoutSettings
+from s3cmn.memory.nexttoken.readout import Neighbours, StreamCache
+from s3cmn.memory.nexttoken.stream import Chunk, ReadoutScores, score_readouts
+
+logger = logging.getLogger(__name__)
+
+LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+DECAYS = (1e-3, 1e-2)  # tried after decay 0
+GRID_SUBSETS = ("all", "norms_biases", "head", "ssm")
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring
+
+
+def dynamic_readouts(readouts: ReadoutSettings | None, dynamic: DynamicSettings) -> ReadoutSettings | None:
+    """The read-out settings with the lambdas refitted under dynamic evaluation (where it has them)."""
+    if readouts is None:
+        return None
+    out = dataclasses.replace(readouts)
+    if readouts.cache is not None and dynamic.cache_lam is not None:
+        out.cache = dataclasses.replace(readouts.cache, lam=dynamic.cache_lam)
+    if readouts.knn is not None and dynamic.knn_lam is not None:
+        out.knn = dataclasses.replace(readouts.knn, lam=dynamic.knn_lam)
+    if dynamic.combined is not None:
+        out.combined = dynamic.combined
+    return out
+
+
+def score_dynamic(model: nn.Module, stream: Tensor, context_length: int, stride: int, modes: Sequence[str],
+                  dynamic: DynamicSettings, readouts: ReadoutSettings | None = None,
+                  datastore: NextTokenDatastore | None = None, document_starts: Tensor | None = None,
+                  progress: bool = False) -> ReadoutScores:
+    """Score every token of ``stream`` (N + 1,) once under each of ``modes`` (:data:`DYNAMIC_MODES`), in one
+    adapting LM pass; the model's weights are the trained ones again afterwards."""
+    bases = {m: base_mode(m) for m in modes}
+    chunks = dynamic_chunks(model, stream, context_length, stride, dynamic, document_starts)
+    scores = score_readouts(model, stream, context_length, stride, dynamic.windows_per_step, list(bases.values()),
+                            dynamic_readouts(readouts, dynamic), datastore, progress, chunks=chunks)  # fmt: skip
+    return ReadoutScores({m: scores.nll[b] for m, b in bases.items()}, {m: scores.seconds[b] for m, b in bases.items()},
+                         scores.forwards, scores.hit_rate, scores.spike_stats)  # fmt: skip
+
+
+def dynamic_nll(model: nn.Module, stream: Tensor, context_length: int, stride: int, settings: DynamicSettings,
+                document_starts: Tensor | None = None) -> float:
+    """Mean NLL per token of ``stream`` under dynamic evaluation with ``settings`` (the LM alone)."""
+    total, count = 0.0, 0
+    for chunk in dynamic_chunks(model, stream, context_length, stride, settings, document_starts):
+        total -= float(chunk.lm_log_probs.sum())
+        count += chunk.lm_log_probs.numel()
+    return total / count
+
+
+# --------------------------------------------------------------------------------------------------
+# fitting
+
+
+def _collect(chunks: Iterable[Chunk], readouts: ReadoutSettings, datastore: NextTokenDatastore | None) -> FitData:
+    """:func:`s3cmn.memory.nexttoken.fit.collect` over any LM pass: log p_LM(target) and each position's
+    cache (within the fitted window) and kNN neighbours."""
+    cache = StreamCache(readouts.cache.window, readouts.cache.k) if readouts.cache is not None else None
+    if datastore is not None:
+        datastore.set_nprobe(readouts.knn.nprobe)
+    parts: dict[str, list[Any]] = {"lm": [], "targets": [], "pos": [], "cache": [], "knn": []}
+    for chunk in chunks:
+        for key in ("lm", "targets", "pos"):
+            parts[key].append({"lm": chunk.lm_log_probs, "targets": chunk.targets, "pos": chunk.pos}[key])
+        if cache is not None:
+            parts["cache"].append(cache.read(chunk.hidden, chunk.pos, chunk.targets))
+        if datastore is not None:
+            parts["knn"].append(datastore.search(chunk.hidden, min(readouts.knn.k, KNN_K_MAX)))
+
+    def cat(nbs: list[Neighbours]) -> Neighbours | None:
+        if not nbs:
+            return None
+        pos = torch.cat([n.positions for n in nbs]) if nbs[0].positions is not None else None
+        return Neighbours(torch.cat([n.distances for n in nbs]), torch.cat([n.values for n in nbs]), pos)
+
+    return FitData(torch.cat(parts["lm"]), torch.cat(parts["targets"]), torch.cat(parts["pos"]),
+                   cat(parts["cache"]), cat(parts["knn"]))  # fmt: skip
+
+
+def _refit_lambdas(data: FitData, readouts: ReadoutSettings) -> tuple[dict[str, Any], dict[str, float]]:
+    """The read-outs' weights refitted on dynamic evaluation's log-probabilities, and their held-out NLL."""
+    lams: dict[str, Any] = {}
+    nll = {"dynamic": float(-data.lm.mean())}
+    if readouts.cache is not None:
+        cache = restrict(data.cache, data.pos, readouts.cache.window, readouts.cache.k)
+        lams["cache_lam"], ll = best_lambda(data.lm, *target_prob(cache, data.targets, readouts.cache.temperature))
+        nll["cache+dynamic"] = -ll
+    if readouts.knn is not None and data.knn is not None:
+        knn = restrict(data.knn, data.pos, None, readouts.knn.k)
+        lams["knn_lam"], ll = best_lambda(data.lm, *target_prob(knn, data.targets, readouts.knn.temperature))
+        nll["knn+dynamic"] = -ll
+        if readouts.cache is not None:
+            lams["combined"], ll = fit_combined(data, readouts.cache, readouts.knn)
+            nll["cache+knn+dynamic"] = -ll
+    return lams, nll
+
+
+def fit_dynamic(model: nn.Module, stream: Tensor, context_length: int, stride: int, *,
+                readouts: ReadoutSettings | None = None, datastore: NextTokenDatastore | None = None,
+                document_starts: Tensor | None = None, fitted_on: dict[str, Any] | None = None,
+                grid_tokens: int = 8192, windows_per_step: int = 1, lrs: Sequence[float] = LRS,
+                decays: Sequence[float] = DECAYS, subsets: Sequence[str] = GRID_SUBSETS) -> DynamicSettings:
+    """Fit lr, decay, the subset and the document reset on the held-out ``stream`` (N + 1,) (module docstring);
+    ``readouts`` / ``datastore``: the static read-outs, whose lambdas are refitted with dynamic on."""
+    start = time.perf_counter()
+    grid_stream = stream[: grid_tokens + 1] if grid_tokens > 0 else stream
+    ms = gradient_ms(model, stream, context_length, stride, windows_per_step)
+    base = DynamicSettings(windows_per_step=windows_per_step, ms=ms, fitted_on=dict(fitted_on or {}),
+                           context_length=context_length, stride=stride)  # fmt: skip
+    trials: list[dict[str, Any]] = []
+
+    def trial(**change: Any) -> float:
+        settings = dataclasses.replace(base, **change)
+        t0 = time.perf_counter()
+        nll = dynamic_nll(model, grid_stream, context_length, stride, settings, document_starts)
+        trials.append({**change, "nll_per_token": nll, "seconds": time.perf_counter() - t0})
+        logger.info("dynamic fit: %s -> held-out NLL/token %.4f", change, nll)
+        return nll
+
+    off = trial(lr=0.0)
+    best = min(((trial(subset=s, lr=lr), {"subset": s, "lr": lr}) for s in subsets for lr in lrs),
+               key=lambda t: t[0])  # fmt: skip
+    point = dict(best[1])  # every decay at the best subset and lr (decay 0)
+    for decay in decays:
+        nll = trial(**point, decay=decay)
+        best = min(best, (nll, {**point, "decay": decay}), key=lambda t: t[0])
+    if document_starts is not None and len(document_starts) > 0 and bool((document_starts < grid_stream.numel()).any()):
+        nll = trial(**best[1], reset_at_documents=True)
+        best = min(best, (nll, {**best[1], "reset_at_documents": True}), key=lambda t: t[0])
+    chosen = dataclasses.replace(base, **best[1])
+    fit: dict[str, Any] = {"grid_tokens": int(grid_stream.numel() - 1), "tokens": int(stream.numel() - 1),
+                           "grid_nll_per_token": {"off": off, "dynamic": best[0]}, "trials": trials,
+                           "grid": {"lr": list(lrs), "decay": [0.0, *decays], "subset": list(subsets)}}
+    if readouts is not None and readouts.cache is not None:  # 5. the read-outs' weights with dynamic on
+        chunks = dynamic_chunks(model, stream, context_length, stride, chosen, document_starts)
+        lams, fit["nll_per_token"] = _refit_lambdas(_collect(chunks, readouts, datastore), readouts)
+        chosen = dataclasses.replace(chosen, **lams)
+    fit["seconds"] = time.perf_counter() - start
+    logger.info("dynamic evaluation fitted on %d tokens: %s", stream.numel() - 1, chosen.summary())
+    return dataclasses.replace(chosen, fit=fit)
+
+
+__all__ = ["DYNAMIC_MODES", "dynamic_nll", "dynamic_readouts", "fit_dynamic", "score_dynamic"]
