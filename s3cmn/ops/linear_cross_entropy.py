@@ -78,16 +78,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 # d(loss sum)/d(logits) = softmax - onehot on valid rows, 0 on ignored rows; the 1/count of the
                 # mean is applied once to the (N, E) and (V, E) results below, not to the (C, V) block
                 grad = probs.scatter_add_(1, safe_y, -ok.to(probs.dtype)[:, None])
-                if not all_valid:
-                    grad.masked_fill_(~ok[:, None], 0.0)
+                if not all_valid:  # zero the few ignored rows (a masked_fill would sweep the whole block)
+                    grad.index_fill_(0, (~ok).nonzero().squeeze(1), 0.0)
                 grad = grad.to(h.dtype) if h.dtype != torch.float32 else grad
                 if grad_hidden is not None:
                     if grad.dtype == torch.float32:
                         torch.mm(grad, weight, out=grad_hidden[start : start + chunk])  # (C, E)
                     else:
                         grad_hidden[start : start + chunk] = grad @ weight
-                if grad_weight is not None:
-                    grad_weight.addmm_(grad.T.to(grad_weight.dtype), h.to(grad_weight.dtype))  # (V, E) += (V, C)(C, E)
+                if grad_weight is not None:  # (V, E) += (V, C)(C, E)
+                    if h.dtype == torch.float32:
+                        grad_weight.addmm_(grad.T, h)
+                    else:  # in the autocast dtype, as autocast's own head would (no (C, V) float32 copy)
+                        grad_weight.add_(torch.mm(grad.T, h))
         if count:
             if grad_hidden is not None:
                 grad_hidden.mul_(1.0 / count)
