@@ -142,8 +142,8 @@ class _Scoring:
     datastore: Any
     notes: list[str]
     learned_writes: bool = False  # the learned memory also stores the scored text (memory_writes)
-    dynamic: Any = None  # dynamic evaluation's fitted settings (s3cmn.evaluation.dynamic_runs.DynamicInputs)
     readout_overlap: dict[str, Any] | None = None  # the scored text's n-gram overlap with the read-outs' texts
+    dynamic: Any = None  # dynamic evaluation's fitted settings (s3cmn.evaluation.dynamic_runs.DynamicInputs)
 
 
 def evaluate_checkpoint(
