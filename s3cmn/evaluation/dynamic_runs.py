@@ -48,6 +48,7 @@ def dynamic_inputs(folder: Path, modes: list[str], text: EvalText, tokenizer: An
     fitted = settings.fitted_on.get("sha256")
     if hashlib.sha256(text.text.encode("utf-8")).hexdigest() == fitted:
         raise EvaluationError("the scored text is the text dynamic evaluation was fitted on: fit on held-out text")
+    _refuse_overlap(folder, settings, text, notes)
     for m in modes:
         if m in ("cache+dynamic", "cache+knn+dynamic") and settings.cache_lam is None:
             raise EvaluationError(f"memory mode {m}: the dynamic settings hold no cache weight fitted with dynamic "
@@ -65,6 +66,29 @@ def dynamic_inputs(folder: Path, modes: list[str], text: EvalText, tokenizer: An
                  f"{settings.combined}) fitted on {settings.fitted_on.get('path', '?')} (sha256 {str(fitted)[:12]}, "
                  f"{settings.fitted_on.get('tokens', '?')} tokens), not on the scored text")  # fmt: skip
     return DynamicInputs(settings, starts)
+
+
+def _refuse_overlap(folder: Path, settings: DynamicSettings, text: EvalText, notes: list[str]) -> None:
+    """Refuse a scored text that shares more than ``MAX_OVERLAP`` of its long word n-grams with the fit text,
+    by the fingerprint ``s3cmn-memory fit`` recorded for that same text (sha256) in ``readout.json``."""
+    from s3cmn.data.errors import DataError
+    from s3cmn.evaluation.errors import EvaluationError
+    from s3cmn.memory.nexttoken.generate import load_readouts
+    from s3cmn.memory.nexttoken.provenance import MAX_OVERLAP, refuse_overlap
+
+    readouts, _ = load_readouts(folder)
+    fingerprint = getattr(readouts, "fingerprint", None)
+    named = f"the text dynamic evaluation was fitted on ({settings.fitted_on.get('path', 'path not recorded')})"
+    if fingerprint is None or readouts.fitted_on.get("sha256") != settings.fitted_on.get("sha256"):
+        notes.append(f"{named} has no content fingerprint: only an identical scored text could be refused")
+        return
+    try:
+        overlap = refuse_overlap(text.text, fingerprint, "the scored text", named,
+                                 "score a text disjoint from it, or refit dynamic evaluation on other text")
+    except DataError as err:
+        raise EvaluationError(str(err)) from None
+    notes.append(f"the scored text shares {overlap.fraction:.2%} of its sampled {fingerprint.ngram}-word sequences "
+                 f"with {named} (refused above {MAX_OVERLAP:.0%})")
 
 
 def score_dynamic_modes(model: Any, precision: str, modes: list[str], text: EvalText, window: dict[str, Any],

@@ -232,5 +232,10 @@ def test_fit_and_eval_the_dynamic_modes_end_to_end(tiny_checkpoint, wikitext_dir
     original = load_model(tiny_checkpoint)
     after = load_model(ckpt).state_dict()  # the adapted weights never reached the saved checkpoint either
     assert all(torch.equal(v, after[k]) for k, v in original.state_dict().items())
-    with pytest.raises(SystemExit):  # the fit text is refused as a scored text
-        eval_main([str(ckpt), "--test-file", str(heldout), "--memory", "dynamic", "--no-progress", *flags[:4]])
+    assert any("with the text dynamic evaluation was fitted on" in n for n in report["notes"])  # the overlap
+    (tmp_path / "part.raw").write_text("".join(lines[31:39]), encoding="utf-8")
+    capsys.readouterr()
+    for scored, why in ((heldout, "is the text dynamic"), (tmp_path / "part.raw", "sampled 8-word sequences")):
+        with pytest.raises(SystemExit):  # the fit text, or a part of it, is refused as a scored text
+            eval_main([str(ckpt), "--test-file", str(scored), "--memory", "dynamic", "--no-progress", *flags[:4]])
+        assert why in capsys.readouterr().err
