@@ -14,11 +14,11 @@ num_attention_heads, the same vocabulary and MLP width, tied embeddings, sdpa at
   median ms/token of the round. s3cmn also runs with bf16 weights (only where the CPU has native bf16) and
   with int8 weights (``s3cmn.quantization.quantize_model``, torch dynamic int8 + the int8 tied head), at the
   shorter contexts, interleaved with its fp32 self.
-- **training** (forward + backward + AdamW step) at (the preset's batch, ``--short-T``) and (1, ``--long-T``)
+- **training** (forward + backward + fused AdamW step, for both models) at (the preset's batch, ``--short-T``) and (1, ``--long-T``)
   in every *native* precision (fp32; bf16 autocast where the CPU has AVX512-BF16 / AMX), one step per model per
   round. Best precision against best precision, and the default (``auto``) against the best.
 - **peak**: the best of several 2048³ GEMMs on all threads in each native precision, at the start and the
-  end of the run (the best of both is the denominator). MFU = analytic training FLOPs (``flops.py``) x
+  end of the run (the best of both is the denominator). MFU = analytic training FLOPs (``s3cmn.evaluation.flops``) x
   tokens/s / peak; a figure over 100% means the peak was measured low and is refused (``mfu`` None).
 - **bandwidth**: a read of a 512 MiB buffer (sum), best of several -> GB/s; the weight-read bound of
   generation is the fp32 parameter bytes / that rate (every weight is read once per token: the tied head
@@ -192,7 +192,7 @@ def train_round(model: torch.nn.Module, opt: torch.optim.Optimizer, ids: torch.T
 def measure_training(models: dict[str, torch.nn.Module], shapes: list[tuple[int, int]], dtypes: list[str],
                      rounds: int, vocab: int) -> list[dict[str, Any]]:
     """Per shape and precision: tokens/s of each model, one step per model per round, interleaved."""
-    opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-4) for n, m in models.items()}
+    opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True) for n, m in models.items()}  # as s3cmn-train
     out = []
     for batch, T in shapes:
         ids = torch.randint(0, vocab, (batch, T), generator=torch.Generator().manual_seed(T))

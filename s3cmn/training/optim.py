@@ -33,9 +33,12 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, training: TrainingConfig) -> torch.optim.AdamW:
-    """AdamW (β = 0.9, 0.95) over :func:`parameter_groups`."""
+    """AdamW (β = 0.9, 0.95) over :func:`parameter_groups`; the fused kernel (one pass over all parameters
+    instead of ~10 elementwise ops per tensor) wherever every parameter is a float on the CPU or CUDA."""
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
     return torch.optim.AdamW(
-        parameter_groups(model, training.weight_decay), lr=training.learning_rate, betas=(0.9, 0.95), eps=1e-8
+        parameter_groups(model, training.weight_decay), lr=training.learning_rate, betas=(0.9, 0.95), eps=1e-8,
+        fused=fused or None,
     )
 
 
