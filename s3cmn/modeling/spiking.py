@@ -162,9 +162,9 @@ class LIFLayer(nn.Module):
     def _run(self, x: Tensor, state: MixerState | None, update_threshold: bool) -> MixerOutput:
         B, T, _ = x.shape
         v0 = self.init_state(B, x)["v"] if state is None else state["v"]  # (B, N)
-        # the scan in float32 even under bf16 autocast: the membranes need the precision, and the C time loop
-        # (a Python loop for other dtypes) takes float32
-        current = self.in_proj(x).float()  # (B, T, N)
+        # the scan in the residual stream's dtype (float32 under bf16 autocast): the membranes need the
+        # precision, and the C time loop (a Python loop for other dtypes) takes float32
+        current = self.in_proj(x).to(x.dtype)  # (B, T, N)
         # a copy of the homeostatic θ: the in-place update below must not alter what backward saved
         threshold = self.threshold.clone() if self.adaptive_threshold else self.threshold  # (N,)
         out = lif_scan(
