@@ -118,8 +118,6 @@ def prepare_data(data: DataConfig, training: TrainingConfig
 def train(model_config: S3CMNConfig, training: TrainingConfig, data: DataConfig,
           should_stop: Callable[[int, dict[str, Any]], bool] | None = None) -> TrainResult:
     """Prepare data and tokenizer, build (or resume) the model, and run :func:`fit`."""
-    from s3cmn.modeling.lm import S3CMNForCausalLM
-
     model_config.check_sequence_length(training.sequence_length)  # settings errors before any data is read
     check_output_dir(training.output_dir, training.resume, training.overwrite)
     init_distributed(training)
@@ -134,6 +132,8 @@ def train(model_config: S3CMNConfig, training: TrainingConfig, data: DataConfig,
     model_config = model_config.replace(**changes)
     if "vocab_size" in changes:  # the embedding and head follow the tokenizer's vocabulary
         check_training_fits(model_config, training, device)
+    from s3cmn.modeling.lm import S3CMNForCausalLM  # here: transformers' import takes seconds, a refusal none
+
     seed_everything(training.seed)
     model = S3CMNForCausalLM(model_config)
     logger.info("model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)

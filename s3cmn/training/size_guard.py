@@ -135,12 +135,13 @@ def check_training_fits(config: S3CMNConfig, training: TrainingConfig, device: t
     ``device``; ``training.force`` logs a warning instead. Returns the estimate."""
     estimate = estimate_training_size(config, training)
     free = available_memory(device)
-    logger.info("size estimate: %s", estimate.describe())
     if free is None:
-        logger.warning("cannot read the free memory of %s: the model's size is not checked", device)
+        logger.warning("cannot read the free memory of %s: the model's size (%s) is not checked", device,
+                       estimate.describe())
         return estimate
     available, where = free
     if estimate.total_bytes <= available:
+        logger.info("size estimate: %s; %s %s", estimate.describe(), _gib(available), where)
         return estimate
     message = f"the model needs {estimate.describe()}, but only {_gib(available)} is {where}"
     if training.force:
