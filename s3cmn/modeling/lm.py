@@ -17,7 +17,7 @@ from s3cmn.memory.bank import MemoryBank
 from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import S3CMNCache
 from s3cmn.modeling.decode import derived
-from s3cmn.modeling.outputs import S3CMNCausalLMOutput
+from s3cmn.modeling.outputs import S3CMNCausalLMOutput, S3CMNModelOutput
 from s3cmn.ops.linear_cross_entropy import linear_cross_entropy
 
 logger = logging.getLogger(__name__)
@@ -196,8 +196,8 @@ class S3CMNModel(S3CMNPreTrainedModel):
         use_cache: bool = False,
         memory_bank: MemoryBank | None = None,
         output_hidden_states: bool = False,
-    ) -> dict[str, Any]:
-        """ids (B, T) -> {"hidden": (B, T, E), "cache", "blocks": [BlockOutput], "hidden_states"}.
+    ) -> S3CMNModelOutput:
+        """ids (B, T) -> S3CMNModelOutput(hidden (B, T, E), cache, blocks [BlockOutput], hidden_states).
 
         With a cache and T == 1 each block runs its recurrent ``step``; otherwise the parallel ``forward``,
         continuing from the cached state when there is one. ``memory_bank`` goes to every block as its
@@ -231,7 +231,7 @@ class S3CMNModel(S3CMNPreTrainedModel):
             x = self.out_proj(x)  # (B, T, E)
         if cache is not None:
             cache.seen_tokens = start + T
-        return {"hidden": x, "cache": cache, "blocks": blocks, "hidden_states": tuple(hidden_states) or None}
+        return S3CMNModelOutput(hidden=x, cache=cache, blocks=blocks, hidden_states=tuple(hidden_states) or None)
 
 
 class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
@@ -308,7 +308,7 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         with bank.forward_pass(read=use_memory, write=write_memory):
             out = self.model(input_ids, cache, use_cache, bank, output_hidden_states)
             # 2. the head and the loss
-            loss, logits = self._head(out["hidden"], labels, logits_to_keep)
+            loss, logits = self._head(out.hidden, labels, logits_to_keep)
             # 3. the writes, after the whole forward
             if bank.pending:  # a NaN/inf loss would poison the stores: discarded (on every rank if on any)
                 finite = loss is None or bool(torch.isfinite(loss))
@@ -343,11 +343,11 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         return loss, logits
 
     def _output(
-        self, out: dict[str, Any], loss: Tensor | None, logits: Tensor | None, use_cache: bool
+        self, out: S3CMNModelOutput, loss: Tensor | None, logits: Tensor | None, use_cache: bool
     ) -> S3CMNCausalLMOutput:
         """The typed output, with the blocks' spike and memory-read statistics and their means."""
-        spike_stats = [b.spike_stats for b in out["blocks"] if b.spike_stats is not None]
-        memory_stats = [b.memory_stats for b in out["blocks"] if b.memory_stats is not None]
+        spike_stats = [b.spike_stats for b in out.blocks if b.spike_stats is not None]
+        memory_stats = [b.memory_stats for b in out.blocks if b.memory_stats is not None]
         spike_rate = torch.stack([torch.as_tensor(s.firing_rate) for s in spike_stats]).mean() if spike_stats else None
         hit_rate = (
             torch.tensor([float(s.hit_rate) for s in memory_stats]).mean() if memory_stats else None
@@ -355,8 +355,8 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         return S3CMNCausalLMOutput(
             loss=loss,
             logits=logits,
-            cache=out["cache"] if use_cache else None,
-            hidden_states=out["hidden_states"],
+            cache=out.cache if use_cache else None,
+            hidden_states=out.hidden_states,
             spike_stats=spike_stats or None,
             memory_stats=memory_stats or None,
             spike_rate=spike_rate,

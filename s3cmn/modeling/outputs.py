@@ -10,6 +10,22 @@ from transformers.utils import ModelOutput
 
 
 @dataclass
+class S3CMNModelOutput(ModelOutput):
+    """What the backbone ``S3CMNModel.forward`` returns (attributes, or keys for the fields that are set).
+
+    hidden: (B, T, E) the final normed hidden states, the input of the LM head.
+    cache: the recurrent state after the last token (``S3CMNCache``), or None without a cache.
+    blocks: one ``BlockOutput`` per block (its spike and memory-read statistics).
+    hidden_states: the input of every block and the final normed state, when asked for.
+    """
+
+    hidden: torch.Tensor | None = None
+    cache: Any = None
+    blocks: list[Any] | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
 class S3CMNCausalLMOutput(ModelOutput):
     """What ``S3CMNForCausalLM.forward`` returns.
 
