@@ -398,6 +398,11 @@ train_error("memory-layer-out-of-range", r"memory_layers contains 5", "--memory-
 train_error("cuda-without-a-gpu", r"cuda", "--device", "cuda")
 train_error("fp16-on-the-cpu", r"fp16", "--mixed-precision", "fp16")
 train_error("curriculum-without-ramp", r"--curriculum-tokens", "--curriculum", "seq-length", "--max-steps", "2")
+# issue 32: a billion layers used to allocate until the machine swapped; a billion sequences need ~250 TB
+train_error("a-billion-layers", r"the model needs ~[\d,.]+ GiB to train \(.*params.*but only [\d.]+ GiB is "
+            r"available.*--force", "--num-layers", "1000000000")
+train_error("a-batch-beyond-ram", r"activations [\d,.]+ GiB.*but only [\d.]+ GiB is available", "--batch-size",
+            "1000000000")
 
 
 @case("config-file-not-yaml")

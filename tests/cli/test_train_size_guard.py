@@ -21,7 +21,7 @@ def one_line_error(result) -> str:
 
 @pytest.mark.parametrize("flags, what", [
     (["--num-layers", "1000000000"], "params; weights"),  # used to allocate until the machine swapped
-    (["--batch-size", "1000000"], "activations"),  # a batch whose activations alone exceed any RAM
+    (["--batch-size", "1000000000"], "activations"),  # a batch whose activations alone need ~250 TB
 ])  # fmt: skip
 def test_a_model_too_large_for_memory_is_refused_at_once(tmp_path, train_args, flags, what) -> None:
     out = tmp_path / "run"
