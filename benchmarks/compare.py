@@ -61,6 +61,7 @@ from s3cmn.config import S3CMNConfig, preset_training  # noqa: E402
 from s3cmn.evaluation.baselines import MODEL_KINDS, build_model, count_params, embedding_params  # noqa: E402
 from s3cmn.evaluation.benchmarking import close_meta, fmt_load, parse_overrides, run_meta, write_results  # noqa: E402
 from s3cmn.evaluation.corpora import CORPORA, load_corpus  # noqa: E402
+from s3cmn.training.checkpoint import remove_checkpoint  # noqa: E402
 
 logger = logging.getLogger("compare")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -82,16 +83,17 @@ def load_data(args: argparse.Namespace) -> Any:
 # one run
 
 
-def training_config(args: argparse.Namespace, seed: int, run_dir: Path, num_blocks: int) -> Any:
+def training_config(args: argparse.Namespace, seed: int, lr: float, run_dir: Path, num_blocks: int) -> Any:
     """The same TrainingConfig for every model: the budget in steps, a 10% warmup, ``--evals`` validations
-    on the held-out text (each keeps ``best`` when it improves; the last one is at the end of training)."""
+    on the held-out text (each keeps ``best`` when it improves; the last one is at the end of training); peak
+    rate ``lr`` (0 = the preset's)."""
     from s3cmn.run_config import TrainingConfig
 
     tokens_per_step = args.batch_size * args.seq_len
     steps = max(1, math.ceil(args.max_tokens / tokens_per_step))
     steps_per_epoch = max(1, num_blocks // args.batch_size)
     fields = {**preset_training(args.preset), "batch_size": args.batch_size, "sequence_length": args.seq_len,
-              "learning_rate": args.lr or preset_training(args.preset).get("learning_rate", 1e-3),
+              "learning_rate": lr or preset_training(args.preset).get("learning_rate", 1e-3),
               "num_epochs": math.ceil(steps / steps_per_epoch) + 1, "max_steps": steps,
               "max_tokens": args.max_tokens, "max_time": args.max_time, "warmup_steps": max(1, round(0.1 * steps)),
               "mixed_precision": args.precision, "device": "cpu", "seed": seed,
@@ -124,25 +126,45 @@ def load_best(model: torch.nn.Module, run_dir: Path) -> None:
 
 
 def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConfig, data: dict[str, torch.Tensor],
-            text: Any, out: Path) -> dict[str, Any]:
-    """Train ``kind`` at ``seed`` on ``data["train"]`` (num_blocks, T), select the checkpoint with the lowest
-    loss on ``data["valid"]``, score the test text with it (once); the run's record."""
+            text: Any, out: Path, lr: float | None = None, scored: bool = True,
+            resume: bool | None = None) -> dict[str, Any]:
+    """Train ``kind`` at ``seed`` and peak rate ``lr`` (default ``--lr``) on ``data["train"]`` (num_blocks, T),
+    select the checkpoint with the lowest loss on ``data["valid"]`` and, when ``scored``, score the test text with
+    it (once); the run's record. With ``resume`` (default ``--resume``) a run saved with the same settings is
+    reused; one trained but not yet scored (a tuning run) is scored from the ``best`` checkpoint it kept."""
+    lr = args.lr if lr is None else lr
+    name = f"{kind}-seed{seed}" + (f"-lr{lr:g}" if args.lr_grid else "")
+    run_dir = out / "runs" / name
+    key = run_key(args, lr)
+    saved = read_record(run_dir / RECORD)
+    if (args.resume if resume is None else resume) and saved is not None:
+        record = saved["record"]
+        if saved.get("key") != key:
+            logger.info("%s seed %d: %s was run with other settings: retraining", kind, seed, run_dir / RECORD)
+        elif "eval" in record or not scored:
+            logger.info("%s seed %d: reusing the finished run in %s (--no-resume retrains)", kind, seed, run_dir)
+            return record
+        elif (run_dir / "best").exists():
+            logger.info("%s seed %d: scoring the trained run in %s", kind, seed, run_dir)
+            return score_run(record, restore(kind, seed, args, reference, run_dir), args, text, run_dir, key)
+        else:
+            logger.info("%s seed %d: %s has no best checkpoint left to score: retraining", kind, seed, run_dir)
+    record, model = train_run(kind, seed, lr, args, reference, data, run_dir, key)
+    return score_run(record, model, args, text, run_dir, key) if scored else record
+
+
+def train_run(kind: str, seed: int, lr: float, args: argparse.Namespace, reference: S3CMNConfig,
+              data: dict[str, torch.Tensor], run_dir: Path, key: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Train from scratch; the record (no test scores yet) and the model holding its best weights. The record is
+    saved and the ``best`` and ``last`` checkpoints kept until :func:`score_run` scores the run."""
     from s3cmn.training import fit
     from s3cmn.training.loop import seed_everything
 
-    run_dir = out / "runs" / f"{kind}-seed{seed}"
-    key = run_key(args)
-    saved = read_record(run_dir / RECORD)
-    if args.resume and saved is not None:
-        if saved.get("key") == key:
-            logger.info("%s seed %d: reusing the finished run in %s (--no-resume retrains)", kind, seed, run_dir)
-            return saved["record"]
-        logger.info("%s seed %d: %s was run with other settings: retraining", kind, seed, run_dir / RECORD)
     shutil.rmtree(run_dir, ignore_errors=True)
-    training = training_config(args, seed, run_dir, data["train"].shape[0])
+    training = training_config(args, seed, lr, run_dir, data["train"].shape[0])
     seed_everything(seed)
     model = build_model(kind, reference, positions=args.seq_len)
-    logger.info("%s seed %d: %.3fM parameters", kind, seed, count_params(model) / 1e6)
+    logger.info("%s seed %d: %.3fM parameters, lr %g", kind, seed, count_params(model) / 1e6, training.learning_rate)
     cpu_start = time.process_time()
     result = fit(model, data["train"], data["valid"], training)
     train_cpu_s = time.process_time() - cpu_start  # this process's CPU time: all threads, training + saving
@@ -153,32 +175,60 @@ def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConf
     best = min(validations, key=lambda r: r["loss"]) if validations else None
     load_best(model, run_dir)
     steady = [r["tokens_per_s"] for r in curve[1:]] or [result.tokens_per_s]  # the first step is the warm-up
-    record = {"model": kind, "seed": seed, "params": count_params(model),
-              "embedding_params": embedding_params(model), "description": model.description, "steps": result.steps,
+    record = {"model": kind, "seed": seed, "lr": training.learning_rate, "run_dir": str(run_dir),
+              "params": count_params(model), "embedding_params": embedding_params(model),
+              "description": model.description, "steps": result.steps,
               "train_tokens": result.tokens, "stopped": STOPPED.get(result.stopped, result.stopped),
               "train_seconds": curve[-1]["elapsed_s"] if curve else 0.0, "train_cpu_seconds": train_cpu_s,
               "train_tokens_per_s": result.tokens_per_s, "train_tokens_per_s_median": statistics.median(steady),
               "final_train_loss": result.train_loss, "curve": curve, "validations": validations,
-              "best_step": best and best["step"], "best_val_loss": best and best["loss"],
-              "eval": {"default": score(model, text, args, memory=kind == "s3cmn+mem")}}
+              "best_step": best and best["step"], "best_val_loss": best and best["loss"]}
+    write_json_atomic(run_dir / RECORD, {"key": key, "record": record})
+    return record, model
+
+
+def restore(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConfig, run_dir: Path) -> Any:
+    """The model of a trained run as :func:`train_run` left it: the best weights and, for ``s3cmn+mem``, the
+    memory as training left it (saved with the ``last`` checkpoint)."""
+    from s3cmn.training.loop import seed_everything
+
+    seed_everything(seed)
+    model = build_model(kind, reference, positions=args.seq_len)
+    if kind == "s3cmn+mem":
+        model.memory_bank.load(run_dir / "last" / "memory")
+    load_best(model, run_dir)
+    return model
+
+
+def score_run(record: dict[str, Any], model: Any, args: argparse.Namespace, text: Any, run_dir: Path,
+              key: dict[str, Any]) -> dict[str, Any]:
+    """Score the test text once with the run's best weights; save the record, then remove the checkpoints."""
+    kind = record["model"]
+    record = {**record, "eval": {"default": score(model, text, args, memory=kind == "s3cmn+mem")}}
     if kind == "s3cmn+mem":  # the same weights with the read switched off (before the scoring writes matter)
         record["eval"]["memory_off"] = score(model, text, args, memory=False)
         record["memory_entries"] = {str(k): m.num_entries for k, m in model.memory_bank}
-    for name in ("last", "best"):  # the checkpoints fit() saves; metrics.jsonl stays
-        shutil.rmtree(run_dir / name, ignore_errors=True)
     record["finished"] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": args.threads,
                           "loadavg": list(os.getloadavg())}
     write_json_atomic(run_dir / RECORD, {"key": key, "record": record})
+    remove_checkpoints(run_dir)
     return record
 
 
-RECORD = "record.json"  # a finished run: its record and the settings it ran with (a rerun reuses it)
-NOT_IN_KEY = ("out", "threads", "seeds", "models", "resume")  # settings that do not change one run's result
+def remove_checkpoints(run_dir: Path) -> None:
+    for name in ("last", "best"):  # the checkpoints fit() saves (symlinks to snapshots); metrics.jsonl stays
+        remove_checkpoint(run_dir / name)
 
 
-def run_key(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings one run's result depends on (a saved run is reused only when they are all equal)."""
-    return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in NOT_IN_KEY}))
+RECORD = "record.json"  # a run's record and the settings it ran with (a rerun reuses it); "eval" once scored
+NOT_IN_KEY = ("out", "threads", "seeds", "models", "resume", "lr_grid")  # settings that do not change one run
+
+
+def run_key(args: argparse.Namespace, lr: float) -> dict[str, Any]:
+    """The settings one run's result depends on, its own peak rate ``lr`` included (a saved run is reused only
+    when they are all equal)."""
+    settings = {**{k: v for k, v in vars(args).items() if k not in NOT_IN_KEY}, "lr": lr}
+    return json.loads(json.dumps(dict(sorted(settings.items()))))
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

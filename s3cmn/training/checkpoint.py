@@ -50,7 +50,7 @@ from s3cmn.utils.checkpoints import (
 )
 
 __all__ = ["CheckpointError", "RunLock", "check_output_dir", "clear_output_dir", "load_training_state",
-           "read_run_settings", "resolve_checkpoint", "save_checkpoint"]
+           "read_run_settings", "remove_checkpoint", "resolve_checkpoint", "save_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -235,18 +235,33 @@ def check_output_dir(folder: str | os.PathLike, resume: bool, overwrite: bool) -
         )
 
 
-def clear_output_dir(folder: str | os.PathLike) -> None:
-    """Remove the checkpoints and metrics of an earlier run (``--overwrite``); other files stay."""
-    root = Path(folder)
+def remove_checkpoint(folder: str | os.PathLike) -> list[str]:
+    """Delete the checkpoint ``folder`` (``<run>/last``): its symlink, its snapshots and what interrupted saves
+    left (.old, .tmp, .link); the names removed. ``shutil.rmtree`` refuses the symlink, and would keep them."""
+    final = Path(folder)
+    leftovers = [p for p in final.parent.glob(f"{final.name}.*-*") if SNAPSHOT in p.name or DELETING in p.name]
     removed = []
-    snapshots = [p.name for n in CHECKPOINT_NAMES for p in sorted(root.glob(f"{n}.*-*"))
-                 if SNAPSHOT in p.name or DELETING in p.name]
-    for name in [n + s for n in CHECKPOINT_NAMES for s in ("", ".old", ".tmp", ".link")] + snapshots + list(RUN_FILES):
-        path = root / name
+    for path in [final, *(final.with_name(final.name + s) for s in (".old", ".tmp", ".link")), *sorted(leftovers)]:
         if path.is_symlink() or path.is_file():
             path.unlink()
         elif path.is_dir():
             shutil.rmtree(path)
+        else:
+            continue
+        removed.append(path.name)
+    return removed
+
+
+def clear_output_dir(folder: str | os.PathLike) -> None:
+    """Remove the checkpoints and metrics of an earlier run (``--overwrite``); other files stay."""
+    root = Path(folder)
+    removed = [name for n in CHECKPOINT_NAMES for name in remove_checkpoint(root / n)]
+    for name in RUN_FILES:
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
         else:
             continue
         removed.append(name)

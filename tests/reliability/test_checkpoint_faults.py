@@ -206,3 +206,14 @@ def test_a_plain_checkpoint_folder_is_replaced_by_a_snapshot(tmp_path, trainer) 
     save_version(last, *trainer, version=2)
     assert last.is_symlink() and loaded_version(last) == 2
     assert entries(tmp_path) == ["last", "last.snapshot"]
+
+
+def test_overwrite_removes_the_symlinks_their_snapshots_and_leftovers(tmp_path, trainer) -> None:
+    from s3cmn.training.checkpoint import clear_output_dir
+
+    for name in ("last", "best"):
+        save_version(tmp_path / name, *trainer, version=1)
+    (tmp_path / "last.snapshot-0123456789ab").mkdir()  # an interrupted save's snapshot
+    (tmp_path / "notes.txt").write_text("kept")
+    clear_output_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
