@@ -132,7 +132,7 @@ class MambaMixer(nn.Module):
             C = C * scale_C
         # 4. one step of the recurrence h = exp(Δ A) h + Δ B u, y = C·h + D u, gated
         A = derived(self, "A", [self.A_log], lambda: -torch.exp(self.A_log.float()))  # (E, N)
-        y, h = ssm_step(state["ssm"], xs, F.linear(dt, self.dt_proj.weight), self.dt_proj.bias, A, B, C, self.D, z)
+        y, h = ssm_step(state["ssm"], xs, linear(self.dt_proj, dt, bias=False), self.dt_proj.bias, A, B, C, self.D, z)
         # 5. output projection
         return MixerOutput(linear(self.out_proj, y), {"conv": conv_state, "ssm": h})
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
+from s3cmn.modeling.decode import linear
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 
 
@@ -29,4 +31,7 @@ class MLP(nn.Module):
         return MixerOutput(self.dropout(self.proj(F.gelu(self.fc(x)))), {})  # (..., D)
 
     def step(self, x: Tensor, state: MixerState | None) -> MixerOutput:
-        return self.forward(x)
+        """x (B, D) -> y (B, D); without gradients in eval mode through the decode path's Linears."""
+        if torch.is_grad_enabled() or self.training:
+            return self.forward(x)
+        return MixerOutput(linear(self.proj, F.gelu(linear(self.fc, x))), {})  # (B, D)

@@ -103,7 +103,8 @@ def test_matches_mambapy_forward_and_step():
             y_ref, cache = ref.step(x[:, t], cache)
             torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(state["ssm"], cache[0], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(state["conv"], cache[1], rtol=0, atol=0)
+        # the raw in_proj outputs: equal up to the rounding of the decode path's transposed-weight GEMV
+        torch.testing.assert_close(state["conv"], cache[1], rtol=1e-6, atol=1e-6)
 
 
 def test_state_reorders_by_batch():
