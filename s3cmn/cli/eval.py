@@ -4,7 +4,9 @@ spike sparsity, memory statistics, speed, size and peak memory, optionally 8-bit
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from typing import Any
 
 from s3cmn.cli.arguments import (
     add_log_level,
@@ -30,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s3cmn-eval",
         allow_abbrev=False,
-        usage="s3cmn-eval CHECKPOINT [--task vision|robotics] [--wikitext2] [--split test|valid] [--data-dir DIR] "
-        "[--<setting> VALUE ...]",
+        usage="s3cmn-eval CHECKPOINT [--task vision|robotics] [--wikitext2] [--protocol sliding|lm-eval] "
+        "[--split test|valid] [--data-dir DIR] [--<setting> VALUE ...]",
         description="Evaluate a checkpoint folder (save_pretrained, or a training checkpoint such as "
         "runs/s3cmn/best) on WikiText-2 with sliding windows. Offline: --data-dir ../shared/data/wikitext-2-raw. "
         "The tokenizer is the one saved in the checkpoint (else --tokenizer). Writes report.json and report.md "
@@ -45,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "on its test split: accuracy and noise curve, or rollout error")
     parser.add_argument("--wikitext2", action="store_true",
                         help="score WikiText-2 raw (the default, and for now the only, text)")  # fmt: skip
+    parser.add_argument("--protocol", choices=["sliding", "lm-eval"], default="sliding",
+                        help="sliding: the split as one stream of raw text, overlapping windows (context_length, "
+                        "stride); lm-eval: as lm-evaluation-harness's wikitext task scores it (one article a "
+                        "document, detokenised, disjoint windows of max_length = context_length or the trained "
+                        "length; needs the lmeval extra): the numbers to set beside published ones. "
+                        "docs/evaluation.md explains the difference")  # fmt: skip
+    parser.add_argument("--max-documents", type=int, default=0, metavar="N",
+                        help="--protocol lm-eval: score only the first N documents (the harness's --limit N)")
     parser.add_argument("--config-path", help="a JSON or YAML settings file with 'data' / 'evaluation' sections")
     add_settings_arguments(parser, SECTIONS)
     from s3cmn.evaluation.readouts import MEMORY_MODES
@@ -81,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_args(args, SECTIONS)
         configs = settings.build()
         data, evaluation = configs.data, configs.evaluation
+        if args.protocol == "lm-eval":
+            return _evaluate_lm_eval(args, data, evaluation)
         report = evaluate_checkpoint(args.checkpoint, data, evaluation, memory_start=evaluation.memory_start,
                                      memory_modes=memory_modes, progress=not args.no_progress)  # fmt: skip
         written = write_reports(report, evaluation.report_dir, evaluation.plot_dir)
@@ -90,6 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     print(render_markdown(report), end="")
     for kind, path in written.items():
         print(f"{kind}: {', '.join(path) if isinstance(path, list) else path}")
+    return 0
+
+
+def _evaluate_lm_eval(args: argparse.Namespace, data: Any, evaluation: Any) -> int:
+    """s3cmn-eval --protocol lm-eval: the report of lm_eval_protocol (no plots: it has no curves)."""
+    from s3cmn.evaluation.lm_eval_protocol import evaluate_lm_eval_protocol, render_markdown
+    from s3cmn.evaluation.report import write_reports
+
+    if evaluation.plot_dir:
+        logging.getLogger(__name__).warning("--protocol lm-eval draws no plots: --plot-dir is ignored")
+    report = evaluate_lm_eval_protocol(args.checkpoint, data, evaluation, max_documents=args.max_documents,
+                                       progress=not args.no_progress)  # fmt: skip
+    written = write_reports(report, evaluation.report_dir, render=render_markdown)
+    print(render_markdown(report), end="")
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
     return 0
 
 

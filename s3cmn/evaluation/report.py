@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "# s3cmn evaluation", "",
         f"- checkpoint: `{report['checkpoint']['path']}`",
         f"- text: {d['split']} split, `{source}`" + (" (cut to whole lines: max_eval_tokens)" * d["truncated"]),
+        f"- protocol: **{report.get('protocol', 'sliding')}** (the split as one stream, overlapping windows; "
+        "`--protocol lm-eval` scores as lm-evaluation-harness's wikitext task)",
         f"- scored: {d['tokens']:,} tokens, {d['words']:,} words, {d['bytes']:,} bytes; context {s['context_length']}, "
         f"stride {s['stride']} ({s['context_source']})",
         f"- tokenizer: {tok['class']} `{tok['name_or_path']}`, {tok['vocab_size']:,} tokens (from {tok['source']})",
@@ -226,8 +229,10 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def write_reports(report: dict[str, Any], report_dir: str | os.PathLike | None = None,
-                  plot_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Write ``report.json`` and ``report.md`` into ``report_dir`` and the PNG charts into ``plot_dir``."""
+                  plot_dir: str | os.PathLike | None = None,
+                  render: Callable[[dict[str, Any]], str] = render_markdown) -> dict[str, Any]:
+    """Write ``report.json`` and ``report.md`` (``render(report)``: the lm-eval protocol has its own) into
+    ``report_dir`` and the PNG charts into ``plot_dir``."""
     written: dict[str, Any] = {}
     if plot_dir is not None:
         from s3cmn.evaluation.plots import write_plots
@@ -237,6 +242,6 @@ def write_reports(report: dict[str, Any], report_dir: str | os.PathLike | None =
     if report_dir is not None:
         root = Path(report_dir)
         written["json"] = str(write_json(report, root / "report.json"))
-        (root / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        (root / "report.md").write_text(render(report), encoding="utf-8")
         written["markdown"] = str(root / "report.md")
     return written

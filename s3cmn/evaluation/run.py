@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 MemoryStart = Literal["saved", "empty"]
 REPORT_FORMAT = "s3cmn-eval-report"
 REPORT_VERSION = 1
+PROTOCOL = "sliding"  # the split as one stream, overlapping windows; the other: lm_eval_protocol ("lm-eval")
 CURVE_CONTEXTS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -191,7 +192,7 @@ def evaluate_checkpoint(
         gc.collect()
         int8_runs, models["int8"] = _score_int8(scoring, evaluation, speed, progress)
         runs += int8_runs
-    settings = {"evaluation": evaluation.to_dict(), "data": data.to_dict(), **scoring.window,
+    settings = {"protocol": PROTOCOL, "evaluation": evaluation.to_dict(), "data": data.to_dict(), **scoring.window,
                 "memory_modes": scoring.modes, "memory_start": memory_start, "device": str(dev), "speed": speed,
                 "context_curve": {"contexts": list(curve_contexts), "tokens": curve_tokens}}  # fmt: skip
     return _report(scoring, data, evaluation, started, model_config, settings, runs, models, curve)
@@ -287,6 +288,7 @@ def _report(scoring: _Scoring, data: DataConfig, evaluation: EvalConfig, started
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
+        "protocol": PROTOCOL,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": time.time() - started,
         "checkpoint": {"path": str(s.folder.resolve()), "model_config": model_config},

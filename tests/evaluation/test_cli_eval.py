@@ -23,6 +23,7 @@ def test_end_to_end(tiny_checkpoint: Path, wikitext_dir: Path, tmp_path: Path, c
     assert code == 0, err
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["data"]["tokens"] <= 2000 and report["settings"]["stride"] == 32
+    assert report["protocol"] == report["settings"]["protocol"] == "sliding"  # the default, named
     assert [r["memory"] for r in report["runs"]] == ["off", "learned"]  # memory = both = off,learned (issue 15 names)
     ppl = report["runs"][0]["perplexity"]
     assert 1 < ppl["token_perplexity"] and ppl["bits_per_byte"] > 0

@@ -3,26 +3,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from lm_eval.tasks.wikitext.preprocess_wikitext import process_results, wikitext_detokenizer
 
+from s3cmn.data.wikitext import split_articles
+
 __all__ = ["load_documents", "split_articles", "wikitext_detokenizer", "process_results"]
 
 SPLIT_FILES = {"train": "wiki.train.raw", "validation": "wiki.valid.raw", "test": "wiki.test.raw"}
-_HEADING = re.compile(r"^ = [^=].* = $")
-
-
-def split_articles(text: str) -> list[str]:
-    """The articles of a WikiText raw file, each from its `` = Title = `` line to the next one (lines kept)."""
-    articles: list[list[str]] = []
-    for line in text.splitlines(keepends=True):
-        if _HEADING.match(line.rstrip("\n")) or not articles:
-            articles.append([])
-        articles[-1].append(line)
-    return ["".join(a) for a in articles if "".join(a).strip()]
 
 
 def load_documents(data_dir: str | None = None, max_documents: int = 0, **_: Any) -> Any:
