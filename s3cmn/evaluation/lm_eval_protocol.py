@@ -92,8 +92,10 @@ class DocumentScores:
 
 @torch.no_grad()
 def score_documents(model: torch.nn.Module, tokenizer: Any, pages: list[str], max_length: int, batch_size: int = 8,
-                    progress: bool = False) -> DocumentScores:
+                    progress: bool = False, detokenize: bool = True) -> DocumentScores:
     """Each detokenised page scored alone in the harness's disjoint rolling windows (module docstring).
+
+    ``detokenize`` False scores the raw page instead (not the harness: it shows what detokenising changes).
 
     Windows of the same length are batched, ``batch_size`` at a time (a causal model's scores do not depend on the
     batch; the logits kept are (batch_size, max_length, V) floats); only the predicted positions' logits are
@@ -107,7 +109,7 @@ def score_documents(model: torch.nn.Module, tokenizer: Any, pages: list[str], ma
     jobs: list[tuple[int, list[int], int]] = []
     tokens = []
     for i, page in enumerate(pages):
-        ids = tokenizer.encode(h["detokenize"]({"page": page}), add_special_tokens=False)
+        ids = tokenizer.encode(h["detokenize"]({"page": page}) if detokenize else page, add_special_tokens=False)
         tokens.append(len(ids))
         for context, continuation in map(h["disjoint"], h["rolling_windows"](ids, prefix, max_length, 1)):
             jobs.append((i, context + continuation, len(continuation)))
