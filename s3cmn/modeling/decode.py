@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s3cmn.ops.int8_gemv import int8_gemv, unpack_linear_dynamic
+
 __all__ = ["derived", "linear"]
 
 
@@ -39,12 +41,17 @@ class _Store(dict):
         return _Store()
 
 
-def derived(module: nn.Module, name: str, sources: Sequence[Tensor], build: Callable[[], Tensor]) -> Tensor:
-    """``build()`` (run under no_grad), cached on ``module`` under ``name`` until a tensor of ``sources`` is
-    replaced or changed in place."""
+def _store(module: nn.Module) -> _Store:
     store = module.__dict__.get("_derived")
     if store is None:
         store = module.__dict__["_derived"] = _Store()
+    return store
+
+
+def derived(module: nn.Module, name: str, sources: Sequence[Tensor], build: Callable[[], Tensor]) -> Tensor:
+    """``build()`` (run under no_grad), cached on ``module`` under ``name`` until a tensor of ``sources`` is
+    replaced or changed in place."""
+    store = _store(module)
     hit = store.get(name)
     if hit is not None:
         refs, value = hit
@@ -66,11 +73,20 @@ def linear(layer: nn.Module, x: Tensor, bias: bool = True) -> Tensor:
     A plain ``nn.Linear`` on the CPU multiplies by a transposed (in, out) copy of its weight, kept per weights
     version: at one row a GEMV over (in, out) streams the weight with unit stride and runs ~5x faster than
     ``F.linear`` over (out, in) once the weights no longer sit in the core's L2 cache (a whole model's do not).
-    The copy doubles the Linear weights' memory while decoding. Any other layer (int8 quantised, LoRA-wrapped,
-    ...) runs its own forward.
+    The copy doubles the Linear weights' memory while decoding. torch's dynamic int8 Linear runs the
+    weight-only int8 GEMV of :mod:`s3cmn.ops.int8_gemv` on its codes (no per-call input quantisation). Any
+    other layer (LoRA-wrapped, bitsandbytes, ...) runs its own forward.
     """
     if type(layer) is not nn.Linear:
-        return layer(x)
+        packed = getattr(getattr(layer, "_packed_params", None), "_packed_params", None)
+        if packed is None or x.device.type != "cpu":
+            return layer(x)
+        # torch's dynamic int8 Linear: its codes unpacked once per packed weight, then a weight-only int8 GEMV
+        store = _store(layer)
+        if store.get("int8") is None or store["int8"][0] is not packed:
+            store["int8"] = (packed, unpack_linear_dynamic(packed))
+        q, scale, zero_point, b = store["int8"][1]
+        return int8_gemv(x, q, scale, zero_point, b if bias else None).to(x.dtype)
     b = layer.bias if bias else None
     if x.device.type != "cpu" or x.dtype != layer.weight.dtype:
         return F.linear(x, layer.weight, b)

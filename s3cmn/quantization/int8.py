@@ -26,6 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s3cmn.ops.int8_gemv import int8_gemv
+
+DECODE_ROWS = 8  # inputs of at most this many rows (generation) take the weight-only int8 GEMV
+
 HeadKernel = Literal["auto", "weight_only", "dynamic"]
 
 
@@ -172,6 +176,8 @@ class Int8Linear(nn.Module):
         if x.device.type != "cpu":
             raise RuntimeError(f"Int8Linear kernel 'dynamic' (fbgemm) runs on the CPU, got an input on {x.device}; "
                                "build it with kernel='weight_only' (or 'auto' on that device)")  # fmt: skip
+        if x.numel() <= DECODE_ROWS * self.in_features:  # decoding: the weight-only GEMV reads the codes once
+            return int8_gemv(x, q, scale, zero_point).to(x.dtype)
         # re-pack when the codes were replaced or changed in place (load_state_dict, copy_, .to())
         key = tuple((t.data_ptr(), t._version) for t in (q, scale, zero_point))
         if self._packed is None or self._packed[0] != key:

@@ -53,3 +53,18 @@ def test_derived_is_rebuilt_only_on_change_and_dropped_by_copies() -> None:
         assert derived(layer, "s", [layer.weight], build).item() == 0 and len(calls) == 3
     assert copy.deepcopy(layer).__dict__["_derived"] == {}
     assert pickle.loads(pickle.dumps(layer)).__dict__["_derived"] == {}
+
+
+def test_linear_reads_a_dynamic_int8_layer_through_its_codes() -> None:
+    from s3cmn.ops.int8_gemv import int8_gemv_ref, unpack_linear_dynamic
+
+    torch.manual_seed(0)
+    fp32 = nn.Linear(32, 24)
+    layer = torch.ao.quantization.quantize_dynamic(nn.Sequential(fp32), {nn.Linear}, dtype=torch.qint8)[0]
+    x = torch.randn(1, 32)
+    with torch.no_grad():
+        y = linear(layer, x)
+        codes = unpack_linear_dynamic(layer._packed_params._packed_params)
+        torch.testing.assert_close(y, int8_gemv_ref(x, *codes), rtol=1e-5, atol=1e-5)  # weight-only int8
+        torch.testing.assert_close(y, layer(x), rtol=0.05, atol=0.05)  # the dynamic path also rounds the input
+        torch.testing.assert_close(linear(layer, x, bias=False), int8_gemv_ref(x, *codes[:3]), rtol=1e-5, atol=1e-5)
