@@ -133,6 +133,11 @@ class DataConfig(_Settings):
         0.1, group=DATA, help="fraction of the training text's articles / documents / files held out for "
         "validation (the last round(fraction * count) of them)", gt=0, lt=1,
     )
+    detokenize: bool = setting(
+        False, group=DATA, help="apply lm-evaluation-harness's wikitext_detokenizer (' @-@ ' -> '-', ' , ' -> "
+        "', ', ...) article by article to the text read (training, validation; s3cmn-eval's sliding text): "
+        "train on the text that lm-eval and s3cmn-eval --protocol lm-eval score",
+    )
 
 
 @dataclass

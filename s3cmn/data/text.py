@@ -169,6 +169,10 @@ def load_text_splits(data: DataConfig, splits: Sequence[str] = SPLITS) -> dict[s
             logger.info("%s split: %s (%d characters)", split, path, len(texts[split]))
     else:
         texts = _load_from_hub(data, canonical)
+    if data.detokenize:
+        from s3cmn.data.wikitext import detokenize_text
+
+        texts = {split: detokenize_text(text) for split, text in texts.items()}
     return {asked: texts[split] for asked, split in zip(splits, canonical, strict=True)}
 
 

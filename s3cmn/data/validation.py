@@ -137,6 +137,12 @@ def load_training_texts(data: DataConfig) -> TrainingTexts:
         texts = _python_texts(data)
     else:
         texts = _text_corpus_texts(data)
+    if data.detokenize:  # after the validation rule, which recognises a test split by its raw text
+        from s3cmn.data.wikitext import detokenize_text
+
+        texts.train = detokenize_text(texts.train)
+        texts.validation = detokenize_text(texts.validation) if texts.validation is not None else None
+        texts.selection["detokenized"] = True
     if texts.validation is not None:
         texts.selection.update(validation_sha256=sha256_text(texts.validation),
                                validation_bytes=len(texts.validation.encode("utf-8")))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["detokenize", "split_articles"]
+__all__ = ["detokenize", "detokenize_text", "split_articles"]
 
 _HEADING = re.compile(r"^ = [^=].* = $")
 
@@ -29,6 +29,17 @@ def split_articles(text: str) -> list[str]:
         articles[-1].append(line)
     pages = ["".join(a) for a in articles if "".join(a).strip()]
     return [p.removesuffix("\n") for p in pages[:-1]] + pages[-1:]
+
+
+def detokenize_text(text: str) -> str:
+    """``detokenize`` applied to each article of ``text`` (split at `` = Title = `` lines, nothing dropped), as the
+    harness applies it to each page: its quote and bracket patterns never pair across two articles."""
+    chunks: list[list[str]] = []
+    for line in text.splitlines(keepends=True):
+        if _HEADING.match(line.rstrip("\n")) or not chunks:
+            chunks.append([])
+        chunks[-1].append(line)
+    return "".join(detokenize("".join(c)) for c in chunks)
 
 
 def detokenize(string: str) -> str:

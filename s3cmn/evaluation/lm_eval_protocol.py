@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +185,8 @@ def evaluate_lm_eval_protocol(checkpoint: str | os.PathLike, data: Any, evaluati
         max_length, source = evaluation.context_length, "context_length"
     else:
         max_length, source = harness_max_length(model, tokenizer), "HFLM default (lm_eval resolve_max_length)"
-    raw = load_text_splits(data, (evaluation.split,))[evaluation.split]
-    pages = wikitext_documents(raw, max_documents)
+    raw = load_text_splits(replace(data, detokenize=False), (evaluation.split,))[evaluation.split]  # the harness
+    pages = wikitext_documents(raw, max_documents)  # detokenises each page itself and counts the raw page
     scores = score_documents(model, tokenizer, pages, max_length, evaluation.eval_batch_size, progress)
     metrics = lm_eval_metrics(pages, scores.logliks)
     tokens = sum(scores.tokens)

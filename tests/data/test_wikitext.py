@@ -28,3 +28,26 @@ def test_detokenize_is_the_harness_detokenizer(shared_data: Path) -> None:
         for page in split_articles(text):
             assert detokenize(page) == harness.wikitext_detokenizer({"page": page})
     assert detokenize("a 1 @,@ 000 @-@ year , ( old ) \n = = b = = \n") == "a 1,000-year, (old)\n== b ==\n"
+
+
+def test_train_detokenize_reads_what_the_harness_scores(shared_data: Path) -> None:
+    from s3cmn.cli.arguments import settings_from_args
+    from s3cmn.cli.train import SECTIONS, build_parser
+    from s3cmn.data.text import load_text_splits
+    from s3cmn.data.validation import load_training_texts
+    from s3cmn.data.wikitext import detokenize_text
+    from s3cmn.run_config import DataConfig
+
+    args = build_parser().parse_args(["--preset", "tiny", "--detokenize"])
+    assert settings_from_args(args, SECTIONS).build_section("data").detokenize is True  # a bare flag means true
+    raw_path = shared_data / "wikitext-2-raw" / "wiki.valid.raw"
+    raw = raw_path.read_text(encoding="utf-8")
+    plain = load_training_texts(DataConfig(train_file=str(raw_path)))
+    texts = load_training_texts(DataConfig(train_file=str(raw_path), detokenize=True))
+    assert texts.train == detokenize_text(plain.train) and texts.validation == detokenize_text(plain.validation)
+    assert texts.selection["detokenized"] and " @-@ " in plain.train and " @-@ " not in texts.train
+    pages = split_articles(raw)
+    trained = detokenize_text(raw)
+    assert all(detokenize(page) in trained for page in pages)  # every page the harness scores, as it scores it
+    assert load_text_splits(DataConfig(test_file=str(raw_path), detokenize=True), ["test"])["test"] == \
+        detokenize_text(raw)
