@@ -21,6 +21,12 @@ it (offline WikiText-2: the last 6 of the 60 articles of ``wiki.valid.raw``, by 
 the weights of its best validation are scored on the test text (``wiki.test.raw`` / the test files) once, at
 the end. Nothing is chosen on the test text. The report says which text selected the checkpoint.
 
+Equal tuning (``--lr-grid 1e-3,3e-3,6e-3``): the peak rate is chosen per model, on the validation text. Every
+model trains at every rate at the first seed (the test split is not scored), keeps the rate of its lowest best
+validation loss (a choice at either end of the grid is flagged: widen it), then every seed runs at that rate and
+is scored on the test text once (the first seed's tuning run is scored, not retrained). Without it every model
+trains at ``--lr``, a rate chosen for s3cmn alone.
+
 Tokenizer: ``--tokenizer gpt2`` (default: GPT-2's byte-level BPE from ``../shared/data/tokenizers/gpt2``,
 lossless: newlines and capitals are predicted and counted), ``bert`` (bert-base-uncased, lossy), ``bpe:N``
 (trained on the training text only) or a path; the report says whether ``decode(encode(text)) == text``.
@@ -29,12 +35,13 @@ lossless: newlines and capitals are predicted and counted), ``bert`` (bert-base-
     python benchmarks/compare.py --out results/compare                   # 2 seeds, 512k tokens per run
     python benchmarks/compare.py --max-tokens 100000000 --max-time 600 --out results/compare-time   # equal time
     python benchmarks/compare.py --corpus python --out results/compare-python
+    python benchmarks/compare.py --lr-grid 1e-3,3e-3,6e-3 --out results/compare-tuned   # a rate per model
 
 Seeds run seed-major (every model at seed 0, then every model at seed 1), so a change in the machine's load
 spreads over the models instead of hitting one. Writes ``compare.json``, ``compare.md`` and
 ``compare_loss_curves.png`` (when matplotlib is installed) into ``--out``. Every finished run is kept in
-``--out/runs/<model>-seed<N>/record.json`` with the settings it ran with: the same command again (or with more
-seeds) reuses the finished runs and trains only the rest (``--no-resume`` retrains all).
+``--out/runs/<model>-seed<N>[-lr<rate>]/record.json`` with the settings it ran with: the same command again (or
+with more seeds) reuses the finished runs and trains only the rest (``--no-resume`` retrains all).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from s3cmn.config import S3CMNConfig, preset_training  # noqa: E402
 from s3cmn.evaluation.baselines import MODEL_KINDS, build_model, count_params, embedding_params  # noqa: E402
 from s3cmn.evaluation.benchmarking import close_meta, fmt_load, parse_overrides, run_meta, write_results  # noqa: E402
 from s3cmn.evaluation.corpora import CORPORA, load_corpus  # noqa: E402
+from s3cmn.evaluation.tuning import parse_grid, tune, tuning_markdown  # noqa: E402
 from s3cmn.training.checkpoint import remove_checkpoint  # noqa: E402
 
 logger = logging.getLogger("compare")
@@ -272,6 +280,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for variant in mine[0]["eval"]:
             name = kind if variant == "default" else f"{kind} (read off at test)"
             row = {"name": name, "model": kind, "variant": variant, "seeds": [r["seed"] for r in mine],
+                   "lr": mine[0].get("lr"),  # absent from records saved before the rate was recorded
                    "params": mine[0]["params"], "embedding_params": mine[0]["embedding_params"],
                    "stopped": sorted({r["stopped"] for r in mine}),
                    "param_ratio": mine[0]["params"] / reference if reference else None,
@@ -296,7 +305,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{'the first' if s['eval_truncated'] else 'all'} {s['eval_tokens_scored']:,} tokens of "
         f"{s['data']['test']} ({s['eval_words']:,} words, "
         f"{s['eval_bytes']:,} bytes); tokenizer {s['tokenizer']} ({lossless}, V = {s['vocab_size']:,}); "
-        f"lr {s['lr'] or 'preset'}; budget {s['max_tokens']:,} tokens or "
+        f"lr {'tuned per model (below)' if s['lr_grid'] else s['lr'] or 'preset'}; "
+        f"budget {s['max_tokens']:,} tokens or "
         f"{s['max_time']:.0f} s, batch {s['batch_size']} x {s['seq_len']}, precision {s['precision']}, "
         f"{result['meta']['threads']} threads; seeds {s['seeds']}; mean ± std over seeds.",
         "",
@@ -325,7 +335,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "How the baselines are matched to s3cmn (memory off): " + "; ".join(
         f"{kind}: {d['matched']} ({solved[kind]} = {d[solved[kind]]:g})" for kind, d in result["descriptions"].items()
         if kind in solved) + ".",
-              "", fmt_load(result["meta"]) + f"; wall time {result['meta']['wall_s']:.0f} s.", ""]
+              ""]
+    if result["tuning"]:
+        lines += tuning_markdown(result["tuning"])
+    lines += [fmt_load(result["meta"]) + f"; wall time {result['meta']['wall_s']:.0f} s.", ""]
     return "\n".join(lines)
 
 
@@ -386,6 +399,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stride", type=int, default=0, help="scoring stride (0 = seq_len // 2)")
     p.add_argument("--eval-batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.0, help="peak learning rate (0 = the preset's)")
+    p.add_argument("--lr-grid", type=grid_arg, default=None, metavar="LR,LR,...",
+                   help="tune the peak rate per model: every model trains at every rate at the first seed, keeps "
+                        "the rate of lowest validation loss (never looking at the test split), then every seed "
+                        "runs at it and is scored on the test split once (replaces --lr)")
     p.add_argument("--precision", choices=("no", "bf16"), default="no", help="training autocast (no = fp32)")
     p.add_argument("--data-dir", default=None, help="folder with wiki.{train,valid,test}.raw (real train split)")
     p.add_argument("--shared-data", default=str(SHARED_DATA), help="the shared data folder (offline default)")
@@ -402,6 +419,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "settings is reused, so an interrupted comparison, or one seed added later, resumes)")
     p.add_argument("--valid-tokens", type=int, default=65536, help="use the first N validation tokens (0 = all)")
     args = p.parse_args(argv)
+    if args.lr_grid and args.lr:
+        p.error("--lr and --lr-grid exclude each other: the grid chooses each model's rate")
     quick = args.quick
     args.seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1])
     args.max_tokens = args.max_tokens if args.max_tokens is not None else (1024 if quick else 524288)
@@ -411,6 +430,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.batch_size = args.batch_size or 4
     args.seq_len = args.seq_len or (64 if quick else preset_training(args.preset).get("sequence_length", 128))
     return args
+
+
+def grid_arg(text: str) -> list[float]:
+    try:
+        return parse_grid(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -431,7 +457,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **parse_overrides(args.override), "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id})
 
-    runs = [run_one(kind, seed, args, reference, data, text, out) for seed in args.seeds for kind in args.models]
+    tuning = None
+    if args.lr_grid:  # the first seed, every rate, the test split not scored; discarded runs lose their checkpoints
+        tuning = tune(args.models, args.lr_grid, args.seeds[0], corpus.source["validation"],
+                      lambda kind, lr: run_one(kind, args.seeds[0], args, reference, data, text, out, lr, scored=False),
+                      lambda run: remove_checkpoints(Path(run["run_dir"])))
+    lrs = {kind: tuning["chosen"][kind]["lr"] if tuning else args.lr for kind in args.models}
+    # The first seed's run at the chosen rate is the tuning run (trained above even under --no-resume): scored now.
+    runs = [run_one(kind, seed, args, reference, data, text, out, lr=lrs[kind],
+                    resume=args.resume or bool(tuning and seed == args.seeds[0]))
+            for seed in args.seeds for kind in args.models]
     close_meta(meta, start)
     result = {
         "meta": meta,
@@ -442,9 +477,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "max_time": args.max_time, "batch_size": args.batch_size, "seq_len": args.seq_len,
                      "evals": args.evals, "eval_batches": args.eval_batches,
                      "precision": args.precision, "seeds": args.seeds, "preset": args.preset, "lr": args.lr,
+                     "lr_grid": args.lr_grid,
                      "overrides": parse_overrides(args.override), "eval_tokens_scored": text.num_tokens,
                      "eval_words": text.words, "eval_bytes": text.bytes, "eval_truncated": text.truncated},
         "descriptions": {r["model"]: r["description"] for r in runs},
+        "tuning": tuning,
         "rows": summarise(runs),
         "runs": runs,
     }

@@ -116,3 +116,71 @@ def test_memory_cost_quick_writes_well_formed_json(tmp_path: Path) -> None:
     assert positive(step["step_s_memory_on"]) and positive(step["step_s_memory_off"])
     assert math.isfinite(step["overhead"]) and isinstance(step["met"], bool)
     assert step["memory"]["entries"] == step["memory"]["capacity"]  # filled before timing
+
+
+def test_compare_lr_grid_chooses_on_validation_and_scores_the_test_split_once_per_final_run(
+        tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compare = load("compare")
+    events: list[tuple] = []  # ("train", model, seed, lr), ("score", model, seed, lr), ("test",): in call order
+    train_run, score_run, score = compare.train_run, compare.score_run, compare.score
+
+    def traced_train_run(kind, seed, lr, *rest):
+        events.append(("train", kind, seed, lr))
+        return train_run(kind, seed, lr, *rest)
+
+    def traced_score_run(record, *rest):
+        events.append(("score", record["model"], record["seed"], record["lr"]))
+        return score_run(record, *rest)
+
+    def traced_score(*args, **kwargs):
+        events.append(("test",))
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "train_run", traced_train_run)
+    monkeypatch.setattr(compare, "score_run", traced_score_run)
+    monkeypatch.setattr(compare, "score", traced_score)
+    grid, models, seeds = [1e-3, 6e-3], ["gpt2", "lstm"], [0, 1]
+    argv = ["--quick", "--out", str(tmp_path), "--threads", "1", "--shared-data", str(shared_data), "--models",
+            *models, "--seeds", "0", "1", "--lr-grid", "6e-3,1e-3", "--max-tokens", "64", "--eval-tokens", "32",
+            "--batch-size", "2", "--seq-len", "32", "--override", *TOY]
+    result = compare.main(argv)
+    tuning = result["tuning"]
+    assert tuning["grid"] == grid and tuning["seed"] == 0 and result["settings"]["lr_grid"] == grid
+
+    # (a) tuning: every model at every rate at the first seed, and no test scoring until all of it is done
+    tuned = len(models) * len(grid)
+    assert sorted(events[:tuned]) == sorted(("train", m, 0, lr) for m in models for lr in grid)
+    chosen = {m: tuning["chosen"][m]["lr"] for m in models}
+    # final runs: the first seed's tuning run is scored (not retrained), the other seeds train at the chosen rate
+    assert [e for e in events[tuned:] if e[0] == "train"] == [("train", m, 1, chosen[m]) for m in models]
+    scored = [e for e in events if e[0] == "score"]
+    assert sorted(scored) == sorted(("score", m, s, chosen[m]) for m in models for s in seeds)
+    assert [e for e in events if e[0] == "test"] == [("test",)] * len(scored)  # one test scoring per final run
+    assert [(r["model"], r["seed"], r["lr"]) for r in result["runs"]] == [(m, s, chosen[m]) for s in seeds
+                                                                          for m in models]
+
+    # (b) each model's rate is the argmin of its recorded validation losses, which are its runs' best ones
+    assert len(tuning["runs"]) == tuned
+    for m in models:
+        losses = {r["lr"]: r["best_val_loss"] for r in tuning["runs"] if r["model"] == m}
+        assert set(losses) == set(grid) and all(positive(v) for v in losses.values())
+        assert chosen[m] == min(grid, key=lambda lr: losses[lr]) and tuning["chosen"][m]["best_val_loss"] == losses[
+            chosen[m]]
+        final = next(r for r in result["runs"] if r["model"] == m and r["seed"] == 0)
+        assert final["best_val_loss"] == losses[chosen[m]] and final["run_dir"] == next(
+            r["run_dir"] for r in tuning["runs"] if r["model"] == m and r["lr"] == chosen[m])
+    # (d) with two rates every choice is at an edge of the grid: flagged in the JSON and the report
+    assert all(tuning["chosen"][m]["at_edge"] for m in models)
+    md = (tmp_path / "compare.md").read_text(encoding="utf-8")
+    assert md.count("at the edge of the grid: widen it") == len(models)
+    assert "the test split was never scored while tuning" in md
+    saved = json.loads((tmp_path / "compare.json").read_text(encoding="utf-8"))
+    assert saved["tuning"]["runs"] == tuning["runs"]
+    for r in tuning["runs"]:  # every checkpoint is gone: the chosen ones once scored, the others once discarded
+        run_dir = Path(r["run_dir"])
+        assert (run_dir / "record.json").is_file() and not list(run_dir.glob("best*")) + list(run_dir.glob("last*"))
+
+    # (c) the same command again retrains and rescores nothing
+    events.clear()
+    again = compare.main(argv)
+    assert events == [] and again["runs"] == result["runs"] and again["tuning"]["chosen"] == tuning["chosen"]
