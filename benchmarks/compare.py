@@ -151,6 +151,8 @@ def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConf
             logger.info("%s seed %d: %s was run with other settings: retraining", kind, seed, run_dir / RECORD)
         elif "eval" in record or not scored:
             logger.info("%s seed %d: reusing the finished run in %s (--no-resume retrains)", kind, seed, run_dir)
+            if "eval" in record:  # killed after saving its scores, before removing the checkpoints
+                remove_checkpoints(run_dir)
             return record
         elif (run_dir / "best").exists():
             logger.info("%s seed %d: scoring the trained run in %s", kind, seed, run_dir)

@@ -184,3 +184,46 @@ def test_compare_lr_grid_chooses_on_validation_and_scores_the_test_split_once_pe
     events.clear()
     again = compare.main(argv)
     assert events == [] and again["runs"] == result["runs"] and again["tuning"]["chosen"] == tuning["chosen"]
+
+
+def test_a_tuned_run_scored_from_its_checkpoint_scores_as_if_scored_right_after_training(
+        tmp_path: Path, shared_data: Path) -> None:
+    # s3cmn+mem: scored later, the run is rebuilt from its best weights and the memory training left (in `last`)
+    compare = load("compare")
+    argv = ["--quick", "--threads", "1", "--shared-data", str(shared_data), "--models", "s3cmn+mem",
+            "--max-tokens", "64", "--eval-tokens", "32", "--batch-size", "2", "--seq-len", "32", "--override", *TOY]
+    (tuned,) = compare.main([*argv, "--out", str(tmp_path / "tuned"), "--lr-grid", "2e-3"])["runs"]
+    (direct,) = compare.main([*argv, "--out", str(tmp_path / "direct"), "--lr", "2e-3"])["runs"]
+    assert tuned["lr"] == direct["lr"] == 2e-3 and tuned["best_val_loss"] == direct["best_val_loss"]
+    for variant in ("default", "memory_off"):
+        for metric in ("token_perplexity", "bits_per_byte"):
+            assert tuned["eval"][variant][metric] == pytest.approx(direct["eval"][variant][metric], rel=1e-6)
+    assert tuned["memory_entries"] == direct["memory_entries"]
+
+
+def test_compare_lr_grid_killed_while_scoring_resumes_without_retraining(
+        tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compare = load("compare")
+    trained: list[tuple] = []
+    train_run, score = compare.train_run, compare.score
+
+    def traced_train_run(kind, seed, lr, *rest):
+        trained.append((kind, seed, lr))
+        return train_run(kind, seed, lr, *rest)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the comparison is stopped while scoring the first final run
+
+    monkeypatch.setattr(compare, "train_run", traced_train_run)
+    monkeypatch.setattr(compare, "score", killed)
+    argv = ["--quick", "--out", str(tmp_path), "--threads", "1", "--shared-data", str(shared_data), "--models", "gpt2",
+            "--lr-grid", "1e-3,3e-3", "--max-tokens", "64", "--eval-tokens", "32", "--batch-size", "2", "--seq-len",
+            "32", "--override", *TOY]
+    with pytest.raises(KeyboardInterrupt):
+        compare.main(argv)
+    assert sorted(trained) == [("gpt2", 0, 1e-3), ("gpt2", 0, 3e-3)]
+    trained.clear()
+    monkeypatch.setattr(compare, "score", score)
+    (run,) = compare.main(argv)["runs"]  # the chosen tuning run kept its best checkpoint: scored, not retrained
+    assert trained == [] and positive(run["eval"]["default"]["token_perplexity"])
+    assert not list(Path(run["run_dir"]).glob("best*"))
