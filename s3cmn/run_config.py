@@ -159,7 +159,7 @@ class EvalConfig(_Settings):
              "token ppl, writing every 16th position -5.0%%), on when it is empty",
     )
     quantize: Literal["none", "int8"] = setting("none", group=EVAL, help="also evaluate an 8-bit model")
-    backend: Literal["auto", "bnb", "torch", "torchao"] = setting(
+    backend: Literal["auto", "bnb", "torch", "torchao", "weight_only"] = setting(
         "auto", group=EVAL, help="8-bit backend (auto: torch.ao dynamic int8 on a CPU, bitsandbytes on CUDA)"
     )
     eval_batch_size: int = setting(8, group=EVAL, help="windows per forward", ge=1)

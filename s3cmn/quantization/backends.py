@@ -8,6 +8,9 @@ What becomes 8-bit (``QuantizationReport`` lists every module):
              runs it on the CPU in eval mode;
   ``"torch"`` ``torch.ao.quantization.quantize_dynamic`` with ``per_channel_dynamic_qconfig``: int8 weights
              per output channel, the input quantised per tensor at every call, fbgemm / x86 int8 GEMM (CPU);
+  ``"weight_only"`` :class:`~s3cmn.quantization.int8.Int8Linear` with the ``weight_only`` kernel: int8 codes per
+             output row, float inputs (nothing else is rounded): a few rows (generation) through the C int8
+             GEMV, more rows dequantised on the fly. The most accurate here; prefill runs at fp32 speed;
   ``"torchao"`` ``torchao.quantization.quantize_(Int8DynamicActivationInt8WeightConfig())``: the successor
              API (int8 weights per channel, activations per token, ``torch._int_mm``); selectable, not
              ``auto``, because on the CPUs measured it is slower than ``"torch"`` at the same accuracy (README);
@@ -33,8 +36,8 @@ from s3cmn.quantization.int8 import HeadKernel, Int8Embedding, Int8Linear, fbgem
 
 logger = logging.getLogger(__name__)
 
-Backend = Literal["auto", "bnb", "torch", "torchao"]
-BACKENDS = ("auto", "bnb", "torch", "torchao")
+Backend = Literal["auto", "bnb", "torch", "torchao", "weight_only"]
+BACKENDS = ("auto", "bnb", "torch", "torchao", "weight_only")
 TORCHAO_INSTALL = "pip install torchao (0.18 was measured with torch 2.13)"
 # Linears left in fp32, matched by a component of the module name:
 # - "dt_proj": Mamba's Δ projection: its weight is read directly by the scan, and Δ enters exp(Δ·A), which
@@ -51,7 +54,7 @@ class QuantizationReport:
     """What ``quantize_model`` did: the backend, each quantised module and its kind, the fp32 Linears kept,
     and the fraction of parameters (counted once when tied) now stored in int8."""
 
-    backend: Literal["bnb", "torch", "torchao"]
+    backend: Literal["bnb", "torch", "torchao", "weight_only"]
     threshold: float
     head_kernel: str | None
     modules: dict[str, str] = field(default_factory=dict)  # module name -> "bnb" | "torch_dynamic" | ...
@@ -140,7 +143,7 @@ def import_torchao():
     return torchao
 
 
-def resolve_backend(backend: Backend, device: torch.device) -> Literal["bnb", "torch", "torchao"]:
+def resolve_backend(backend: Backend, device: torch.device) -> Literal["bnb", "torch", "torchao", "weight_only"]:
     """The backend to use: ``auto`` = bnb on CUDA, torch dynamic int8 on the CPU (its fast int8 GEMM), else
     whichever runs; a backend asked for by name that cannot run raises ImportError / RuntimeError."""
     if backend not in BACKENDS:
@@ -154,6 +157,8 @@ def resolve_backend(backend: Backend, device: torch.device) -> Literal["bnb", "t
     if backend == "torchao":
         import_torchao()
         return "torchao"
+    if backend == "weight_only":
+        return "weight_only"
     if backend == "torch":
         reason = torch_int8_unavailable_reason(device)
         if reason is not None:
@@ -225,7 +230,10 @@ def quantize_model(
         report.notes.append("torch.ao.quantization is deprecated upstream in favour of torchao; it still runs "
                             f"in torch {torch.__version__} (warnings silenced)")  # fmt: skip
 
-    # 1. embeddings (weight-only int8) and the head tied to one
+    # 1. embeddings (weight-only int8) and the head tied to one (weight-only too under that backend: generation
+    #    and scoring then round the same way)
+    if chosen == "weight_only" and head_kernel == "auto":
+        head_kernel = "weight_only"
     tied = _tied_head(model)
     if quantize_embeddings:
         for name, module in list(model.named_modules()):
@@ -252,6 +260,12 @@ def quantize_model(
         quantize_(model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, fqn: fqn in wanted)
         report.params_int8 += sum(model.get_submodule(n).weight.numel() for n in targets)
         report.modules.update({n: "torchao" for n in targets})
+    elif chosen == "weight_only":
+        for name in targets:
+            linear = model.get_submodule(name)
+            model.set_submodule(name, Int8Linear.from_float(linear, kernel="weight_only"))
+            report.modules[name] = "int8_weight_only"
+            report.params_int8 += linear.weight.numel()
     elif chosen == "bnb":
         for name in targets:
             linear = model.get_submodule(name)

@@ -88,8 +88,11 @@ def _module_tensors(
                     embedding_dim=module.embedding_dim, padding_idx=module.padding_idx)  # fmt: skip
         return tensors, spec
     if isinstance(module, Int8Linear):
-        if module._tied is None:
-            raise NotImplementedError("saving an untied Int8Linear is not supported; quantize_model makes tied ones")
+        if module._tied is None:  # a weight-only int8 Linear: its own codes (and bias)
+            tensors = {f"{p}{k}": v for k, v in module.named_buffers(recurse=False)}
+            spec = dict(kind="int8_linear", in_features=module.in_features, out_features=module.out_features,
+                        kernel=module.kernel, bias=module.bias is not None)  # fmt: skip
+            return tensors, spec
         return {}, dict(kind="int8_tied_head", kernel=module.kernel, tied_to=names[id(module._tied[0])])
     return None
 
@@ -150,11 +153,12 @@ def save_quantized(
     stores = bank.items() if bank is not None else []
     if bank is not None:
         bank.save(root / MEMORY_DIR)
-    backends = {s["kind"] for s in specs.values()} & {"torch_dynamic", "bnb"}
+    backends = {s["kind"] for s in specs.values()} & {"torch_dynamic", "bnb", "int8_linear"}
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "backend": report.backend if report else ("bnb" if "bnb" in backends else "torch"),
+        "backend": report.backend if report else ("bnb" if "bnb" in backends else "weight_only" if "int8_linear"
+                                                  in backends else "torch"),
         "modules": specs,
         "kept_fp32": report.kept_fp32 if report else [],
         "params_total": report.params_total if report else None,
@@ -200,6 +204,12 @@ def _build(spec: dict[str, Any], t: dict[str, Tensor], p: str, model: nn.Module,
     if kind == "int8_tied_head":
         kernel = spec["kernel"] if device.type == "cpu" else "weight_only"
         return Int8Linear.tied_to(model.get_submodule(spec["tied_to"]), kernel)
+    if kind == "int8_linear":
+        kernel = spec["kernel"] if device.type == "cpu" else "weight_only"
+        module = Int8Linear(spec["in_features"], spec["out_features"], kernel, bias=spec["bias"])
+        for key in ("weight_int8", "scale", "zero_point", *(("bias",) if spec["bias"] else ())):
+            getattr(module, key).copy_(t[p + key])
+        return module
     if kind == "torch_dynamic":
         if device.type != "cpu":
             raise CheckpointFormatError(f"a torch dynamic int8 checkpoint runs on the CPU only, not {device}")

@@ -125,11 +125,14 @@ class Int8Embedding(nn.Module):
 
 
 class Int8Linear(nn.Module):
-    """A bias-free linear layer x (..., C) -> (..., R) whose weight is an Int8Embedding's codes (a tied LM head)
-    or its own int8 codes; ``kernel`` chooses weight-only dequantisation or fbgemm dynamic int8 (module doc)."""
+    """A linear layer x (..., C) -> (..., R) whose weight is an Int8Embedding's codes (a tied LM head) or its own
+    int8 codes, with an optional float32 bias; ``kernel`` chooses weight-only dequantisation or fbgemm dynamic
+    int8 (module doc). Inputs of at most ``DECODE_ROWS`` rows on the CPU take the weight-only int8 GEMV
+    (:mod:`s3cmn.ops.int8_gemv`) with either kernel."""
 
     def __init__(self, in_features: int, out_features: int, kernel: HeadKernel = "auto",
-                 tied: Int8Embedding | None = None, device: torch.device | None = None) -> None:  # fmt: skip
+                 tied: Int8Embedding | None = None, device: torch.device | None = None,
+                 bias: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         if kernel == "auto":  # fbgemm is a CPU kernel; the choice shows in repr
@@ -147,6 +150,7 @@ class Int8Linear(nn.Module):
             self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
             self.register_buffer("scale", torch.ones(out_features))
             self.register_buffer("zero_point", torch.zeros(out_features, dtype=torch.int8))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self._packed: tuple[tuple, torch.ScriptObject] | None = None
 
     @classmethod
@@ -155,13 +159,15 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def from_float(cls, linear: nn.Linear, kernel: HeadKernel = "auto") -> Int8Linear:
-        if linear.bias is not None:
-            raise ValueError("Int8Linear holds bias-free layers (an LM head); quantise biased ones with a backend")
-        module = cls(linear.in_features, linear.out_features, kernel, device=linear.weight.device)
+        """The int8 twin of ``linear`` (per-row codes; its bias kept in float32)."""
+        module = cls(linear.in_features, linear.out_features, kernel, device=linear.weight.device,
+                     bias=linear.bias is not None)  # fmt: skip
         q, scale, zero_point = quantize_rows(linear.weight)
         module.weight_int8.copy_(q)
         module.scale.copy_(scale)
         module.zero_point.copy_(zero_point)
+        if linear.bias is not None:
+            module.bias.copy_(linear.bias.detach())
         return module.to(linear.weight.device)
 
     def codes(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -171,24 +177,28 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         q, scale, zero_point = self.codes()
+        bias = getattr(self, "bias", None)
         if self.kernel == "weight_only":
-            return int8_linear_ref(x, q, scale, zero_point)
+            if x.device.type == "cpu" and x.numel() <= DECODE_ROWS * self.in_features:
+                return int8_gemv(x, q, scale, zero_point, bias).to(x.dtype)  # decoding: the codes read once
+            return int8_linear_ref(x, q, scale, zero_point, None if bias is None else bias.to(x.dtype))
         if x.device.type != "cpu":
             raise RuntimeError(f"Int8Linear kernel 'dynamic' (fbgemm) runs on the CPU, got an input on {x.device}; "
                                "build it with kernel='weight_only' (or 'auto' on that device)")  # fmt: skip
         if x.numel() <= DECODE_ROWS * self.in_features:  # decoding: the weight-only GEMV reads the codes once
-            return int8_gemv(x, q, scale, zero_point).to(x.dtype)
+            return int8_gemv(x, q, scale, zero_point, bias).to(x.dtype)
         # re-pack when the codes were replaced or changed in place (load_state_dict, copy_, .to())
         key = tuple((t.data_ptr(), t._version) for t in (q, scale, zero_point))
         if self._packed is None or self._packed[0] != key:
-            self._packed = (key, pack_dynamic(q, scale, zero_point, None))
+            self._packed = (key, pack_dynamic(q, scale, zero_point, bias))
         y = torch.ops.quantized.linear_dynamic(x.float().reshape(-1, x.shape[-1]), self._packed[1], True)
         return y.view(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., R)
 
     def forward_ref(self, x: Tensor) -> Tensor:
         """The weight-only reference of :meth:`forward` (dequantise, fp32 matmul)."""
-        return int8_linear_ref(x, *self.codes())
+        return int8_linear_ref(x, *self.codes(), getattr(self, "bias", None))
 
     def extra_repr(self) -> str:
         tied = ", tied to the int8 embedding" if self._tied is not None else ""
-        return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}{tied}"
+        bias = ", bias" if getattr(self, "bias", None) is not None else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}{bias}{tied}"

@@ -59,7 +59,7 @@ def test_dynamic_kernel_agrees_with_the_weight_only_reference() -> None:
     torch.manual_seed(0)
     lin = nn.Linear(64, 300, bias=False)
     head = Int8Linear.from_float(lin, kernel="dynamic")
-    x = torch.randn(6, 64)
+    x = torch.randn(16, 64)  # more rows than DECODE_ROWS: fbgemm's path (fewer take the weight-only GEMV)
     ref = head.forward_ref(x)
     torch.testing.assert_close(ref, int8_linear_ref(x, *head.codes()), atol=0, rtol=0)
     step = (x.max().clamp(min=0) - x.min().clamp(max=0)) / 127
@@ -72,6 +72,11 @@ def test_dynamic_kernel_agrees_with_the_weight_only_reference() -> None:
     torch.testing.assert_close(head(x), other(x), atol=0, rtol=0)
 
 
-def test_bad_kernel_requests_are_clear() -> None:
-    with pytest.raises(ValueError, match="bias-free"):
-        Int8Linear.from_float(nn.Linear(4, 4, bias=True))
+def test_a_biased_linear_keeps_its_bias() -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 5, bias=True)
+    layer = Int8Linear.from_float(lin, kernel="weight_only")
+    torch.testing.assert_close(layer.bias, lin.bias.detach())
+    for rows in (1, 20):  # the decode GEMV and the dequantised matmul
+        x = torch.randn(rows, 4)
+        torch.testing.assert_close(layer(x), layer.forward_ref(x), rtol=1e-5, atol=1e-5)
