@@ -12,8 +12,9 @@ num_attention_heads, the same vocabulary and MLP width, tied embeddings, sdpa at
 - **generation** (batch 1, greedy, fp32 weights): prefill a random prompt of each ``--contexts`` length
   (``logits_to_keep=1``, as ``generate`` does) -> prefill tokens/s; then ``--new-tokens`` cached steps -> the
   median ms/token of the round. s3cmn also runs with bf16 weights (only where the CPU has native bf16) and
-  with int8 weights (``s3cmn.quantization.quantize_model``, torch dynamic int8 + the int8 tied head), at the
-  shorter contexts, interleaved with its fp32 self.
+  with int8 weights (``s3cmn.quantization.quantize_model``), at the
+  shorter contexts, interleaved with its fp32 self (int8: ``backend="weight_only"``, int8 codes with float inputs,
+  decoded through the C int8 GEMV of ``s3cmn.ops.int8_gemv``).
 - **training** (forward + backward + fused AdamW step, for both models) at (the preset's batch, ``--short-T``) and (1, ``--long-T``)
   in every *native* precision (fp32; bf16 autocast where the CPU has AVX512-BF16 / AMX), one step per model per
   round. Best precision against best precision, and the default (``auto``) against the best.
@@ -170,7 +171,8 @@ def weight_variants(model: torch.nn.Module, bf16_native: bool) -> dict[str, torc
     from s3cmn.quantization.backends import quantize_model
 
     variants = {"fp32": model}
-    variants["int8"], _ = quantize_model(copy.deepcopy(model).eval(), backend="torch")  # logs what it did
+    # weight-only int8 (the accurate backend; s3cmn-eval --quantize int8 --backend weight_only scores the same)
+    variants["int8"], _ = quantize_model(copy.deepcopy(model).eval(), backend="weight_only")  # logs what it did
     if bf16_native:
         variants["bf16"] = copy.deepcopy(model).to(torch.bfloat16).eval()
     return variants
