@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-documents", type=int, default=0, help="the first N articles only (0: all)")
     parser.add_argument("--context", type=int, default=128, help="sliding: context length")
     parser.add_argument("--stride", type=int, default=64, help="sliding: stride")
-    parser.add_argument("--max-lengths", type=int, nargs="+", default=[512, 1024],
+    parser.add_argument("--max-lengths", type=int, nargs="*", default=[512, 1024],
                         help="lm-eval rows beyond the trained length")
     parser.add_argument("--output-dir", default="results/eval_protocols")
     parser.add_argument("--stem", default="eval_protocols")
