@@ -20,7 +20,8 @@ and ``bits_per_byte = -Σ loglik / Σ bytes / ln 2``), with NLL = -loglik summed
     byte_perplexity  = exp(NLL / bytes)      bytes: UTF-8 bytes of the raw text
     bits_per_byte    = NLL / (ln 2 · bytes)
 
-How this differs from the harness:
+How this (``s3cmn-eval``'s default protocol, ``sliding``) differs from the harness, which ``s3cmn-eval --protocol
+lm-eval`` reproduces (:mod:`s3cmn.evaluation.lm_eval_protocol`; docs/evaluation.md measures the difference):
 
 - the harness scores document by document (``EleutherAI/wikitext_document_level``, one article a document), each
   from the EOT token with no context from the article before, in disjoint windows of the model's length
