@@ -96,7 +96,7 @@ def score_dynamic_modes(model: Any, precision: str, modes: list[str], text: Eval
                         dynamic: DynamicInputs) -> dict[str, dict[str, Any]]:
     """One run per dynamic mode (the run dicts of :func:`s3cmn.evaluation.readouts.score_modes`); none for a
     quantized model, whose int8 weights cannot take gradient steps."""
-    from s3cmn.evaluation.readouts import _run, mode_settings
+    from s3cmn.evaluation.mode_runs import mode_settings, run_record
     from s3cmn.evaluation.sparsity import model_sparsity
     from s3cmn.evaluation.speed import PeakMemory
     from s3cmn.memory.nexttoken.dynamic import base_mode
@@ -122,8 +122,8 @@ def score_dynamic_modes(model: Any, precision: str, modes: list[str], text: Eval
         if base != "off":
             state["readout"] = mode_settings(adapted, datastore, base)
             state["retrieved_fraction"] = {src: scores.hit_rate[src] for src in base.split("+")}
-        out[m] = _run(precision, m, text, scores.nll[m], scores.seconds[m], len(windows), scores.forwards, processed,
-                      peak.result, state, sparsity)  # fmt: skip
+        out[m] = run_record(precision, m, text, scores.nll[m], scores.seconds[m], len(windows), scores.forwards,
+                            processed, peak.result, state, sparsity)  # fmt: skip
         ppl = out[m]["perplexity"]
         logger.info("%s memory %s: token ppl %.3f, word ppl %.3f, %.4f bits/byte (%.1f s)", precision, m,
                     ppl["token_perplexity"], ppl["word_perplexity"], ppl["bits_per_byte"], scores.seconds[m])

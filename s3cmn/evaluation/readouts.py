@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from s3cmn.evaluation.perplexity import EvalText, nll_summary
+from s3cmn.evaluation.mode_runs import mode_settings, run_record
+from s3cmn.evaluation.perplexity import EvalText
 from s3cmn.evaluation.speed import PeakMemory
 from s3cmn.memory.nexttoken.dynamic import DYNAMIC_MODES, base_mode
 from s3cmn.memory.nexttoken.provenance import MAX_OVERLAP
@@ -125,17 +126,6 @@ def scored_text_overlap(text: str, settings: Any, datastore: Any, notes: list[st
     return out
 
 
-def _run(precision: str, mode: str, text: EvalText, nll: torch.Tensor, seconds: float, windows: int, forwards: int,
-         processed: int, peak: dict[str, Any], state: dict[str, Any] | None, sparsity: list) -> dict[str, Any]:
-    return {
-        "precision": precision, "memory": mode,
-        "perplexity": nll_summary(float(nll.sum()), text.num_tokens, text.words, text.bytes),
-        "windows": windows, "forwards": forwards, "tokens_processed": processed, "seconds": seconds,
-        "scored_tokens_per_s": text.num_tokens / max(seconds, 1e-9), "peak_memory": peak, "sparsity": sparsity,
-        "memory_state": state,
-    }  # fmt: skip
-
-
 def score_modes(model: Any, precision: str, modes: list[str], text: EvalText, window: dict[str, Any],
                 batch_size: int, snapshot: Any, device: torch.device, progress: bool, settings: Any,
                 datastore: Any, write_memory: bool = False, dynamic: Any = None) -> list[dict[str, Any]]:
@@ -158,8 +148,8 @@ def score_modes(model: Any, precision: str, modes: list[str], text: EvalText, wi
         for m in shared:
             state = None if m == "off" else {"readout": mode_settings(settings, datastore, m),
                                              "retrieved_fraction": {s: scores.hit_rate[s] for s in mode_sources(m)}}
-            by_mode[m] = _run(precision, m, text, scores.nll[m], scores.seconds[m], windows, scores.forwards,
-                              processed, peak.result, state, sparsity)  # fmt: skip
+            by_mode[m] = run_record(precision, m, text, scores.nll[m], scores.seconds[m], windows, scores.forwards,
+                                    processed, peak.result, state, sparsity)  # fmt: skip
             ppl = by_mode[m]["perplexity"]
             logger.info("%s memory %s: token ppl %.3f, word ppl %.3f, %.4f bits/byte (%.1f s)", precision, m,
                         ppl["token_perplexity"], ppl["word_perplexity"], ppl["bits_per_byte"], scores.seconds[m])
@@ -174,21 +164,6 @@ def score_modes(model: Any, precision: str, modes: list[str], text: EvalText, wi
         by_mode.update(score_dynamic_modes(model, precision, dynamic_modes, text, window, device, progress, settings,
                                            datastore, dynamic))  # fmt: skip
     return [by_mode[m] for m in modes if m in by_mode]
-
-
-def mode_settings(settings: Any, datastore: Any, mode: str) -> dict[str, Any]:
-    """The settings a read-out mode was scored with and where each came from."""
-    out: dict[str, Any] = {"fitted_on": settings.fitted_on}
-    sources = mode_sources(mode)
-    if "cache" in sources:
-        out["cache"] = vars(settings.cache).copy()
-    if "knn" in sources:
-        out["knn"] = vars(settings.knn).copy()
-        out["datastore"] = {"entries": len(datastore), "description": datastore.description,
-                            "built_from": datastore.source}  # fmt: skip
-    if len(sources) == 2:
-        out["cache"]["lam"], out["knn"]["lam"] = settings.combined
-    return out
 
 
 def readout_summary(settings: Any, datastore: Any, modes: list[str],
