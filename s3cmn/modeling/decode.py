@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from s3cmn.ops.int8_gemv import int8_gemv, unpack_linear_dynamic
 
-__all__ = ["derived", "linear"]
+__all__ = ["derived", "linear", "plain_weight"]
 
 
 class _Store(dict):
@@ -66,6 +66,11 @@ def derived(module: nn.Module, name: str, sources: Sequence[Tensor], build: Call
     return value
 
 
+def plain_weight(weight: Tensor) -> bool:
+    """Whether ``weight`` is an ordinary dense tensor (not a quantised tensor subclass such as torchao's)."""
+    return type(weight) in (nn.Parameter, Tensor) and weight.layout == torch.strided
+
+
 def linear(layer: nn.Module, x: Tensor, bias: bool = True) -> Tensor:
     """``layer(x)`` for a Linear on the decode path (a few rows, no gradients); ``bias`` False leaves a plain
     Linear's bias out (Mamba adds dt_proj's inside its SSM step).
@@ -88,8 +93,8 @@ def linear(layer: nn.Module, x: Tensor, bias: bool = True) -> Tensor:
         q, scale, zero_point, b = store["int8"][1]
         return int8_gemv(x, q, scale, zero_point, b if bias else None).to(x.dtype)
     b = layer.bias if bias else None
-    if x.device.type != "cpu" or x.dtype != layer.weight.dtype:
-        return F.linear(x, layer.weight, b)
+    if x.device.type != "cpu" or x.dtype != layer.weight.dtype or not plain_weight(layer.weight):
+        return F.linear(x, layer.weight, b)  # (a tensor subclass, e.g. torchao's int8 weight, runs its own op)
     weight = layer.weight
     weight_t = derived(layer, "weight_t", [weight], lambda: weight.t().contiguous())  # (in, out)
     y = torch.matmul(x, weight_t)  # (..., out)
