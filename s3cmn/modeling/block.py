@@ -120,7 +120,7 @@ class S3CMNBlock(nn.Module):
         functions, no dropout (eval) and the layer scale fused into the residual add (decode-time overhead)."""
         new_state: LayerState = {}
         reports: dict[str, Any] = {"spike_stats": None, "memory_stats": None}
-        scales = None if self.layer_scale is None else dict(self.layer_scale.items())
+        scales = None if self.layer_scale is None else self.layer_scale._parameters  # slot -> (D,), no copy
         for sub in self.sublayers:
             norm = getattr(self, sub.norm)
             h = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)  # (B, D)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.config import S3CMNConfig
-from s3cmn.modeling.decode import derived, linear
+from s3cmn.modeling.decode import derived, linear, module_tensors
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.decode_step import window_step
 from s3cmn.ops.fftconv import fft_causal_conv
@@ -120,8 +120,7 @@ class HyenaFilter(nn.Module):
 
     def sources(self) -> list[Tensor]:
         """Every tensor the taps depend on (the filter MLP, the modulation, the positional embedding)."""
-        return [*self.pos_emb.buffers(), *self.pos_emb.parameters(), *self.implicit_filter.parameters(),
-                *self.modulation.parameters(), *self.modulation.buffers()]
+        return module_tensors(self.pos_emb, self.implicit_filter, self.modulation)
 
     def filter_taps(self) -> Tensor:
         """(C, L) taps of the long filters."""

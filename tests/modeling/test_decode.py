@@ -68,3 +68,11 @@ def test_linear_reads_a_dynamic_int8_layer_through_its_codes() -> None:
         torch.testing.assert_close(y, int8_gemv_ref(x, *codes), rtol=1e-5, atol=1e-5)  # weight-only int8
         torch.testing.assert_close(y, layer(x), rtol=0.05, atol=0.05)  # the dynamic path also rounds the input
         torch.testing.assert_close(linear(layer, x, bias=False), int8_gemv_ref(x, *codes[:3]), rtol=1e-5, atol=1e-5)
+
+
+def test_module_tensors_lists_every_parameter_and_buffer() -> None:
+    from s3cmn.modeling.decode import module_tensors
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.Linear(4, 2, bias=False)))
+    expected = {id(t) for t in [*model.parameters(), *model.buffers()]}
+    assert {id(t) for t in module_tensors(model)} == expected and len(module_tensors(model)) == len(expected)
