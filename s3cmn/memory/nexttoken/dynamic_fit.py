@@ -22,14 +22,21 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
 from s3cmn.memory.nexttoken.dynamic import DYNAMIC_MODES, DynamicSettings, base_mode, dynamic_chunks, gradient_ms
-from s3cmn.memory.nexttoken.fit import KNN_K_MAX, FitData, best_lambda, fit_combined, restrict, target_prob
+from s3cmn.memory.nexttoken.fit import (
+    KNN_K_MAX,
+    FitData,
+    best_lambda,
+    collect_chunks,
+    fit_combined,
+    restrict,
+    target_prob,
+)
 from s3cmn.memory.nexttoken.fitted import ReadoutSettings
-from s3cmn.memory.nexttoken.readout import Neighbours, StreamCache
+from s3cmn.memory.nexttoken.readout import StreamCache
 from s3cmn.memory.nexttoken.stream import Chunk, ReadoutScores, score_readouts
 
 logger = logging.getLogger(__name__)
@@ -91,23 +98,7 @@ def _collect(chunks: Iterable[Chunk], readouts: ReadoutSettings, datastore: Next
     cache = StreamCache(readouts.cache.window, readouts.cache.k) if readouts.cache is not None else None
     if datastore is not None:
         datastore.set_nprobe(readouts.knn.nprobe)
-    parts: dict[str, list[Any]] = {"lm": [], "targets": [], "pos": [], "cache": [], "knn": []}
-    for chunk in chunks:
-        for key in ("lm", "targets", "pos"):
-            parts[key].append({"lm": chunk.lm_log_probs, "targets": chunk.targets, "pos": chunk.pos}[key])
-        if cache is not None:
-            parts["cache"].append(cache.read(chunk.hidden, chunk.pos, chunk.targets))
-        if datastore is not None:
-            parts["knn"].append(datastore.search(chunk.hidden, min(readouts.knn.k, KNN_K_MAX)))
-
-    def cat(nbs: list[Neighbours]) -> Neighbours | None:
-        if not nbs:
-            return None
-        pos = torch.cat([n.positions for n in nbs]) if nbs[0].positions is not None else None
-        return Neighbours(torch.cat([n.distances for n in nbs]), torch.cat([n.values for n in nbs]), pos)
-
-    return FitData(torch.cat(parts["lm"]), torch.cat(parts["targets"]), torch.cat(parts["pos"]),
-                   cat(parts["cache"]), cat(parts["knn"]))  # fmt: skip
+    return collect_chunks(chunks, cache, datastore, min(readouts.knn.k, KNN_K_MAX) if datastore is not None else 0)
 
 
 def _refit_lambdas(data: FitData, readouts: ReadoutSettings) -> tuple[dict[str, Any], dict[str, float]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
 from s3cmn.memory.nexttoken.fitted import CacheSettings, KnnSettings, ReadoutSettings
 from s3cmn.memory.nexttoken.provenance import TextFingerprint, refuse_overlap, refuse_test_split, warn_unchecked
 from s3cmn.memory.nexttoken.readout import Neighbours, StreamCache, neighbour_weights
-from s3cmn.memory.nexttoken.stream import lm_chunks
+from s3cmn.memory.nexttoken.stream import Chunk, lm_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +92,22 @@ def collect(model: torch.nn.Module, stream: Tensor, context_length: int, stride:
     cache = StreamCache(max(CACHE_WINDOWS), CACHE_K_MAX)
     if datastore is not None:
         datastore.set_nprobe(nprobe)
+    return collect_chunks(lm_chunks(model, stream, context_length, stride, batch_size), cache, datastore, KNN_K_MAX)
+
+
+def collect_chunks(chunks: Iterable[Chunk], cache: StreamCache | None, datastore: NextTokenDatastore | None,
+                   knn_k: int) -> FitData:
+    """The :class:`FitData` of any LM pass: log p_LM(target) of each chunk and, when given, each position's
+    cache neighbours and its ``knn_k`` datastore neighbours."""
     parts: dict[str, list[Any]] = {"lm": [], "targets": [], "pos": [], "cache": [], "knn": []}
-    for chunk in lm_chunks(model, stream, context_length, stride, batch_size):
+    for chunk in chunks:
         parts["lm"].append(chunk.lm_log_probs)
         parts["targets"].append(chunk.targets)
         parts["pos"].append(chunk.pos)
-        parts["cache"].append(cache.read(chunk.hidden, chunk.pos, chunk.targets))
+        if cache is not None:
+            parts["cache"].append(cache.read(chunk.hidden, chunk.pos, chunk.targets))
         if datastore is not None:
-            parts["knn"].append(datastore.search(chunk.hidden, KNN_K_MAX))
+            parts["knn"].append(datastore.search(chunk.hidden, knn_k))
 
     def cat(nbs: list[Neighbours]) -> Neighbours | None:
         if not nbs:
