@@ -90,7 +90,8 @@ def millions(n: int) -> str:
 def _machine_fields(data: dict[str, Any]) -> dict[str, Any] | None:
     meta = data.get("meta", {})
     for candidate in (meta.get("machine_record"), meta if "cpu_capability" in meta else None,
-                      data.get("machine") if isinstance(data.get("machine"), dict) else None):
+                      data.get("machine") if isinstance(data.get("machine"), dict) else None,
+                      data.get("environment") if isinstance(data.get("environment"), dict) else None):
         if candidate and ("cpu_capability" in candidate or "capability" in candidate):
             return candidate
     return None

@@ -170,7 +170,7 @@ def evaluate_lm_eval_protocol(checkpoint: str | os.PathLike, data: Any, evaluati
     from s3cmn.data import load_text_splits
     from s3cmn.evaluation.errors import EvaluationError
     from s3cmn.evaluation.report import environment, tokenizer_info
-    from s3cmn.evaluation.run import REPORT_FORMAT, REPORT_VERSION, load_eval_tokenizer, selection_note, text_source
+    from s3cmn.evaluation.run import load_eval_tokenizer, report_header, selection_note, text_source
     from s3cmn.modeling.loading import load_model
 
     if evaluation.stride or evaluation.max_eval_tokens:
@@ -200,12 +200,7 @@ def evaluate_lm_eval_protocol(checkpoint: str | os.PathLike, data: Any, evaluati
         notes.append("memory: the saved memory is read as loaded (the model's defaults, as the harness calls it); "
                      "nothing is written")  # fmt: skip
     return {
-        "format": REPORT_FORMAT,
-        "version": REPORT_VERSION,
-        "protocol": PROTOCOL,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": time.time() - started,
-        "checkpoint": {"path": str(folder.resolve()), "model_config": model.config.settings_dict()},
+        **report_header(PROTOCOL, started, folder, model.config.settings_dict()),
         "settings": {"protocol": PROTOCOL, "max_length": max_length, "max_length_source": source,
                      "batch_size": evaluation.eval_batch_size, "max_documents": max_documents, "device": str(dev),
                      "prefix_token_id": harness_prefix_token_id(tokenizer), "evaluation": evaluation.to_dict(),
@@ -220,7 +215,7 @@ def evaluate_lm_eval_protocol(checkpoint: str | os.PathLike, data: Any, evaluati
         "per_document": [{"loglikelihood": ll, "tokens": n} for ll, n in zip(scores.logliks, scores.tokens,
                                                                             strict=True)],
         "notes": notes,
-        "environment": {**environment(dev), "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        "environment": environment(dev),
     }
 
 

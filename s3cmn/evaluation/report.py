@@ -39,7 +39,7 @@ def _version(module: str) -> str | None:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """Library versions and the machine: CPU count, torch threads, device (and GPU name on CUDA)."""
+    """Library versions and the machine: CPU count and capability, torch threads, device (and GPU name on CUDA)."""
     faiss = import_faiss()
     import transformers
 
@@ -58,6 +58,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     if device.type == "cuda":
         env["cuda_device"] = torch.cuda.get_device_name(device)

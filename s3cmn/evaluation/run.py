@@ -279,6 +279,14 @@ def _score_int8(scoring: _Scoring, evaluation: EvalConfig, speed: dict[str, int]
     return runs, int8
 
 
+def report_header(protocol: str, started: float, folder: Path, model_config: dict[str, Any]) -> dict[str, Any]:
+    """The fields every evaluation report opens with, whichever protocol scored it."""
+    return {"format": REPORT_FORMAT, "version": REPORT_VERSION, "protocol": protocol,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "seconds": time.time() - started,
+            "checkpoint": {"path": str(folder.resolve()), "model_config": model_config}}  # fmt: skip
+
+
 def _report(scoring: _Scoring, data: DataConfig, evaluation: EvalConfig, started: float,
             model_config: dict[str, Any], settings: dict[str, Any], runs: list[dict[str, Any]],
             models: dict[str, Any], curve: list[dict[str, Any]]) -> dict[str, Any]:
@@ -286,12 +294,7 @@ def _report(scoring: _Scoring, data: DataConfig, evaluation: EvalConfig, started
 
     s, raw, text = scoring, scoring.raw, scoring.text
     return {
-        "format": REPORT_FORMAT,
-        "version": REPORT_VERSION,
-        "protocol": PROTOCOL,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": time.time() - started,
-        "checkpoint": {"path": str(s.folder.resolve()), "model_config": model_config},
+        **report_header(PROTOCOL, started, s.folder, model_config),
         "settings": settings,
         "data": {"split": evaluation.split, "source": text_source(data, evaluation.split),
                  "split_text_sha256": hashlib.sha256(raw.encode("utf-8")).hexdigest(),
