@@ -16,7 +16,7 @@ from s3cmn.config import S3CMNConfig
 from s3cmn.memory.bank import MemoryBank
 from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import S3CMNCache
-from s3cmn.modeling.decode import derived, plain_weight
+from s3cmn.modeling.decode import linear
 from s3cmn.modeling.outputs import S3CMNCausalLMOutput, S3CMNModelOutput
 from s3cmn.ops.linear_cross_entropy import linear_cross_entropy
 
@@ -331,13 +331,8 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
             else:
                 logits = self.lm_head(hidden).float()  # (B, T, V)
                 loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets, ignore_index=-100)
-        elif hidden.shape[0] * hidden.shape[1] <= DECODE_ROWS and hidden.device.type == "cpu" and (
-                type(self.lm_head) is nn.Linear and plain_weight(self.lm_head.weight) and not torch.is_grad_enabled()):
-            # Decoding: a few rows against the (V, E) head. A CPU GEMV over the transposed (E, V) copy streams
-            # the weight once with unit stride; F.linear on (V, E) runs ~4x slower at these shapes.
-            weight = self.lm_head.weight
-            head_t = derived(self, "lm_head_t", [weight], lambda: weight.t().contiguous())  # (E, V)
-            logits = torch.matmul(hidden.to(head_t.dtype), head_t).float()  # (B, T, V)
+        elif hidden.shape[0] * hidden.shape[1] <= DECODE_ROWS and not torch.is_grad_enabled():
+            logits = linear(self.lm_head, hidden).float()  # decoding: the decode path's GEMV (B, T, V)
         else:
             logits = self.lm_head(hidden).float()  # (B, T, V)
         return loss, logits

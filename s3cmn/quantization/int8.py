@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3cmn.ops.int8_gemv import int8_gemv
+from s3cmn.ops.int8_gemv import int8_gemv, unpack_linear_dynamic
 
 DECODE_ROWS = 8  # inputs of at most this many rows (generation) take the weight-only int8 GEMV
 
@@ -79,18 +79,11 @@ def pack_dynamic(q: Tensor, scale: Tensor, zero_point: Tensor, bias: Tensor | No
 
 
 def unpack_dynamic(packed: torch.ScriptObject) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """Inverse of :func:`pack_dynamic` (any qint8 packed linear): codes, scale, zero_point, bias.
+    """Inverse of :func:`pack_dynamic` (any qint8 packed linear): codes, scale, zero_point (int8), bias.
 
     A per-tensor quantised weight gives a scale and zero-point repeated for every row."""
-    qweight, bias = torch.ops.quantized.linear_unpack(packed)
-    rows = qweight.shape[0]
-    if qweight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-        scale = qweight.q_per_channel_scales().float()
-        zero_point = qweight.q_per_channel_zero_points().to(torch.int8)
-    else:
-        scale = torch.full((rows,), qweight.q_scale(), dtype=torch.float32)
-        zero_point = torch.full((rows,), qweight.q_zero_point(), dtype=torch.int8)
-    return qweight.int_repr(), scale, zero_point, bias
+    q, scale, zero_point, bias = unpack_linear_dynamic(packed)
+    return q, scale, zero_point.to(torch.int8), bias
 
 
 class Int8Embedding(nn.Module):
