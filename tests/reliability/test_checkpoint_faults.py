@@ -158,12 +158,15 @@ def test_a_reader_of_last_during_saves_gets_one_whole_version_every_time(tmp_pat
     save_version(last, *trainer, version=1)
     versions = 30
     done = threading.Event()
-    failure: list[BaseException] = []
+    loaded = threading.Event()  # a read finished: the writer saves again only then, as a trainer that
+    failure: list[BaseException] = []  # saves between steps does, so no machine's speed can starve the reader
 
     def writer() -> None:
         try:
             for version in range(2, versions + 1):
-                save_version(last, *trainer, version=version)
+                loaded.clear()
+                save_version(last, *trainer, version=version)  # overlaps the reader's load in progress
+                loaded.wait(timeout=60)
         except BaseException as err:  # noqa: BLE001 - reported by the main thread
             failure.append(err)
         finally:
@@ -174,6 +177,7 @@ def test_a_reader_of_last_during_saves_gets_one_whole_version_every_time(tmp_pat
     seen = []
     while not done.is_set() or not seen:
         seen.append(loaded_version(last))  # raises on a failed load or a mix
+        loaded.set()
     thread.join()
     assert not failure, failure
     assert seen == sorted(seen) and set(seen) <= set(range(1, versions + 1)), seen
