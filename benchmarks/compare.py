@@ -149,6 +149,8 @@ def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConf
         record = saved["record"]
         if saved.get("key") != key:
             logger.info("%s seed %d: %s was run with other settings: retraining", kind, seed, run_dir / RECORD)
+        elif str(record.get("stopped", "")).startswith("signal"):  # recorded by an older compare.py
+            logger.info("%s seed %d: %s was interrupted (%s): retraining", kind, seed, run_dir, record["stopped"])
         elif "eval" in record or not scored:
             logger.info("%s seed %d: reusing the finished run in %s (--no-resume retrains)", kind, seed, run_dir)
             if "eval" in record:  # killed after saving its scores, before removing the checkpoints
@@ -178,6 +180,8 @@ def train_run(kind: str, seed: int, lr: float, args: argparse.Namespace, referen
     cpu_start = time.process_time()
     result = fit(model, data["train"], data["valid"], training)
     train_cpu_s = time.process_time() - cpu_start  # this process's CPU time: all threads, training + saving
+    if result.stopped.startswith("signal"):  # an interrupted run is not a result: no record, a rerun retrains it
+        raise KeyboardInterrupt(f"{kind} seed {seed} interrupted by {result.stopped[7:]} at step {result.steps}")
     log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     curve = [{k: r[k] for k in ("step", "tokens", "loss", "elapsed_s", "tokens_per_s")} for r in log
              if r["kind"] == "train"]

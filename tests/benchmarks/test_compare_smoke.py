@@ -227,3 +227,35 @@ def test_compare_lr_grid_killed_while_scoring_resumes_without_retraining(
     (run,) = compare.main(argv)["runs"]  # the chosen tuning run kept its best checkpoint: scored, not retrained
     assert trained == [] and positive(run["eval"]["default"]["token_perplexity"])
     assert not list(Path(run["run_dir"]).glob("best*"))
+
+
+def test_a_run_stopped_by_a_signal_is_not_a_result_and_is_retrained(
+        tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import dataclasses
+    import json
+
+    import s3cmn.training
+
+    compare = load("compare")
+    fit = s3cmn.training.fit
+
+    def stopped_by_sigterm(*args, **kwargs):
+        return dataclasses.replace(fit(*args, **kwargs), stopped="signal SIGTERM")
+
+    argv = ["--quick", "--out", str(tmp_path), "--threads", "1", "--shared-data", str(shared_data), "--models",
+            "gpt2", "--max-tokens", "64", "--eval-tokens", "32", "--batch-size", "2", "--seq-len", "32",
+            "--override", *TOY]
+    monkeypatch.setattr(s3cmn.training, "fit", stopped_by_sigterm)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        compare.main(argv)
+    record = tmp_path / "runs" / "gpt2-seed0" / "record.json"
+    assert not record.exists()
+    monkeypatch.setattr(s3cmn.training, "fit", fit)
+    (run,) = compare.main(argv)["runs"]
+    assert run["stopped"] == "tokens"
+    saved = json.loads(record.read_text())  # as an older compare.py recorded an interrupted run
+    saved["record"]["stopped"] = "signal SIGTERM"
+    record.write_text(json.dumps(saved))
+    with caplog.at_level("INFO"):
+        (again,) = compare.main(argv)["runs"]
+    assert "was interrupted (signal SIGTERM): retraining" in caplog.text and again["stopped"] == "tokens"
