@@ -2,13 +2,16 @@
 
     s3cmn-memory inspect CHECKPOINT [--tokenizer NAME_OR_DIR] [--top 5] [--query "some text"] [--plot DIR] [--json]
     s3cmn-memory build CHECKPOINT --text TRAIN.raw [--index auto|flat|ivfflat|sq8|ivfpq] [--pca-dim 0] [--nprobe 32]
+                       [--resume] [--out DIR]
+    torchrun --nproc_per_node 2 -m s3cmn.cli.memory build CHECKPOINT --text TRAIN.raw --out DIR   # one shard a rank
     s3cmn-memory fit CHECKPOINT --text HELDOUT.raw [--dynamic] [--dynamic-grid-tokens 8192]
 
 ``build`` writes the kNN datastore (final hidden state at t -> token t + 1 of TRAIN) to CHECKPOINT/nexttoken/
-datastore; ``fit`` fits the cache (and, with a datastore, kNN and cache+knn) settings on HELDOUT and writes
-CHECKPOINT/nexttoken/readout.json, which names the text they were fitted on. Never fit on the text you score:
-both refuse a test split (by name or content), and both record a fingerprint of their text's content that
-``s3cmn-eval`` checks the scored text against.
+datastore, in chunks a killed build keeps (``--resume`` continues it); under torchrun each rank encodes its slice
+of TRAIN and writes its own shard, and the datastore searches them all. ``fit`` fits the cache (and, with a
+datastore, kNN and cache+knn) settings on HELDOUT and writes CHECKPOINT/nexttoken/readout.json, which names the
+text they were fitted on. Never fit on the text you score: both refuse a test split (by name or content), and both
+record a fingerprint of their text's content that ``s3cmn-eval`` checks the scored text against.
 
 Finds every saved memory (a ``memory.json`` manifest) under CHECKPOINT and prints its statistics, IVF occupancy,
 PCA explained variance and the most / least used entries decoded back to the text they came from. ``--query``
@@ -121,19 +124,34 @@ def _model_and_text(checkpoint: Path, text_file: Path, context_length: int, stri
 
 
 def run_build(args: argparse.Namespace) -> None:
-    from s3cmn.memory.nexttoken.datastore import file_source
-    from s3cmn.memory.nexttoken.fit import build_datastore
-    from s3cmn.memory.nexttoken.fitted import datastore_path
+    """Build the datastore in resumable chunks; under ``torchrun --nproc_per_node N`` every rank encodes its
+    slice of the text and writes its own shard (s3cmn.memory.nexttoken.build)."""
+    import torch.distributed as dist
 
-    model, text, window = _model_and_text(args.checkpoint, args.text, args.context_length, args.stride,
-                                          args.batch_size, "build")  # fmt: skip
-    source = {**file_source(args.text), "checkpoint": str(args.checkpoint.resolve())}
-    store = build_datastore(model, text.stream, window["context_length"], window["stride"], args.batch_size,
-                            kind=args.index, pca_dim=args.pca_dim, nprobe=args.nprobe, source=source,
-                            progress=not args.no_progress, text=text.text)  # fmt: skip
-    out = store.save(args.out or datastore_path(args.checkpoint))
-    print(f"datastore: {len(store):,} entries from {args.text} ({source['sha256'][:12]}), index {store.description}, "
-          f"{store.bytes_per_entry():.1f} bytes/entry -> {out}")  # fmt: skip
+    from s3cmn.memory.nexttoken.build import build_datastore_chunked, init_build_group
+    from s3cmn.memory.nexttoken.datastore import NextTokenDatastore, file_source
+    from s3cmn.memory.nexttoken.fitted import datastore_path
+    from s3cmn.memory.nexttoken.provenance import TextFingerprint
+
+    created = init_build_group(args.timeout)
+    try:
+        model, text, window = _model_and_text(args.checkpoint, args.text, args.context_length, args.stride,
+                                              args.batch_size, "build")  # fmt: skip
+        source = {**file_source(args.text), "checkpoint": str(args.checkpoint.resolve())}
+        out = build_datastore_chunked(model, text.stream, args.out or datastore_path(args.checkpoint),
+                                      window["context_length"], window["stride"], args.batch_size, kind=args.index,
+                                      pca_dim=args.pca_dim, nprobe=args.nprobe, chunk_batches=args.chunk_batches,
+                                      source=source, fingerprint=TextFingerprint.from_text(text.text),
+                                      resume=args.resume, timeout_s=args.timeout,
+                                      progress=not args.no_progress)  # fmt: skip
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            store = NextTokenDatastore.load(out, verify=False)
+            shards = f" in {len(store.shards)} shards" if store.shards else ""
+            print(f"datastore: {len(store):,} entries from {args.text} ({source['sha256'][:12]}), index "
+                  f"{store.description}{shards}, {store.bytes_per_entry():.1f} bytes/entry -> {out}")  # fmt: skip
+    finally:
+        if created:
+            dist.destroy_process_group()
 
 
 def run_fit(args: argparse.Namespace) -> None:
@@ -212,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--index", default="auto", choices=["auto", "flat", "ivfflat", "sq8", "ivfpq"],
                              help="FAISS index (auto: by size)")  # fmt: skip
             cmd.add_argument("--pca-dim", type=int, default=0, help="PCA-compress keys to this width (0 = off)")
+            cmd.add_argument("--resume", action="store_true",
+                             help="continue an interrupted build in --out (its chunks, trained index and shards)")
+            cmd.add_argument("--chunk-batches", type=int, default=64,
+                             help="forward batches per chunk, the unit of progress a resumed build keeps")
+            cmd.add_argument("--timeout", type=float, default=1800.0,
+                             help="seconds a rank waits for the others at a step (torchrun) before it stops")
         else:
             cmd.add_argument("--datastore", type=Path, default=None, help="datastore folder (default: beside it)")
             cmd.add_argument("--dynamic", action="store_true",
@@ -232,10 +256,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in ("build", "fit"):
         from s3cmn.evaluation.errors import EvaluationError
+        from s3cmn.memory.nexttoken.build import DatastoreBuildError
 
         try:
             (run_build if args.command == "build" else run_fit)(args)
-        except (MemoryLoadError, DataError, EvaluationError, ValueError, OSError) as err:
+        except (MemoryLoadError, DataError, EvaluationError, DatastoreBuildError, ValueError, OSError) as err:
             parser.exit(2, f"s3cmn-memory {args.command}: error: {err}\n")
         return 0
 

@@ -26,7 +26,8 @@ from s3cmn.data.errors import DataError
 logger = logging.getLogger(__name__)
 
 SPLIT_BOUNDS = (("train", 0.8), ("validation", 0.9), ("test", 1.0))
-EXCLUDED_FOLDERS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
+TEST_SUITE_FOLDERS = frozenset({"test", "tests", "idle_test"})
+EXCLUDED_FOLDERS = frozenset({"site-packages", "dist-packages", "__pycache__"}) | TEST_SUITE_FOLDERS
 
 
 def split_of(relative_path: str) -> str:
@@ -52,6 +53,7 @@ class PythonCorpus:
     python_version: str
     splits: dict[str, list[SourceFile]] = field(default_factory=dict)
     skipped_not_utf8: list[str] = field(default_factory=list)
+    test_suites: bool = False  # the test-suite folders were read too
 
     def files(self, split: str) -> list[SourceFile]:
         return self.splits[split]
@@ -63,7 +65,7 @@ class PythonCorpus:
         """JSON-ready: where the corpus came from and how many files each split has."""
         return {"corpus": "python-stdlib", "root": self.root, "python_version": self.python_version,
                 "files": {s: len(v) for s, v in self.splits.items()},
-                "skipped_not_utf8": len(self.skipped_not_utf8), "split_rule": "sha256(relative path) < 0.8 train, "
+                "skipped_not_utf8": len(self.skipped_not_utf8), "test_suites": self.test_suites, "split_rule": "sha256(relative path) < 0.8 train, "
                 "< 0.9 validation, else test"}
 
 
@@ -72,15 +74,19 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def load_python_corpus(root: str | Path | None = None) -> PythonCorpus:
-    """Read every ``.py`` file under ``root`` (default :func:`stdlib_root`) outside the excluded folders."""
+def load_python_corpus(root: str | Path | None = None, test_suites: bool = False) -> PythonCorpus:
+    """Read every ``.py`` file under ``root`` (default :func:`stdlib_root`) outside the excluded folders;
+    ``test_suites``: read the test-suite folders too (split by the same path rule), for a datastore that needs
+    more text than the corpus (about 2.5x the tokens; their malformed and non-UTF-8 files are still skipped)."""
     root = Path(root) if root is not None else stdlib_root()
+    excluded = EXCLUDED_FOLDERS - TEST_SUITE_FOLDERS if test_suites else EXCLUDED_FOLDERS
     if not root.is_dir():
         raise DataError(f"the Python library folder {root} does not exist: the python-stdlib corpus needs it")
-    corpus = PythonCorpus(str(root), platform.python_version(), {name: [] for name, _ in SPLIT_BOUNDS})
+    corpus = PythonCorpus(str(root), platform.python_version(), {name: [] for name, _ in SPLIT_BOUNDS},
+                          test_suites=test_suites)
     for path in sorted(root.rglob("*.py")):
         relative = path.relative_to(root)
-        if EXCLUDED_FOLDERS.intersection(relative.parts[:-1]) or not path.is_file():
+        if excluded.intersection(relative.parts[:-1]) or not path.is_file():
             continue
         try:
             text = path.read_bytes().decode("utf-8")

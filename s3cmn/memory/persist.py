@@ -53,7 +53,7 @@ class MemoryState(Protocol):
 M = TypeVar("M", bound=MemoryState)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file; a failed write (a full disk) deletes the partial
     temporary file and raises an OSError that names ``path`` (Python's write errors name no file)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -83,7 +83,7 @@ def save_memory(memory: MemoryState, directory: str | os.PathLike) -> None:
     for role, (ext, data) in blobs.items():
         digest = hashlib.sha256(data).hexdigest()
         name = f"{role}-{digest[:16]}.{ext}"
-        _atomic_write(root / name, data)
+        atomic_write(root / name, data)
         files[role] = {"name": name, "sha256": digest}
     state = memory.state()
     manifest = {
@@ -94,7 +94,7 @@ def save_memory(memory: MemoryState, directory: str | os.PathLike) -> None:
         "pca": state["pca"],
         "files": files,
     }
-    _atomic_write(root / MANIFEST, json.dumps(manifest, indent=2).encode())
+    atomic_write(root / MANIFEST, json.dumps(manifest, indent=2).encode())
     keep = {f["name"] for f in files.values()}
     for stale in [*root.glob("arrays-*.safetensors"), *root.glob("index-*.faiss")]:
         if stale.name not in keep:

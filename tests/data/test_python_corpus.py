@@ -70,3 +70,17 @@ def test_the_corpus_through_the_data_settings(corpus) -> None:
     assert held.train + held.validation == corpus.text("train")
     with pytest.raises(DataError, match="cannot be used with it"):
         load_text_splits(DataConfig(corpus="python-stdlib", train_file="x.txt"), ("train",))
+
+
+def test_test_suites_are_read_on_request_and_split_by_the_same_rule(tmp_path: Path) -> None:
+    for i in range(40):
+        (tmp_path / f"m{i}.py").write_text(f"x = {i}\n", encoding="utf-8")
+        (tmp_path / "test").mkdir(exist_ok=True)
+        (tmp_path / "test" / f"test_m{i}.py").write_text(f"assert {i}\n", encoding="utf-8")
+    plain, suites = load_python_corpus(tmp_path), load_python_corpus(tmp_path, test_suites=True)
+    assert sum(len(plain.files(s)) for s in ("train", "validation", "test")) == 40
+    assert sum(len(suites.files(s)) for s in ("train", "validation", "test")) == 80
+    for split in ("train", "validation", "test"):
+        assert all(split_of(f.path) == split for f in suites.files(split))
+        assert {f.path for f in plain.files(split)} <= {f.path for f in suites.files(split)}
+    assert suites.record()["test_suites"] is True and plain.record()["test_suites"] is False

@@ -14,6 +14,11 @@ Layout of a saved datastore (a folder)::
     values.npy        (N,) int32 next-token ids
     positions.npy     (N,) int64 position of each entry's query token in the source stream
     fingerprint.npy   (S,) uint64 the source text's sampled n-gram hashes (absent in datastores saved before)
+
+A sharded datastore (built by :mod:`.build`, in one process or over torchrun ranks) has the same manifest
+with ``shards``: the folders ``shard-00``, ``shard-01``, ... each a datastore of the layout above (its slice of
+the source stream, in order) without a fingerprint; ``files`` then lists the shards' manifests and the
+fingerprint. It loads as one datastore searching every shard (:meth:`NextTokenDatastore.from_shards`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +52,7 @@ INDEX_KINDS = ("auto", "flat", "ivfflat", "sq8", "ivfpq")
 # Sizes at which "auto" moves to a more compact index (entries): exact below FLAT_MAX, IVFFlat below
 # IVFFLAT_MAX (4 B/dim), IVF + 8-bit scalar quantizer below SQ8_MAX (1 B/dim), IVFPQ above (d/4 bytes).
 FLAT_MAX, IVFFLAT_MAX, SQ8_MAX = 50_000, 2_000_000, 20_000_000
+ADD_BATCH = 100_000  # keys added to an index at a time
 
 
 def ivf_lists(n: int) -> int:
@@ -68,6 +75,26 @@ def choose_index(n: int, dim: int, kind: str = "auto", pca_dim: int = 0) -> str:
     return (f"PCA{pca_dim}," if pca_dim else "") + body
 
 
+def training_rows(n: int, train_size: int, seed: int) -> np.ndarray:
+    """The sorted rows of ``n`` keys an index that needs training is trained on (all of them up to
+    ``train_size``): the same rows whichever way the keys are stored (one array, or a build's chunks)."""
+    return np.sort(np.random.default_rng(seed).choice(n, min(n, train_size), replace=False))
+
+
+def trained_index(description: str, d: int, rows_of: Callable[[np.ndarray], np.ndarray], n: int,
+                  train_size: int = 200_000, seed: int = 0) -> Any:
+    """An empty faiss index ``description`` over width ``d``, trained (when it needs it) on the keys
+    ``rows_of(training_rows(n, train_size, seed))`` of a datastore of ``n`` keys."""
+    faiss = import_faiss()
+    index = faiss.index_factory(d, description, faiss.METRIC_L2)
+    if not index.is_trained:
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.cp.seed = seed
+        index.train(np.ascontiguousarray(rows_of(training_rows(n, train_size, seed)), dtype=np.float32))
+    return index
+
+
 def file_source(path: str | os.PathLike) -> dict[str, Any]:
     """A text file's identity: its resolved path and SHA-256."""
     p = Path(path).resolve()
@@ -86,6 +113,7 @@ class NextTokenDatastore:
     nprobe: int = 32
     source: dict[str, Any] = field(default_factory=dict)
     fingerprint: TextFingerprint | None = None
+    shards: list[Any] = field(default_factory=list)  # a sharded datastore's shard indexes (``index`` searches all)
 
     def __post_init__(self) -> None:
         if self.index.ntotal != len(self.values) or len(self.values) != len(self.positions):
@@ -103,9 +131,28 @@ class NextTokenDatastore:
     def set_nprobe(self, nprobe: int) -> None:
         self.nprobe = int(nprobe)
         faiss = import_faiss()
-        ivf = faiss.try_extract_index_ivf(self.index)
-        if ivf is not None:
-            ivf.nprobe = self.nprobe
+        for index in self.shards or [self.index]:
+            ivf = faiss.try_extract_index_ivf(index)
+            if ivf is not None:
+                ivf.nprobe = self.nprobe
+
+    @classmethod
+    def from_shards(cls, shards: list[NextTokenDatastore], source: dict[str, Any] | None = None,
+                    fingerprint: TextFingerprint | None = None) -> NextTokenDatastore:
+        """One datastore searching ``shards`` (in stream order, one index description) with faiss.IndexShards:
+        entry ids run on from one shard to the next, so ids, values and positions are those of one index
+        built over the shards' keys in order; with exact search (or IVF shards sharing one trained quantizer)
+        the neighbours are the same."""
+        faiss = import_faiss()
+        if not shards or len({s.description for s in shards}) != 1 or len({s.dim for s in shards}) != 1:
+            raise ValueError("NextTokenDatastore.from_shards: needs one or more shards of one index description")
+        index = faiss.IndexShards(shards[0].dim, False, True)  # not threaded, successive ids
+        for shard in shards:
+            index.add_shard(shard.index)
+        values = np.concatenate([np.asarray(s.values) for s in shards])
+        positions = np.concatenate([np.asarray(s.positions) for s in shards])
+        return cls(index, values, positions, shards[0].description, shards[0].nprobe, dict(source or {}),
+                   fingerprint, [s.index for s in shards])  # fmt: skip
 
     @classmethod
     def build(cls, keys: np.ndarray, values: np.ndarray, positions: np.ndarray, *, kind: str = "auto",
@@ -113,23 +160,15 @@ class NextTokenDatastore:
               source: dict[str, Any] | None = None, fingerprint: TextFingerprint | None = None
               ) -> NextTokenDatastore:
         """Index ``keys`` (N, D) float32 with next-token ``values`` (N,) and source ``positions`` (N,)."""
-        faiss = import_faiss()
         keys = np.ascontiguousarray(keys, dtype=np.float32)
         n, d = keys.shape
         if n == 0:
             raise ValueError("NextTokenDatastore.build: no keys (the text has no scored tokens)")
         description = choose_index(n, d, kind, pca_dim)
         start = time.perf_counter()
-        index = faiss.index_factory(d, description, faiss.METRIC_L2)
-        if not index.is_trained:
-            rng = np.random.default_rng(seed)
-            sample = keys[np.sort(rng.choice(n, min(n, train_size), replace=False))]
-            ivf = faiss.try_extract_index_ivf(index)
-            if ivf is not None:
-                ivf.cp.seed = seed
-            index.train(sample)
-        for i in range(0, n, 100_000):
-            index.add(keys[i : i + 100_000])
+        index = trained_index(description, d, lambda rows: keys[rows], n, train_size, seed)
+        for i in range(0, n, ADD_BATCH):
+            index.add(keys[i : i + ADD_BATCH])
         logger.info("datastore: %s over %d keys of width %d built in %.1f s", description, n, d,
                     time.perf_counter() - start)  # fmt: skip
         return cls(index, np.asarray(values, np.int32), np.asarray(positions, np.int64), description, nprobe,
@@ -146,13 +185,15 @@ class NextTokenDatastore:
     def bytes_per_entry(self) -> float:
         """Serialised index bytes + value and position bytes, per entry."""
         faiss = import_faiss()
-        index_bytes = int(faiss.serialize_index(self.index).size)
+        index_bytes = sum(int(faiss.serialize_index(index).size) for index in self.shards or [self.index])
         return (index_bytes + self.values.nbytes + self.positions.nbytes) / max(len(self), 1)
 
     # --- persistence ------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the datastore into ``directory`` (created); the manifest is written last."""
         faiss = import_faiss()
+        if self.shards:
+            raise ValueError("a sharded datastore is written by its build (s3cmn-memory build), shard by shard")
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self.index, str(root / "index.faiss"))
@@ -193,15 +234,18 @@ class NextTokenDatastore:
                 raise MemoryLoadError(f"{f} is missing: the datastore in {root} is incomplete; rebuild it")
             if verify and hashlib.sha256(f.read_bytes()).hexdigest() != digest:
                 raise MemoryLoadError(f"{f} is corrupt (SHA-256 differs from {MANIFEST}); rebuild the datastore")
+        # Datastores saved before fingerprints were kept have none: the evaluation says it cannot check them.
+        fingerprint = None
+        if manifest.get("fingerprint"):
+            fingerprint = TextFingerprint.from_dict(manifest["fingerprint"], np.load(root / FINGERPRINT_FILE))
+        if manifest.get("shards"):  # a sharded build (s3cmn.memory.nexttoken.build): one datastore per shard
+            shards = [cls.load(root / name, verify) for name in manifest["shards"]]
+            return cls.from_shards(shards, manifest["source"], fingerprint)
         try:
             index = faiss.read_index(str(root / "index.faiss"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
         except RuntimeError:  # index types without mmap support are read into memory
             index = faiss.read_index(str(root / "index.faiss"), faiss.IO_FLAG_READ_ONLY)
         values = np.load(root / "values.npy", mmap_mode="r")
         positions = np.load(root / "positions.npy", mmap_mode="r")
-        # Datastores saved before fingerprints were kept have none: the evaluation says it cannot check them.
-        fingerprint = None
-        if manifest.get("fingerprint"):
-            fingerprint = TextFingerprint.from_dict(manifest["fingerprint"], np.load(root / FINGERPRINT_FILE))
         return cls(index, values, positions, manifest["description"], int(manifest["nprobe"]), manifest["source"],
                    fingerprint)  # fmt: skip

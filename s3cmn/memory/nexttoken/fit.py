@@ -77,7 +77,8 @@ def _fingerprint(text: str | None, name: str | None, role: str, what: str) -> Te
 @dataclass
 class FitData:
     """What the grid search needs, per held-out position: ``lm`` (N,) log p_LM(target), ``targets`` (N,),
-    ``pos`` (N,), ``cache`` / ``knn`` :class:`Neighbours` (N, CACHE_K_MAX / KNN_K_MAX), the cache's with entry positions."""
+    ``pos`` (N,), ``cache`` / ``knn`` :class:`Neighbours` (N, CACHE_K_MAX / KNN_K_MAX), the cache's with entry
+    positions."""
 
     lm: Tensor
     targets: Tensor

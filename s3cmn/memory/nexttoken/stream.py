@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from s3cmn.data.windows import sliding_windows, window_batches
+from s3cmn.data.windows import Window, sliding_windows, window_batches
 from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
 from s3cmn.memory.nexttoken.fitted import ReadoutSettings
 from s3cmn.memory.nexttoken.readout import Component, Neighbours, StreamCache, mixture_target_log_probs
@@ -44,12 +44,19 @@ class Chunk:
     spike_stats: list | None = None
 
 
-@torch.no_grad()
 def lm_chunks(model: torch.nn.Module, stream: Tensor, context_length: int, stride: int,
               batch_size: int = 8, *, logits: bool = True) -> Iterator[Chunk]:
     """The LM pass over ``stream`` (N + 1,), memory off; ``logits=False`` skips the head (datastore build)."""
+    batches = window_batches(sliding_windows(stream.numel(), context_length, stride), batch_size)
+    return lm_batches(model, stream, batches, logits=logits)
+
+
+@torch.no_grad()
+def lm_batches(model: torch.nn.Module, stream: Tensor, batches: Iterable[list[Window]], *,
+               logits: bool = True) -> Iterator[Chunk]:
+    """:func:`lm_chunks` over given window batches (a resumable build's slice of them), one Chunk each."""
     device = model_device(model)
-    for batch in window_batches(sliding_windows(stream.numel(), context_length, stride), batch_size):
+    for batch in batches:
         start = time.perf_counter()
         ids = torch.stack([stream[w.begin : w.end] for w in batch]).to(device)  # (B, T)
         B, T = ids.shape
