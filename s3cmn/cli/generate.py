@@ -36,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="8-bit backend: bnb (bitsandbytes LLM.int8), torch (dynamic int8, CPU), auto",
     )
     parser.add_argument("--threshold", type=float, default=6.0, help="LLM.int8 outlier threshold (bnb)")
-    parser.add_argument("--memory", choices=["on", "off"], default="on", help="read the model's FAISS memory")
+    parser.add_argument("--memory", choices=["on", "off", "dynamic"], default="on",
+                        help="on / off: read the model's FAISS memory; dynamic: dynamic evaluation, the weights "
+                        "adapt to the prompt and the generated text (FAISS memory off; needs `s3cmn-memory fit CKPT "
+                        "--text HELDOUT --dynamic`; fp32 only)")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="log at INFO level to stderr")
     return parser
 
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, RuntimeError) as err:  # missing / corrupt checkpoint, unavailable backend
         return fail(err)
     if report is not None:
+        if args.memory == "dynamic":
+            return fail(ValueError("--memory dynamic adapts the fp32 weights: it cannot run on an int8 model (give "
+                                   "an fp32 checkpoint and --quantize none)"))  # fmt: skip
         print(f"s3cmn-generate: {report.summary()}", file=sys.stderr)
     prompts = args.prompt if args.prompt else (line.rstrip("\n") for line in sys.stdin)
     total_tokens, total_seconds = 0, 0.0
@@ -66,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             result = generate_text(
                 model, tokenizer, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                 top_k=args.top_k, top_p=args.top_p, seed=args.seed, use_memory=args.memory == "on",
+                dynamic=args.memory == "dynamic",
                 on_text=lambda text: print(text, end="", flush=True),
             )  # fmt: skip
-        except ValueError as err:
+        except (ValueError, OSError) as err:  # bad options, dynamic settings missing or unreadable
             return fail(err)
         total_tokens += result.new_tokens
         total_seconds += result.seconds

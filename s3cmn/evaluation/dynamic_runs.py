@@ -18,7 +18,13 @@ import torch
 from torch import Tensor
 
 from s3cmn.evaluation.perplexity import EvalText
-from s3cmn.memory.nexttoken.dynamic import DYNAMIC_MODES, DynamicSettings, document_starts, load_dynamic
+from s3cmn.memory.nexttoken.dynamic import (
+    DYNAMIC_MODES,
+    DynamicSettings,
+    check_dynamic,
+    document_starts,
+    load_dynamic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,22 +46,13 @@ def dynamic_inputs(folder: Path, modes: list[str], text: EvalText, tokenizer: An
         return None
     try:
         settings = load_dynamic(folder)
+        check_dynamic(modes, settings)
     except (ValueError, OSError) as err:
         raise EvaluationError(str(err)) from None
-    if settings is None:
-        raise EvaluationError(f"memory modes {[m for m in modes if m in DYNAMIC_MODES]} need fitted dynamic "
-                              "evaluation settings: run `s3cmn-memory fit CKPT --text HELDOUT --dynamic` first")
     fitted = settings.fitted_on.get("sha256")
     if hashlib.sha256(text.text.encode("utf-8")).hexdigest() == fitted:
         raise EvaluationError("the scored text is the text dynamic evaluation was fitted on: fit on held-out text")
     _refuse_overlap(folder, settings, text, notes)
-    for m in modes:
-        if m in ("cache+dynamic", "cache+knn+dynamic") and settings.cache_lam is None:
-            raise EvaluationError(f"memory mode {m}: the dynamic settings hold no cache weight fitted with dynamic "
-                                  "on; refit with `s3cmn-memory fit --dynamic` after the cache settings")
-        if m in ("knn+dynamic", "cache+knn+dynamic") and settings.knn_lam is None:
-            raise EvaluationError(f"memory mode {m}: the dynamic settings hold no kNN weight fitted with dynamic "
-                                  "on; build the datastore, then refit with `s3cmn-memory fit --dynamic`")
     starts = None
     if settings.reset_at_documents:
         starts = document_starts(text.text, tokenizer, text.num_tokens)

@@ -429,6 +429,7 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
             # What harnesses read as the context length (lm-eval checks n_positions first); runtime only,
             # never saved (save_pretrained drops it), because it describes training, not the network.
             model.config.n_positions = trained_length
+        model.name_or_path = model.config.name_or_path = path  # where generate(memory=...) finds fitted read-outs
         if device is not None:
             model = model.to(device)
         return model.eval()
@@ -450,21 +451,24 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
                 "lm-eval model 's3cmn' (s3cmn.integrations.lm_eval), which splits padded batches by row"
             )
         self._check_generation_length(inputs if inputs is not None else kwargs.get("input_ids"), kwargs)
-        memory = kwargs.pop("memory", None)  # off | learned | cache | knn | cache+knn (s3cmn.memory.nexttoken)
-        if memory in ("cache", "knn", "cache+knn"):
+        memory = kwargs.pop("memory", None)  # off | learned | a read-out or dynamic mode (s3cmn.memory.nexttoken)
+        readouts = ("cache", "knn", "cache+knn", "dynamic", "cache+dynamic", "knn+dynamic", "cache+knn+dynamic")
+        if memory in readouts:
             return self._generate_with_readout(inputs, memory, args, kwargs)
         if memory is not None:
             if memory not in ("off", "learned"):
-                raise ValueError(f"generate: memory={memory!r} must be one of off, learned, cache, knn, cache+knn")
+                raise ValueError(f"generate: memory={memory!r} must be one of off, learned, {', '.join(readouts)}")
             kwargs["use_memory"] = memory == "learned"
         return super().generate(inputs, *args, **kwargs)
 
     def _generate_with_readout(self, inputs: Tensor | None, memory: str, args: tuple, kwargs: dict[str, Any]) -> Tensor:
-        """generate(memory="cache" | "knn" | "cache+knn"): the next-token read-outs mixed into every step."""
+        """generate(memory="cache" | "knn" | "cache+knn" | "dynamic" | ...): the next-token read-outs mixed into every
+        step, dynamic evaluation adapting the weights to the text read so far."""
         from s3cmn.memory.nexttoken.generate import generate_with_readout
 
         ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         options = {"settings": kwargs.pop("readout_settings", None), "datastore": kwargs.pop("datastore", None),
+                   "dynamic": kwargs.pop("dynamic_settings", None), "streamer": kwargs.pop("streamer", None),
                    "max_new_tokens": kwargs.pop("max_new_tokens", 20), "do_sample": kwargs.pop("do_sample", False),
                    "temperature": kwargs.pop("temperature", 1.0), "top_k": kwargs.pop("top_k", 0) or 0,
                    "eos_token_id": kwargs.pop("eos_token_id", None), "generator": kwargs.pop("generator", None)}

@@ -102,15 +102,20 @@ def generate_text(
     top_p: float = 1.0,
     seed: int | None = None,
     use_memory: bool = True,
+    dynamic: bool = False,
     on_text: Callable[[str], None] | None = None,
 ) -> GenerationResult:
     """Continue ``prompt`` by up to ``max_new_tokens`` tokens: greedy when ``temperature`` is 0, else sampling
     with ``temperature`` / ``top_k`` (0 = off) / ``top_p`` (1 = off), seeded by ``seed``. ``on_text``
-    receives the text piece by piece as it is produced (prompt first)."""
+    receives the text piece by piece as it is produced (prompt first). ``dynamic``: dynamic evaluation (the
+    weights adapt to the prompt and the text generated so far, :mod:`s3cmn.memory.nexttoken.generate`; the
+    FAISS memory off, ``top_p`` 1)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got {temperature}, {top_p}, {top_k}")
+    if dynamic and top_p < 1:
+        raise ValueError(f"top_p {top_p} is not supported with dynamic evaluation: sample with top_k")
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]  # (1, T)
     if ids.shape[1] == 0:  # an empty prompt: start from the beginning-of-text token
         candidates = (tokenizer.bos_token_id, tokenizer.cls_token_id, tokenizer.eos_token_id)
@@ -123,13 +128,19 @@ def generate_text(
     kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=sample,
                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
     if sample:
-        kwargs.update(temperature=temperature, top_k=top_k or None, top_p=top_p)
+        kwargs.update(temperature=temperature, top_k=top_k or None)
+        if not dynamic:  # the read-out loop samples from the top k only
+            kwargs["top_p"] = top_p
     if on_text is not None:
         kwargs["streamer"] = _streamer(tokenizer, on_text)
-    if use_memory and not getattr(model, "memory_bank", None):
-        logger.info("the model has no memory: generating without")
+    if dynamic:
+        kwargs["memory"] = "dynamic"
+    else:
+        kwargs.update(attention_mask=torch.ones_like(ids), use_memory=use_memory)
+        if use_memory and not getattr(model, "memory_bank", None):
+            logger.info("the model has no memory: generating without")
     start_time = time.perf_counter()
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), use_memory=use_memory, **kwargs)  # (1, T + new)
+    out = model.generate(ids, **kwargs)  # (1, T + new)
     seconds = time.perf_counter() - start_time
     new = int(out.shape[1] - ids.shape[1])
     return GenerationResult(tokenizer.decode(out[0], skip_special_tokens=True), new, seconds)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3cmn.data.windows import sliding_windows, window_batches
+from s3cmn.data.windows import Window, sliding_windows, window_batches
 from s3cmn.memory.nexttoken.stream import Chunk
 from s3cmn.ops.nll import model_device, nll_float64
 
@@ -182,6 +182,22 @@ def load_dynamic(checkpoint: str | os.PathLike | None) -> DynamicSettings | None
     return DynamicSettings.load(dynamic_path(checkpoint))
 
 
+def check_dynamic(modes: list[str], settings: DynamicSettings | None) -> None:
+    """Raise ValueError naming what a requested dynamic mode lacks: fitted settings, or the cache / kNN weight
+    refitted with dynamic on."""
+    modes = [m for m in modes if m in DYNAMIC_MODES]
+    if modes and settings is None:
+        raise ValueError(f"memory modes {modes} need fitted dynamic evaluation settings: run `s3cmn-memory fit CKPT "
+                         "--text HELDOUT --dynamic` first")  # fmt: skip
+    for m in modes:
+        if m in ("cache+dynamic", "cache+knn+dynamic") and settings.cache_lam is None:
+            raise ValueError(f"memory mode {m}: the dynamic settings hold no cache weight fitted with dynamic on; "
+                             "refit with `s3cmn-memory fit --dynamic` after the cache settings")  # fmt: skip
+        if m in ("knn+dynamic", "cache+knn+dynamic") and settings.knn_lam is None:
+            raise ValueError(f"memory mode {m}: the dynamic settings hold no kNN weight fitted with dynamic on; "
+                             "build the datastore, then refit with `s3cmn-memory fit --dynamic`")  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------------
 # parameter subsets and the update rule
 
@@ -283,29 +299,47 @@ def _forward_chunk(model: nn.Module, ids: Tensor, n: int) -> tuple[Tensor, Tenso
     return hidden, model.lm_head(hidden), spikes or None
 
 
+def read_batch(model: nn.Module, adapter: DynamicAdapter, stream: Tensor, batch: list[Window],
+               reset: bool = False) -> tuple[Tensor, Tensor, Tensor, list | None]:  # fmt: skip
+    """One step of dynamic evaluation on ``batch`` (windows of ``stream`` of one length and score count): a
+    forward with gradients, then one update on the mean NLL of the scored targets (``reset``: back to theta0
+    instead, no update). Returns hidden (B*n, E) and logits (B*n, V), detached (what the weights before the
+    update predicted), the targets (B*n,) and the spike stats."""
+    ids = torch.stack([stream[w.begin : w.end] for w in batch]).to(model_device(model))  # (B, T)
+    n = batch[0].num_scored
+    targets = ids[:, ids.shape[1] - n :].reshape(-1)  # (B*n,)
+    with torch.enable_grad():
+        hidden, logits, spikes = _forward_chunk(model, ids, n)
+        if reset:
+            adapter.reset()
+        else:
+            adapter.step(F.cross_entropy(logits.float(), targets))
+    return hidden.detach(), logits.detach(), targets, spikes
+
+
 def dynamic_chunks(model: nn.Module, stream: Tensor, context_length: int, stride: int, settings: DynamicSettings,
-                   document_starts: Tensor | None = None) -> Iterator[Chunk]:
+                   document_starts: Tensor | None = None) -> Iterator[Chunk]:  # fmt: skip
     """The LM pass over ``stream`` (N + 1,) with dynamic evaluation: each :class:`Chunk` is scored by the
     weights before its own update; the chunk's ``seconds`` include the update. ``document_starts``: stream
     indices of each document's first token (used with ``settings.reset_at_documents``)."""
-    device = model_device(model)
-    starts = document_starts if settings.reset_at_documents and document_starts is not None else None
     with DynamicAdapter(model, settings) as adapter:
-        for batch in window_batches(sliding_windows(stream.numel(), context_length, stride),
-                                    settings.windows_per_step):  # fmt: skip
-            start = time.perf_counter()
-            ids = torch.stack([stream[w.begin : w.end] for w in batch]).to(device)  # (B, T)
-            n = batch[0].num_scored
-            targets = ids[:, ids.shape[1] - n :].reshape(-1)  # (B*n,)
-            with torch.enable_grad():
-                hidden, logits, spikes = _forward_chunk(model, ids, n)
-                lm = -nll_float64(logits.detach(), targets).cpu()  # scored before this chunk's update
-                pos = torch.cat([torch.arange(w.first_target - 1, w.end - 1) for w in batch])  # (B*n,)
-                if starts is not None and bool(((starts >= pos[0] + 1) & (starts <= pos[-1] + 1)).any()):
-                    adapter.reset()  # a document starts inside this chunk: back to theta0, no update
-                else:
-                    adapter.step(F.cross_entropy(logits.float(), targets))
-            yield Chunk(pos, hidden.detach().float().cpu(), targets.cpu(), lm, time.perf_counter() - start, spikes)
+        yield from adapting_chunks(model, adapter, stream, context_length, stride, document_starts)
+
+
+def adapting_chunks(model: nn.Module, adapter: DynamicAdapter, stream: Tensor, context_length: int, stride: int,
+                    document_starts: Tensor | None = None) -> Iterator[Chunk]:  # fmt: skip
+    """:func:`dynamic_chunks` with an open ``adapter``, whose weights stay adapted to ``stream`` afterwards (the
+    reading of a prompt before generation)."""
+    settings = adapter.settings
+    starts = document_starts if settings.reset_at_documents and document_starts is not None else None
+    for batch in window_batches(sliding_windows(stream.numel(), context_length, stride), settings.windows_per_step):
+        start = time.perf_counter()
+        pos = torch.cat([torch.arange(w.first_target - 1, w.end - 1) for w in batch])  # (B*n,)
+        # a document starts inside this chunk: back to theta0 after scoring it, no update
+        reset = starts is not None and bool(((starts >= pos[0] + 1) & (starts <= pos[-1] + 1)).any())
+        hidden, logits, targets, spikes = read_batch(model, adapter, stream, batch, reset)
+        lm = -nll_float64(logits, targets).cpu()  # scored before this chunk's update
+        yield Chunk(pos, hidden.float().cpu(), targets.cpu(), lm, time.perf_counter() - start, spikes)
 
 
 def gradient_ms(model: nn.Module, stream: Tensor, context_length: int, stride: int, windows_per_step: int = 1,
