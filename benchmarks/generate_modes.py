@@ -41,12 +41,12 @@ FORMAT = "s3cmn-generation-cost"
 
 
 def commit() -> str:
-    """HEAD's hash, with ``+changes`` when the package's tracked files differ from it."""
+    """HEAD's hash, and the package's tracked files that differ from it (``+changes in ...``) where any do."""
     repo = Path(__file__).resolve().parents[1]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "s3cmn", "benchmarks"],
-                           cwd=repo, capture_output=True, text=True).stdout.strip()  # fmt: skip
-    return f"{head}+changes" if dirty else head
+    changed = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", "s3cmn", "benchmarks"], cwd=repo,
+                             capture_output=True, text=True).stdout.split()  # fmt: skip
+    return f"{head}+changes in {', '.join(changed)}" if changed else head
 
 
 def load(checkpoint: str, modes: list[str]) -> tuple[Any, dict[str, Any]]:
@@ -148,6 +148,9 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{d['stride']}: "
                   f"{d['prompt_updates']} update(s) reading the prompt, then one per {d['segment']} generated tokens "
                   f"({d['generation_updates']} in a {s['new_tokens']}-token generation)."]  # fmt: skip
+        if d.get("ms_per_update") is not None:
+            how = "the marginal ms/token of dynamic minus off, times the tokens after the first, over the updates"
+            lines[-1] += f" One update on generated text costs about {d['ms_per_update']:.0f} ms ({how})."
     return "\n".join(lines) + "\n"
 
 
@@ -174,13 +177,19 @@ def main(argv: list[str] | None = None) -> None:
     times, texts = measure(model, prompt, modes, options, args.new_tokens, args.rounds)
     close_meta(meta, start)
     meta["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    summary = summarise(times, args.new_tokens)
+    schedule = dynamic_schedule(options, args.prompt_tokens, args.new_tokens)
+    if schedule and schedule["generation_updates"] and "off" in summary and "dynamic" in summary:
+        marginal = {m: summary[m]["marginal_ms_per_token"]["median"] for m in ("off", "dynamic")}
+        extra = marginal["dynamic"] - marginal["off"]
+        schedule["ms_per_update"] = extra * (args.new_tokens - 1) / schedule["generation_updates"]
     result = {"format": FORMAT, "meta": meta,
               "settings": {"checkpoint": args.checkpoint, "text": str(args.text), "prompt_tokens": args.prompt_tokens,
                            "new_tokens": args.new_tokens, "rounds": args.rounds, "greedy": True, "batch": 1},
-              "modes": summarise(times, args.new_tokens),
+              "modes": summary,
               "same_tokens_as_off": {m: sum(a == b for a, b in zip(t, texts["off"], strict=False))
                                      for m, t in texts.items()} if "off" in texts else {},
-              "dynamic": dynamic_schedule(options, args.prompt_tokens, args.new_tokens)}  # fmt: skip
+              "dynamic": schedule}  # fmt: skip
     path = write_results(args.out, "generate_modes", result, markdown(result))
     print(markdown(result))
     print(f"wrote {path}")
