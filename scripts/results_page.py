@@ -310,10 +310,25 @@ def datastore_tables(data: dict[str, Any]) -> list[Table]:
                                              ["nprobe", num(data["nprobe"])], ["key width", num(data["dim"])]])]
 
 
+def generation_cost_tables(data: dict[str, Any]) -> list[Table]:
+    s = data["settings"]
+    off = data["modes"].get("off")
+    rows = []
+    for mode, r in data["modes"].items():
+        cells = [f"{num(r[k]['median'], 2)} ({num(r[k]['min'], 2)}-{num(r[k]['max'], 2)})"
+                 for k in ("ms_per_token", "marginal_ms_per_token", "prompt_ms")]  # fmt: skip
+        ratio = f"{r['ms_per_token']['median'] / off['ms_per_token']['median']:.2f}x" if off else "-"
+        rows.append([mode, *cells, ratio])
+    return [Table(["memory", "ms/token (whole call)", "marginal ms/token", "prompt + 1 token ms", "vs off"], rows,
+                  f"Greedy generation, batch 1, {num(s['prompt_tokens'])}-token prompt, {num(s['new_tokens'])} new "
+                  f"tokens: median (min-max) of {num(s['rounds'])} interleaved rounds.")]  # fmt: skip
+
+
 READERS: list[tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]], list[Table]]]] = [
     (lambda d: d.get("format") == "s3cmn-eval-report", eval_report_tables),
     (lambda d: d.get("format") == "s3cmn-nexttoken-readout", readout_tables),
     (lambda d: d.get("format") == "s3cmn-nexttoken-datastore", datastore_tables),
+    (lambda d: d.get("format") == "s3cmn-generation-cost", generation_cost_tables),
     (lambda d: d.get("schema") == 2 and "presets" in d and "targets" in d, bench_core_v2_tables),
     (lambda d: "kernels" in d and "targets" in d, bench_core_tables),
     (lambda d: "descriptions" in d or ("settings" in d and "rows" in d and "word_perplexity" in d["rows"][0]),
