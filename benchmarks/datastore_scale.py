@@ -1,136 +1,321 @@
-"""Scale of the kNN datastore: build and query a >= 5M-entry IVFPQ index on this machine.
+"""A kNN datastore of millions of real entries, built over two torchrun ranks, against one process.
 
-Vectors: the real final hidden states of a checkpoint's datastore (``s3cmn-memory build``; 211k states of
-runs/tiny10h/best over /work/honest/train.raw), tiled to N entries, each copy perturbed with Gaussian noise
-(sigma = ``--noise`` x the per-dimension standard deviation) so that no two entries coincide. Generated in
-chunks from seeds, never all in RAM. Reports build time (train + add), bytes per entry (serialised index),
-recall@k of IVFPQ against exact search (IndexFlatL2 over the same N vectors, chunk by chunk) on a query
-subset, and query latency at batch 1 and 256 for a few nprobe values.
+Keys are the real final hidden states of a checkpoint over the largest real corpus here: the Python standard
+library's **training** files (``s3cmn.data.python_corpus``, test suites included so that the text reaches
+``--entries`` tokens; files in path order, whole). Never tiled or perturbed copies. Steps, each kept in
+``WORK/steps.json`` so an interrupted run goes on where it stopped:
 
-    python benchmarks/datastore_scale.py --datastore runs/tiny10h/best/nexttoken/datastore --entries 5000000 \\
-        --out results/memory/datastore_scale.json
+1. ``texts``: the datastore text (WORK/text/datastore.txt) and the held-out fit text (the corpus'
+   validation files, whole, up to ``--fit-tokens``);
+2. ``build_1``: ``s3cmn-memory build --index flat`` in one process (2 threads);
+3. ``build_2``: the same under ``torchrun --nproc_per_node 2`` (1 thread a rank): one shard a rank;
+4. ``killed``: a ``--kill-entries`` build under torchrun killed (SIGKILL to the whole process group) at
+   ``--kills`` random moments and resumed with ``--resume`` each time, against an uninterrupted build of the
+   same text: search results compared on the queries;
+5. ``search``: 1,000 queries (real hidden states of the fit text, evenly spaced): the sharded index's exact
+   neighbours against the single index's; latency at batch 1 and 256; bytes per entry;
+6. ``ivf``: the same keys in ``IVF,SQ8`` (the index ``auto`` picks at this size) and ``IVF,PQ``: recall@k against
+   exact search and latency per nprobe; the SQ8 datastore is saved beside the checkpoint for the next steps;
+7. ``fit``: ``s3cmn-memory fit`` on the fit text (kNN k, temperature, lambda);
+8. ``eval``: ``s3cmn-eval --corpus python-stdlib --memory off,knn``: the whole Python test split, scored once.
+
+    python benchmarks/datastore_scale.py --checkpoint /work/runs/py-tiny/best --work /work/runs/ds-scale \\
+        --out results/memory/datastore-python
+
+Writes ``datastore_scale.json`` and ``datastore_scale.md`` into ``--out``. Timings are only as good as the
+machine was quiet: the load average is recorded at every step.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import platform
+import random
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+logger = logging.getLogger("datastore_scale")
+K = 16
 
-def real_states(datastore: Path) -> np.ndarray:
-    """The stored keys of a saved IVFFlat / Flat datastore, (n, d) float32."""
+
+def load_steps(work: Path) -> dict[str, Any]:
+    path = work / "steps.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_steps(work: Path, steps: dict[str, Any]) -> None:
+    tmp = work / ".steps.json.tmp"
+    tmp.write_text(json.dumps(steps, indent=1))
+    os.replace(tmp, work / "steps.json")
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run(command: list[str], threads: int, log: Path) -> float:
+    """Run ``command`` (its output to ``log``); its wall seconds. Raises when it fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+    return time.perf_counter() - start
+
+
+def build_command(checkpoint: Path, text: Path, out: Path, index: str, ranks: int, resume: bool = False) -> list[str]:
+    tail = ["build", str(checkpoint), "--text", str(text), "--index", index, "--out", str(out), "--no-progress"]
+    tail += ["--resume"] if resume else []
+    if ranks == 1:
+        return [sys.executable, "-m", "s3cmn.cli.memory", *tail]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+            "-m", "s3cmn.cli.memory", *tail]  # fmt: skip
+
+
+def step_texts(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The datastore text (training files, test suites included, up to --entries tokens) and the fit text."""
+    from s3cmn.data.python_corpus import load_python_corpus
+    from s3cmn.evaluation.run import load_eval_tokenizer
+    from s3cmn.run_config import DataConfig
+
+    tokenizer, _ = load_eval_tokenizer(args.checkpoint, DataConfig())
+    corpus = load_python_corpus(test_suites=True)
+    plain = load_python_corpus()
+
+    def take(files: list[Any], tokens: int) -> tuple[str, int, int]:
+        parts, count = [], 0
+        for f in files:
+            parts.append(f.text)
+            count += len(tokenizer(f.text)["input_ids"])
+            if count >= tokens:
+                break
+        return "".join(parts), count, len(parts)
+
+    (work / "text").mkdir(parents=True, exist_ok=True)
+    text, tokens, files = take(corpus.files("train"), args.entries + 1)
+    (work / "text" / "datastore.txt").write_text(text, encoding="utf-8")
+    small, small_tokens, small_files = take(corpus.files("train"), args.kill_entries + 1)
+    (work / "text" / "killed.txt").write_text(small, encoding="utf-8")
+    fit, fit_tokens, fit_files = take(plain.files("validation"), args.fit_tokens)
+    (work / "text" / "fit.txt").write_text(fit, encoding="utf-8")
+    return {"datastore_text": {"files": files, "tokens_counted_per_file": tokens, "chars": len(text)},
+            "killed_text": {"files": small_files, "tokens_counted_per_file": small_tokens},
+            "fit_text": {"files": fit_files, "tokens_counted_per_file": fit_tokens, "split": "validation"},
+            "corpus": corpus.record()}  # fmt: skip
+
+
+def manifest(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "datastore.json").read_text())
+
+
+def step_build(args: argparse.Namespace, work: Path, ranks: int) -> dict[str, Any]:
+    out = work / f"flat-{ranks}"
+    load = loadavg()
+    seconds = run(build_command(args.checkpoint, work / "text" / "datastore.txt", out, "flat", ranks),
+                  2 if ranks == 1 else 1, work / f"build-{ranks}.log")  # fmt: skip
+    m = manifest(out)
+    return {"ranks": ranks, "wall_s": seconds, "entries": m["entries"], "dim": m["dim"], "index": m["description"],
+            "per_rank": m["build"]["per_rank"], "entries_per_s": m["entries"] / seconds,
+            "loadavg_before": load, "loadavg_after": loadavg()}  # fmt: skip
+
+
+def step_killed(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Kill a 2-rank build at random moments (the whole process group, SIGKILL), resume; then compare."""
+    text = work / "text" / "killed.txt"
+    reference = work / "killed-reference"
+    run(build_command(args.checkpoint, text, reference, "ivfflat", 1), 2, work / "killed-reference.log")
+    start = time.perf_counter()
+    run(build_command(args.checkpoint, text, work / "killed-timing", "ivfflat", 2), 1, work / "killed-timing.log")
+    uninterrupted = time.perf_counter() - start
+    rng = random.Random(args.seed)
+    out = work / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    kills, moments = 0, []
+    with open(work / "killed.log", "w") as log:
+        while True:
+            command = build_command(args.checkpoint, text, out, "ivfflat", 2, resume=kills > 0)
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            if kills < args.kills:
+                moment = rng.uniform(3.0, uninterrupted * 0.9)
+                try:
+                    process.wait(timeout=moment)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)  # torchrun and both ranks, at once
+                    process.wait()
+                    kills += 1
+                    moments.append(round(moment, 1))
+                    continue
+            if process.wait() != 0:
+                raise RuntimeError(f"the resumed build failed (exit {process.returncode}): see {work / 'killed.log'}")
+            if kills >= args.kills:
+                break
+    return {"kills": kills, "kill_moments_s": moments, "uninterrupted_2rank_s": uninterrupted,
+            "entries": manifest(out)["entries"], "index": manifest(out)["description"],
+            **compare_search(reference, out, queries(args, work))}  # fmt: skip
+
+
+_QUERIES: dict[str, np.ndarray] = {}
+
+
+def queries(args: argparse.Namespace, work: Path) -> np.ndarray:
+    """``--queries`` real hidden states of the fit text, evenly spaced (the keys a kNN read-out searches with)."""
+    if "q" not in _QUERIES:
+        import torch
+
+        from s3cmn.evaluation.perplexity import prepare_text
+        from s3cmn.evaluation.run import load_eval_tokenizer
+        from s3cmn.memory.nexttoken.stream import lm_chunks
+        from s3cmn.modeling.loading import load_model
+        from s3cmn.run_config import DataConfig
+
+        model = load_model(args.checkpoint).eval()
+        tokenizer, _ = load_eval_tokenizer(args.checkpoint, DataConfig())
+        text = prepare_text((work / "text" / "fit.txt").read_text(encoding="utf-8"), tokenizer, 0, None,
+                            model.config.vocab_size)  # fmt: skip
+        stream = text.stream[: 64 * args.queries + 1]
+        hidden = torch.cat([c.hidden for c in lm_chunks(model, stream, 128, 64, 8, logits=False)]).numpy()
+        _QUERIES["q"] = np.ascontiguousarray(hidden[np.linspace(0, len(hidden) - 1, args.queries).astype(int)])
+    return _QUERIES["q"]
+
+
+def compare_search(a: Path, b: Path, q: np.ndarray) -> dict[str, Any]:
+    from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
+
+    first, second = NextTokenDatastore.load(a, verify=False), NextTokenDatastore.load(b, verify=False)
+    da, ia = first.index.search(q, K)
+    db, ib = second.index.search(q, K)
+    return {"queries": len(q), "k": K, "same_ids_rows": int((ia == ib).all(1).sum()),
+            "same_id_sets_rows": int(sum(set(x) == set(y) for x, y in zip(ia, ib, strict=True))),
+            "max_abs_distance_diff": float(np.abs(da - db).max()),
+            "values_equal": bool(np.array_equal(first.values, second.values)),
+            "positions_equal": bool(np.array_equal(first.positions, second.positions))}  # fmt: skip
+
+
+def latency(index: Any, q: np.ndarray) -> dict[str, float]:
+    """ms per query at batch 1 (median of 50 calls) and at batch 256 (median of 3 calls / 256)."""
+    index.search(q[:1], K)  # warm-up
+    one = [_timed(index, q[i : i + 1]) for i in range(50)]
+    many = [_timed(index, q[:256]) / 256 for _ in range(3)]
+    return {"batch1_ms": statistics.median(one) * 1e3, "batch256_ms_per_query": statistics.median(many) * 1e3}
+
+
+def _timed(index: Any, q: np.ndarray) -> float:
+    start = time.perf_counter()
+    index.search(q, K)
+    return time.perf_counter() - start
+
+
+def step_search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from s3cmn.memory.index import import_faiss
+    from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
+
+    import_faiss().omp_set_num_threads(2)
+    q = queries(args, work)
+    out = compare_search(work / "flat-1", work / "flat-2", q)
+    single = NextTokenDatastore.load(work / "flat-1", verify=False)
+    sharded = NextTokenDatastore.load(work / "flat-2", verify=False)
+    out["latency_single"] = latency(single.index, q)
+    out["latency_sharded"] = latency(sharded.index, q)
+    out["bytes_per_entry_single"] = single.bytes_per_entry()
+    out["bytes_per_entry_sharded"] = sharded.bytes_per_entry()
+    out["loadavg"] = loadavg()
+    return out
+
+
+def step_ivf(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """SQ8 and PQ indexes of the same keys: recall@k against exact search, latency, bytes; the SQ8 one saved
+    as the checkpoint's datastore (the index ``auto`` picks at this size)."""
+    from s3cmn.memory.index import import_faiss
+    from s3cmn.memory.nexttoken.datastore import ADD_BATCH, NextTokenDatastore, choose_index, trained_index
+    from s3cmn.memory.nexttoken.fitted import datastore_path
 
     faiss = import_faiss()
-    index = faiss.read_index(str(datastore / "index.faiss"))
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        ivf.make_direct_map()
-        return ivf.reconstruct_n(0, ivf.ntotal)
-    return index.reconstruct_n(0, index.ntotal)
+    faiss.omp_set_num_threads(2)
+    flat = NextTokenDatastore.load(work / "flat-1", verify=False)
+    n, d = len(flat), flat.dim
+    keys = flat.index.reconstruct_n(0, n)
+    q = queries(args, work)
+    _, exact = flat.index.search(q, K)
+    rows: dict[str, Any] = {}
+    for kind in ("sq8", "ivfpq"):
+        description = choose_index(n, d, kind)
+        start = time.perf_counter()
+        index = trained_index(description, d, lambda r: keys[r], n)
+        trained_s = time.perf_counter() - start
+        for i in range(0, n, ADD_BATCH):
+            index.add(keys[i : i + ADD_BATCH])
+        store = NextTokenDatastore(index, flat.values, flat.positions, description, 32, flat.source,
+                                   flat.fingerprint)  # fmt: skip
+        row: dict[str, Any] = {"index": description, "train_s": trained_s, "build_s": time.perf_counter() - start,
+                               "bytes_per_entry": store.bytes_per_entry(), "nprobe": {}}  # fmt: skip
+        for nprobe in (8, 32, 128):
+            store.set_nprobe(nprobe)
+            _, found = index.search(q, K)
+            recall = float(np.mean([len(set(f) & set(e)) / K for f, e in zip(found, exact, strict=True)]))
+            row["nprobe"][str(nprobe)] = {"recall_at_k": recall, **latency(index, q)}
+        rows[kind] = row
+        if kind == "sq8":
+            store.set_nprobe(32)
+            store.save(datastore_path(args.checkpoint))
+    return {"k": K, "rows": rows, "loadavg": loadavg()}
 
 
-def chunk(base: np.ndarray, sigma: np.ndarray, start: int, size: int, seed: int) -> np.ndarray:
-    """Entries start .. start + size - 1: base[i mod n] + noise drawn from seed + chunk number."""
-    rng = np.random.default_rng(seed + start)
-    rows = base[np.arange(start, start + size) % len(base)]
-    return (rows + rng.standard_normal(rows.shape, dtype=np.float32) * sigma).astype(np.float32)
+def step_fit(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    seconds = run([sys.executable, "-m", "s3cmn.cli.memory", "fit", str(args.checkpoint), "--text",
+                   str(work / "text" / "fit.txt"), "--no-progress"], 2, work / "fit.log")  # fmt: skip
+    settings = json.loads((args.checkpoint / "nexttoken" / "readout.json").read_text())
+    return {"wall_s": seconds, "knn": settings.get("knn"), "fitted_on": settings.get("fitted_on")}
 
 
-def main() -> None:
+def step_eval(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    report = work / "eval"
+    seconds = run([sys.executable, "-m", "s3cmn.cli.eval", str(args.checkpoint), "--corpus", "python-stdlib",
+                   "--memory", "off,knn", "--report-dir", str(report), "--no-progress",
+                   "--max-eval-tokens", str(args.eval_tokens)], 2,
+                  work / "eval.log")  # fmt: skip
+    return {"wall_s": seconds, "report": json.loads((report / "report.json").read_text())}
+
+
+STEPS = ("texts", "build_1", "build_2", "killed", "search", "ivf", "fit", "eval")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datastore", type=Path, required=True, help="a saved datastore (its keys are the states)")
-    parser.add_argument("--entries", type=int, default=5_000_000)
-    parser.add_argument("--nlist", type=int, default=2048)
-    parser.add_argument("--pq", type=int, default=32, help="PQ sub-quantizers (bytes per code)")
-    parser.add_argument("--train", type=int, default=100_000)
-    parser.add_argument("--noise", type=float, default=0.1)
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--chunk", type=int, default=250_000)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("results/memory/datastore_scale.json"))
-    args = parser.parse_args()
-
-    from s3cmn.memory.index import import_faiss
-
-    faiss = import_faiss()
-    faiss.omp_set_num_threads(args.threads)
-    base = real_states(args.datastore)
-    n, d = base.shape
-    sigma = (args.noise * base.std(0)).astype(np.float32)
-    starts = range(0, args.entries, args.chunk)
-    result = {"entries": args.entries, "dim": d, "real_states": n, "noise": args.noise,
-              "index": f"IVF{args.nlist},PQ{args.pq}", "machine": {"cpu_count": os.cpu_count(),
-              "threads": args.threads, "platform": platform.platform(), "faiss": faiss.__version__}}  # fmt: skip
-
-    # 1. build: train the coarse quantizer and PQ on a sample, then add every chunk
-    t0 = time.perf_counter()
-    index = faiss.index_factory(d, result["index"], faiss.METRIC_L2)
-    faiss.extract_index_ivf(index).cp.seed = 0
-    index.train(chunk(base, sigma, 0, args.train, seed=1))
-    t_train = time.perf_counter() - t0
-    for s in starts:
-        index.add(chunk(base, sigma, s, min(args.chunk, args.entries - s), seed=0))
-    result["build"] = {"train_seconds": t_train, "add_seconds": time.perf_counter() - t0 - t_train,
-                       "total_seconds": time.perf_counter() - t0, "train_sample": args.train}  # fmt: skip
-    blob = faiss.serialize_index(index)
-    result["bytes_per_entry"] = {"index": blob.size / args.entries, "with_int32_value_int64_position": blob.size /
-                                 args.entries + 12, "flat_float32": 4 * d + 12}  # fmt: skip
-    del blob
-
-    # 2. recall@k against exact search over the same vectors (chunk by chunk, results merged)
-    rng = np.random.default_rng(7)
-    queries = base[rng.choice(n, args.queries, replace=False)]
-    queries = (queries + rng.standard_normal(queries.shape, dtype=np.float32) * sigma).astype(np.float32)
-    t0 = time.perf_counter()
-    best_d = np.full((args.queries, args.k), np.inf, np.float32)
-    best_i = np.full((args.queries, args.k), -1, np.int64)
-    for s in starts:
-        flat = faiss.IndexFlatL2(d)
-        flat.add(chunk(base, sigma, s, min(args.chunk, args.entries - s), seed=0))
-        dist, ids = flat.search(queries, args.k)
-        all_d, all_i = np.concatenate([best_d, dist], 1), np.concatenate([best_i, ids + s], 1)
-        order = np.argsort(all_d, 1)[:, : args.k]
-        best_d, best_i = np.take_along_axis(all_d, order, 1), np.take_along_axis(all_i, order, 1)
-    result["exact_search_seconds"] = time.perf_counter() - t0
-
-    # 3. recall and latency for a few nprobe values
-    ivf = faiss.extract_index_ivf(index)
-    result["search"] = []
-    for nprobe in (8, 32, 128):
-        ivf.nprobe = nprobe
-        _, ids = index.search(queries, args.k)
-        recall = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ids, best_i, strict=True)]))
-        top1 = float(np.mean(ids[:, 0] == best_i[:, 0]))
-        single = []
-        for q in queries[:100]:
-            t = time.perf_counter()
-            index.search(q[None], args.k)
-            single.append(time.perf_counter() - t)
-        batch = np.repeat(queries, 2, 0)[:256] if args.queries < 256 else queries[:256]
-        batched = []
-        for _ in range(5):
-            t = time.perf_counter()
-            index.search(batch, args.k)
-            batched.append(time.perf_counter() - t)
-        result["search"].append({"nprobe": nprobe, f"recall_at_{args.k}": recall, "top1_agreement": top1,
-                                 "batch1_ms_median": 1e3 * statistics.median(single),
-                                 "batch256_ms_median": 1e3 * statistics.median(batched),
-                                 "batch256_us_per_query": 1e6 * statistics.median(batched) / 256})  # fmt: skip
-        print(json.dumps(result["search"][-1]))
-    with open("/proc/self/status") as f:
-        result["peak_rss_mb"] = next(int(x.split()[1]) for x in f if x.startswith("VmHWM")) / 1024
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: v for k, v in result.items() if k != "search"}, indent=2))
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a trained checkpoint (GPT-2 vocabulary)")
+    parser.add_argument("--work", type=Path, required=True, help="scratch folder: texts, datastores, logs")
+    parser.add_argument("--out", type=Path, required=True, help="result folder")
+    parser.add_argument("--entries", type=int, default=5_500_000, help="datastore entries (tokens of text)")
+    parser.add_argument("--kill-entries", type=int, default=300_000, help="entries of the killed build")
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--fit-tokens", type=int, default=100_000, help="held-out tokens to fit the read-out on")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--eval-tokens", type=int, default=0, help="test tokens scored (0 = the whole split)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args.work.mkdir(parents=True, exist_ok=True)
+    steps = load_steps(args.work)
+    for name in args.steps:
+        if name in steps:
+            logger.info("%s: done before (%s)", name, args.work / "steps.json")
+            continue
+        logger.info("%s ...", name)
+        run_step = {"texts": step_texts, "build_1": lambda a, w: step_build(a, w, 1),
+                    "build_2": lambda a, w: step_build(a, w, 2), "killed": step_killed, "search": step_search,
+                    "ivf": step_ivf, "fit": step_fit, "eval": step_eval}[name]  # fmt: skip
+        steps[name] = {**run_step(args, args.work), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        save_steps(args.work, steps)
+        logger.info("%s: %s", name, json.dumps(steps[name])[:400])
+    return steps
 
 
 if __name__ == "__main__":

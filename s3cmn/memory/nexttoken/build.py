@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import resource
 import shutil
 import time
 from dataclasses import dataclass
@@ -205,6 +206,8 @@ def _fill(trained: Any, chunks: range, build: Path) -> tuple[Any, np.ndarray, np
             index.add(keys[j : j + ADD_BATCH])
         values.append(v)
         positions.append(p)
+    if not values:  # more ranks than chunks: this shard is empty
+        return index, np.zeros(0, np.int32), np.zeros(0, np.int64)
     return index, np.concatenate(values), np.concatenate(positions)
 
 
@@ -292,8 +295,9 @@ def build_datastore_chunked(model: torch.nn.Module, stream: Tensor, out: str | o
     if not shard_done:
         trained = faiss.deserialize_index(np.fromfile(trained_path, dtype=np.uint8))
         index, values, positions = _fill(trained, mine, build)
-        shard_source = {**(source or {}), "tokens": n, "context_length": context_length, "stride": stride,
-                        "shard": ranks.rank, "shards": ranks.world}  # fmt: skip
+        shard_source = {**(source or {}), "tokens": n, "context_length": context_length, "stride": stride}
+        if ranks.world > 1:
+            shard_source.update(shard=ranks.rank, shards=ranks.world)
         store = NextTokenDatastore(index, values, positions, description, nprobe, shard_source,
                                    fingerprint if ranks.world == 1 else None)  # fmt: skip
         if ranks.world == 1:
@@ -307,6 +311,7 @@ def build_datastore_chunked(model: torch.nn.Module, stream: Tensor, out: str | o
     timings["fill_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - start
     timings["chunks_encoded"] = float(encoded)
+    timings["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     all_timings = _gather(timings, ranks)
     ranks.meet("writing its shard")
 
