@@ -284,6 +284,154 @@ def step_eval(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {"wall_s": seconds, "report": json.loads((report / "report.json").read_text())}
 
 
+# The 1B-entry plan: the machines it assumes (RAM for a shard's codes and the values, leaving room for the model)
+PLAN_ENTRIES = 1_000_000_000
+PLAN_SHARD_RAM_GB = 48  # of a 64 GB machine
+PLAN_NPROBE = 32
+MAX_NLIST = 65536  # choose_index's cap
+
+
+def serving_plan(steps: dict[str, Any]) -> dict[str, Any]:
+    """The 1B-entry plan from the measured numbers: shards, RAM, disk, build hours, latency (scaled)."""
+    import math
+
+    from s3cmn.memory.nexttoken.datastore import ivf_lists
+
+    n = steps["build_1"]["entries"]
+    plan: dict[str, Any] = {"entries": PLAN_ENTRIES, "shard_ram_gb": PLAN_SHARD_RAM_GB, "nprobe": PLAN_NPROBE}
+    rate_1, rate_2 = steps["build_1"]["entries_per_s"], steps["build_2"]["entries_per_s"]
+    plan["build_entries_per_s_per_core"] = rate_2 / 2
+    plan["build_core_hours"] = PLAN_ENTRIES / (rate_2 / 2) / 3600
+    plan["build_1_vs_2_ranks"] = rate_2 / rate_1
+    for kind, row in steps["ivf"]["rows"].items():
+        bytes_entry = row["bytes_per_entry"]  # codes, list ids, and the int32 value and int64 position
+        total_gb = PLAN_ENTRIES * bytes_entry / 1e9
+        shards = max(1, math.ceil(total_gb / PLAN_SHARD_RAM_GB))
+        probe = row["nprobe"][str(PLAN_NPROBE)]
+        scanned_here = n * PLAN_NPROBE / ivf_lists(n)
+        scanned_shard = PLAN_ENTRIES / shards * PLAN_NPROBE / min(MAX_NLIST, ivf_lists(PLAN_ENTRIES // shards))
+        scale = scanned_shard / scanned_here  # latency is dominated by the codes scanned per query
+        plan[kind] = {"bytes_per_entry_with_values": bytes_entry, "total_gb": total_gb, "shards": shards,
+                      "recall_at_k_here": probe["recall_at_k"], "codes_scanned_per_query_here": scanned_here,
+                      "codes_scanned_per_query_per_shard": scanned_shard,
+                      "batch1_ms_estimate": probe["batch1_ms"] * scale,
+                      "batch256_ms_per_query_estimate": probe["batch256_ms_per_query"] * scale}  # fmt: skip
+    return plan
+
+
+def environment() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    from s3cmn.memory.index import import_faiss
+    from s3cmn.utils.precision import cpu_bf16_support, cpu_model_name
+
+    support = cpu_bf16_support()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu_model_name(), "cpu_capability": support.capability, "cpu_flags": list(support.flags),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "faiss": import_faiss().__version__, "commit": commit}  # fmt: skip
+
+
+def write_report(args: argparse.Namespace, steps: dict[str, Any]) -> Path | None:
+    """``--out``/datastore_scale.json and .md from the finished steps (the plan once the builds and indexes are
+    measured)."""
+    from s3cmn.evaluation.benchmarking import write_results
+
+    result = {"format": "s3cmn-datastore-scale", "version": 1, "command": " ".join(sys.argv),
+              "environment": environment(), "steps": steps}  # fmt: skip
+    if all(k in steps for k in ("build_1", "build_2", "ivf")):
+        result["plan_1b"] = serving_plan(steps)
+    return write_results(args.out, "datastore_scale", result, markdown(result))
+
+
+def markdown(result: dict[str, Any]) -> str:
+    steps, env = result["steps"], result["environment"]
+    lines = ["# A datastore of real hidden states over the Python corpus", "",
+             f"`{result['command']}`", "",
+             f"{env['cpu']}, capability {env['cpu_capability']} "
+             f"({', '.join(env['cpu_flags']) or 'no bf16 flags'}), {env['cpu_count']} cores, torch {env['torch']}, "
+             f"faiss {env['faiss']}, commit {env['commit']}.", ""]  # fmt: skip
+    if "build_1" in steps and "build_2" in steps:
+        lines += ["| build | ranks | wall s | entries/s | peak RSS per rank (MiB) | load before / after |",
+                  "| --- | ---: | ---: | ---: | --- | --- |"]
+        for key in ("build_1", "build_2"):
+            b = steps[key]
+            rss = " / ".join(f"{r['max_rss_mib']:.0f}" for r in b["per_rank"])
+            lines.append(f"| {b['index']} | {b['ranks']} | {b['wall_s']:.1f} | {b['entries_per_s']:,.0f} | {rss} | "
+                         f"{b['loadavg_before'][0]} / {b['loadavg_after'][0]} |")
+        lines += ["", f"Entries: {steps['build_1']['entries']:,} real keys of width {steps['build_1']['dim']}.", ""]
+    if "search" in steps:
+        s = steps["search"]
+        lines += [f"Exact search, {s['queries']} queries, k = {s['k']}: the 2-shard datastore returns the same ids "
+                  f"in the same order as the single index for {s['same_ids_rows']} of {s['queries']} queries (the "
+                  f"same id sets for {s['same_id_sets_rows']}); largest distance difference "
+                  f"{s['max_abs_distance_diff']:.3g}; values and positions equal: {s['values_equal']} / "
+                  f"{s['positions_equal']}.", "",
+                  "| flat index | bytes/entry | ms/query, batch 1 | ms/query, batch 256 |",
+                  "| --- | ---: | ---: | ---: |",
+                  f"| single | {s['bytes_per_entry_single']:.1f} | {s['latency_single']['batch1_ms']:.2f} | "
+                  f"{s['latency_single']['batch256_ms_per_query']:.3f} |",
+                  f"| 2 shards | {s['bytes_per_entry_sharded']:.1f} | {s['latency_sharded']['batch1_ms']:.2f} | "
+                  f"{s['latency_sharded']['batch256_ms_per_query']:.3f} |", ""]  # fmt: skip
+    if "ivf" in steps:
+        lines += ["| index | build s | bytes/entry | nprobe | recall@k vs exact | ms/query, batch 1 "
+                  "| ms/query, batch 256 |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for row in steps["ivf"]["rows"].values():
+            for nprobe, r in row["nprobe"].items():
+                lines.append(f"| {row['index']} | {row['build_s']:.1f} | {row['bytes_per_entry']:.1f} | {nprobe} | "
+                             f"{r['recall_at_k']:.3f} | {r['batch1_ms']:.3f} | {r['batch256_ms_per_query']:.4f} |")
+        lines.append("")
+    if "killed" in steps:
+        k = steps["killed"]
+        lines += [f"A 2-rank build of {k['entries']:,} entries ({k['index']}) killed (SIGKILL to torchrun and both "
+                  f"ranks) {k['kills']} times, at {', '.join(f'{m} s' for m in k['kill_moments_s'])} after each "
+                  f"start, and resumed with `--resume`: the same ids for {k['same_ids_rows']} of {k['queries']} "
+                  f"queries as an uninterrupted build; values and positions equal: {k['values_equal']} / "
+                  f"{k['positions_equal']}.", ""]  # fmt: skip
+    if "eval" in steps:
+        report = steps["eval"]["report"]
+        lines += ["| memory | token ppl | bits/byte | tokens scored |", "| --- | ---: | ---: | ---: |"]
+        for run in report["runs"]:
+            ppl = run["perplexity"]
+            lines.append(f"| {run['memory']} | {ppl['token_perplexity']:.3f} | {ppl['bits_per_byte']:.4f} | "
+                         f"{ppl['tokens']:,} |")
+        knn = steps.get("fit", {}).get("knn") or {}
+        lines += ["", f"The Python test split, scored once; kNN fitted on {steps['fit']['fitted_on']['tokens']:,} "
+                  f"tokens of the validation files (lambda {knn.get('lam')}, k {knn.get('k')}, nprobe "
+                  f"{knn.get('nprobe')}).", ""]  # fmt: skip
+    if "plan_1b" in result:
+        p = result["plan_1b"]
+        lines += ["## Serving 1B entries (scaled from the numbers above)", "",
+                  f"Encoding runs at {p['build_entries_per_s_per_core']:,.0f} entries/s per core (2 ranks: "
+                  f"{p['build_1_vs_2_ranks']:.2f}x one rank of 2 threads): 1B entries take "
+                  f"{p['build_core_hours']:,.0f} core-hours, spread over as many ranks as there are cores.", "",
+                  "| codes | bytes/entry (with value, position) | 1B entries, GB | shards of "
+                  f"{p['shard_ram_gb']} GB | recall@k here | est. ms/query, batch 1 | est. ms/query, batch 256 |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for kind in ("sq8", "ivfpq"):
+            r = p[kind]
+            lines.append(f"| {kind} | {r['bytes_per_entry_with_values']:.1f} | {r['total_gb']:,.0f} | {r['shards']} | "
+                         f"{r['recall_at_k_here']:.3f} | {r['batch1_ms_estimate']:.2f} | "
+                         f"{r['batch256_ms_per_query_estimate']:.3f} |")
+        lines += ["", "Estimates scale the measured latency by the codes a query scans per shard (nprobe "
+                  f"{p['nprobe']} of at most {MAX_NLIST:,} lists), with the shards searched in parallel, one "
+                  "machine each. They leave out the network and the merge of the shards' top-k.", "",
+                  "What runs here is one process searching every shard (faiss.IndexShards), the shards "
+                  "memory-mapped. At 1B entries each shard is a machine: a query goes to every shard, and the "
+                  "k best of the shards' answers are merged, which is what faiss.IndexShards does in one process.",
+                  "A vector database would take over the serving: Milvus (IVF_PQ / IVF_SQ8 / DiskANN indexes, "
+                  "sharding and replicas across nodes, object storage for segments, growing segments for "
+                  "writes) or Qdrant (HNSW with scalar / product quantization, on-disk vectors, sharding and "
+                  "replication, payloads). Either would add replicas for availability, incremental inserts "
+                  "without a rebuild, filters on the stored positions (a document's own text) and a network "
+                  "API, at the cost of a server to run and of their own index formats instead of these files.",
+                  ""]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 STEPS = ("texts", "build_1", "build_2", "killed", "search", "ivf", "fit", "eval")
 
 
@@ -315,6 +463,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         steps[name] = {**run_step(args, args.work), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         save_steps(args.work, steps)
         logger.info("%s: %s", name, json.dumps(steps[name])[:400])
+    logger.info("wrote %s", write_report(args, steps))
     return steps
 
 

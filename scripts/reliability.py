@@ -627,6 +627,132 @@ def _(ws: Workspace) -> str:
     return line
 
 
+# --- the datastore build (issue 32): a full disk, SIGKILL at random moments, a dead torchrun rank
+def build_args(ws: Workspace, out: Path, *extra: str) -> list[str]:
+    """``s3cmn-memory build`` of the base run over the training excerpt, one forward batch per chunk."""
+    return ["build", str(ws.run / "last"), "--text", str(ws.train), "--out", str(out), "--index", "ivfflat",
+            "--chunk-batches", "1", "--no-progress", *extra]
+
+
+def same_datastore(a: Path, b: Path) -> None:
+    """The two datastores hold the same entries and answer 64 queries with the same neighbours."""
+    import numpy as np
+
+    from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
+
+    first, second = NextTokenDatastore.load(a), NextTokenDatastore.load(b)
+    queries = np.random.default_rng(0).standard_normal((64, first.dim)).astype(np.float32)
+    if not (np.array_equal(first.values, second.values) and np.array_equal(first.positions, second.positions)):
+        raise CaseFailed(f"{b} holds other entries than {a}")
+    if not np.array_equal(first.index.search(queries, 8)[1], second.index.search(queries, 8)[1]):
+        raise CaseFailed(f"{b} answers with other neighbours than {a}")
+
+
+def reference_datastore(ws: Workspace, *extra: str) -> Path:
+    """An uninterrupted build with ``extra`` settings."""
+    out = ws.root / ("datastore-reference" + "".join(extra).replace("-", "_"))
+    result = cli("memory", build_args(ws, out, *extra))
+    if result.returncode != 0:
+        raise CaseFailed(f"the reference build failed: {result.output.strip()[-300:]}")
+    return out
+
+
+FULL_DISK_CHUNK = """
+import errno, os
+from s3cmn.memory import persist
+real, writes = persist.atomic_write, []
+def atomic_write(path, data):
+    if "chunk-" in path.name:
+        writes.append(path)
+        if len(writes) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return real(path, data)
+persist.atomic_write = atomic_write
+import s3cmn.memory.nexttoken.build as build
+build.atomic_write = atomic_write
+import sys
+from s3cmn.cli.memory import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@case("disk-full-during-datastore-build")
+def _(ws: Workspace) -> str:
+    out = ws.folder("datastore-full-disk")
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK_CHUNK, *build_args(ws, out)], capture_output=True,
+                          text=True, timeout=180, env=cli_env(), cwd=REPO)  # fmt: skip
+    line = error(Result(proc.returncode, proc.stdout, proc.stderr), "s3cmn-memory build",
+                 r"No space left on device.*chunk-000002\.npz")
+    chunks = sorted((out / ".build").glob("chunk-*"))
+    if [c.name for c in chunks] != ["chunk-000000.npz", "chunk-000001.npz"]:
+        raise CaseFailed(f"after the full disk the build folder holds {[c.name for c in chunks]}")
+    resumed = cli("memory", build_args(ws, out, "--resume"))
+    if resumed.returncode != 0:
+        raise CaseFailed(f"--resume after the full disk failed: {resumed.output.strip()[-300:]}")
+    same_datastore(reference_datastore(ws), out)
+    return line
+
+
+@case("datastore-build-killed-5-times-resumes")
+def _(ws: Workspace) -> str:
+    import random
+
+    out, log, rng = ws.folder("datastore-killed"), ws.root / "datastore-killed.log", random.Random(5)
+    args = [*build_args(ws, out), "--batch-size", "1"]  # ~600 chunks: every kill lands in the middle
+
+    def chunks() -> int:
+        return len(list((out / ".build").glob("chunk-*.npz")))
+
+    for kill in range(5):
+        proc = start("memory", [*args, *(["--resume"] if kill else [])], log)
+        target = chunks() + rng.randint(1, 60)  # killed after a random number of new chunks
+        wait_for(lambda: chunks() >= target or proc.poll() is not None, 120, "the build's chunks")  # noqa: B023
+        proc.kill()
+        if proc.wait() == 0:
+            raise CaseFailed(f"the build finished before kill {kill + 1}")
+    result = cli("memory", [*args, "--resume"])
+    if result.returncode != 0:
+        raise CaseFailed(f"the resumed build failed: {result.output.strip()[-300:]}")
+    same_datastore(reference_datastore(ws, "--batch-size", "1"), out)
+    return result.stdout.strip().splitlines()[-1]
+
+
+def rank_pid(out: Path, rank: int) -> int | None:
+    """The process of torchrun worker ``rank`` building into ``out`` (found through /proc)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if str(out) in (proc / "cmdline").read_text() and f"LOCAL_RANK={rank}\0".encode() in (
+                    proc / "environ").read_bytes():
+                return int(proc.name)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+@case("torchrun-build-with-a-dead-rank-stops")
+def _(ws: Workspace) -> str:
+    out, log = ws.folder("datastore-dead-rank"), ws.root / "datastore-dead-rank.log"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "s3cmn.cli.memory", *build_args(ws, out, "--timeout", "20")]  # fmt: skip
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=cli_env(), cwd=REPO)
+    try:
+        wait_for(lambda: (out / ".build" / "plan.json").is_file(), 120, "the build plan")
+        pid = rank_pid(out, 1)
+        if pid is None:
+            raise CaseFailed("rank 1 not found")
+        os.kill(pid, signal.SIGKILL)
+        code = proc.wait(60)
+    except subprocess.TimeoutExpired as err:
+        raise CaseFailed("rank 0 still running 60 s after rank 1 was killed") from err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if code == 0:
+        raise CaseFailed("torchrun reported success with a dead rank")
+    return f"torchrun exit {code} within 60 s of rank 1's SIGKILL"
+
+
 READER = """
 import json, sys
 from pathlib import Path

@@ -162,3 +162,10 @@ def test_a_dead_rank_stops_the_other_with_an_error_instead_of_a_hang(tmp_path: P
     assert [p.exitcode for p in ranks] == [0, 3]
     message = (out / "error-0.txt").read_text()
     assert message.startswith("rank 0: not every rank finished") and "--resume" in message
+
+
+def test_bytes_per_entry_of_a_loaded_ivf_datastore_counts_its_codes(tmp_path: Path) -> None:
+    built = build_datastore(_model(), _stream(), CONTEXT, STRIDE, BATCH, kind="ivfflat")
+    loaded = NextTokenDatastore.load(built.save(tmp_path / "ds"))  # memory-mapped: faiss serialises no codes
+    assert loaded.bytes_per_entry() == pytest.approx(built.bytes_per_entry(), rel=0.02)
+    assert loaded.bytes_per_entry() > 4 * loaded.dim  # the fp32 keys of an IVFFlat index

@@ -114,6 +114,7 @@ class NextTokenDatastore:
     source: dict[str, Any] = field(default_factory=dict)
     fingerprint: TextFingerprint | None = None
     shards: list[Any] = field(default_factory=list)  # a sharded datastore's shard indexes (``index`` searches all)
+    stored_bytes: int = 0  # loaded from disk: the bytes of its index, values and positions files
 
     def __post_init__(self) -> None:
         if self.index.ntotal != len(self.values) or len(self.values) != len(self.positions):
@@ -151,8 +152,9 @@ class NextTokenDatastore:
             index.add_shard(shard.index)
         values = np.concatenate([np.asarray(s.values) for s in shards])
         positions = np.concatenate([np.asarray(s.positions) for s in shards])
+        stored = sum(s.stored_bytes for s in shards) if all(s.stored_bytes for s in shards) else 0
         return cls(index, values, positions, shards[0].description, shards[0].nprobe, dict(source or {}),
-                   fingerprint, [s.index for s in shards])  # fmt: skip
+                   fingerprint, [s.index for s in shards], stored)  # fmt: skip
 
     @classmethod
     def build(cls, keys: np.ndarray, values: np.ndarray, positions: np.ndarray, *, kind: str = "auto",
@@ -183,7 +185,10 @@ class NextTokenDatastore:
         return Neighbours(torch.from_numpy(dist), torch.from_numpy(values))
 
     def bytes_per_entry(self) -> float:
-        """Serialised index bytes + value and position bytes, per entry."""
+        """Serialised index bytes + value and position bytes, per entry (a loaded datastore: its files' bytes,
+        since faiss serialises a memory-mapped IVF index without its codes)."""
+        if self.stored_bytes:
+            return self.stored_bytes / max(len(self), 1)
         faiss = import_faiss()
         index_bytes = sum(int(faiss.serialize_index(index).size) for index in self.shards or [self.index])
         return (index_bytes + self.values.nbytes + self.positions.nbytes) / max(len(self), 1)
@@ -247,5 +252,6 @@ class NextTokenDatastore:
             index = faiss.read_index(str(root / "index.faiss"), faiss.IO_FLAG_READ_ONLY)
         values = np.load(root / "values.npy", mmap_mode="r")
         positions = np.load(root / "positions.npy", mmap_mode="r")
+        stored = sum((root / name).stat().st_size for name in ("index.faiss", "values.npy", "positions.npy"))
         return cls(index, values, positions, manifest["description"], int(manifest["nprobe"]), manifest["source"],
-                   fingerprint)  # fmt: skip
+                   fingerprint, stored_bytes=stored)  # fmt: skip
