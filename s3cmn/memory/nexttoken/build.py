@@ -34,6 +34,8 @@ import logging
 import os
 import resource
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -378,5 +380,22 @@ def init_build_group(timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     WORLD_SIZE > 1 and no group exists; whether this call created it (then destroy it after the build)."""
     if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
+    die_with_the_launcher()
     dist.init_process_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
     return True
+
+
+def die_with_the_launcher() -> None:
+    """Under torchrun, end this rank when the launcher dies (Linux: PR_SET_PDEATHSIG). torchrun starts each rank
+    in a session of its own, so a SIGKILL of torchrun's process group leaves the ranks running, and a build
+    started again in the same folder would meet them there (their end removes the build folder)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        logger.warning("datastore build: could not tie this rank to torchrun (prctl errno %d)", ctypes.get_errno())
+    if os.getppid() == 1:  # the launcher died before the call above
+        raise DatastoreBuildError("torchrun, which started this rank, has stopped: start the build again")
