@@ -164,6 +164,11 @@ class EvalConfig(_Settings):
     )
     eval_batch_size: int = setting(8, group=EVAL, help="windows per forward", ge=1)
     max_eval_tokens: int = setting(0, group=EVAL, help="score only the first N tokens (0 = all)", ge=0)
+    readout_max_overlap: float = setting(
+        0.05, group=EVAL, ge=0.0, le=1.0,
+        help="refuse a scored text sharing more than this share of its sampled 8-word sequences with a read-out's "
+             "fit or datastore text (0.05 suits prose; disjoint source files share idioms: measure the baseline "
+             "between disjoint files of the corpus first, and report the limit used)")
     report_dir: str | None = setting(None, group=EVAL, help="write report.json and report.md here")
     plot_dir: str | None = setting(None, group=EVAL, help="write PNG charts here")
 

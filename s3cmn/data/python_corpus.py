@@ -65,8 +65,8 @@ class PythonCorpus:
         """JSON-ready: where the corpus came from and how many files each split has."""
         return {"corpus": "python-stdlib", "root": self.root, "python_version": self.python_version,
                 "files": {s: len(v) for s, v in self.splits.items()},
-                "skipped_not_utf8": len(self.skipped_not_utf8), "test_suites": self.test_suites, "split_rule": "sha256(relative path) < 0.8 train, "
-                "< 0.9 validation, else test"}
+                "skipped_not_utf8": len(self.skipped_not_utf8), "test_suites": self.test_suites,
+                "split_rule": "sha256(relative path) < 0.8 train, < 0.9 validation, else test"}
 
 
 def stdlib_root() -> Path:

@@ -38,7 +38,7 @@ class DynamicInputs:
 
 
 def dynamic_inputs(folder: Path, modes: list[str], text: EvalText, tokenizer: Any,
-                   notes: list[str]) -> DynamicInputs | None:
+                   notes: list[str], max_overlap: float | None = None) -> DynamicInputs | None:
     """The settings for the dynamic modes (None when none is asked); refuse the text they were fitted on."""
     from s3cmn.evaluation.errors import EvaluationError
 
@@ -52,7 +52,7 @@ def dynamic_inputs(folder: Path, modes: list[str], text: EvalText, tokenizer: An
     fitted = settings.fitted_on.get("sha256")
     if hashlib.sha256(text.text.encode("utf-8")).hexdigest() == fitted:
         raise EvaluationError("the scored text is the text dynamic evaluation was fitted on: fit on held-out text")
-    _refuse_overlap(folder, settings, text, notes)
+    _refuse_overlap(folder, settings, text, notes, max_overlap)
     starts = None
     if settings.reset_at_documents:
         starts = document_starts(text.text, tokenizer, text.num_tokens)
@@ -65,7 +65,8 @@ def dynamic_inputs(folder: Path, modes: list[str], text: EvalText, tokenizer: An
     return DynamicInputs(settings, starts)
 
 
-def _refuse_overlap(folder: Path, settings: DynamicSettings, text: EvalText, notes: list[str]) -> None:
+def _refuse_overlap(folder: Path, settings: DynamicSettings, text: EvalText, notes: list[str],
+                    max_overlap: float | None = None) -> None:
     """Refuse a scored text that shares more than ``MAX_OVERLAP`` of its long word n-grams with the fit text,
     by the fingerprint ``s3cmn-memory fit`` recorded for that same text (sha256) in ``readout.json``."""
     from s3cmn.data.errors import DataError
@@ -73,6 +74,7 @@ def _refuse_overlap(folder: Path, settings: DynamicSettings, text: EvalText, not
     from s3cmn.memory.nexttoken.generate import load_readouts
     from s3cmn.memory.nexttoken.provenance import MAX_OVERLAP, refuse_overlap
 
+    limit = MAX_OVERLAP if max_overlap is None else max_overlap
     readouts, _ = load_readouts(folder)
     fingerprint = getattr(readouts, "fingerprint", None)
     named = f"the text dynamic evaluation was fitted on ({settings.fitted_on.get('path', 'path not recorded')})"
@@ -81,11 +83,11 @@ def _refuse_overlap(folder: Path, settings: DynamicSettings, text: EvalText, not
         return
     try:
         overlap = refuse_overlap(text.text, fingerprint, "the scored text", named,
-                                 "score a text disjoint from it, or refit dynamic evaluation on other text")
+                                 "score a text disjoint from it, or refit dynamic evaluation on other text", limit)
     except DataError as err:
         raise EvaluationError(str(err)) from None
     notes.append(f"the scored text shares {overlap.fraction:.2%} of its sampled {fingerprint.ngram}-word sequences "
-                 f"with {named} (refused above {MAX_OVERLAP:.0%})")
+                 f"with {named} (refused above {limit:.0%})")
 
 
 def score_dynamic_modes(model: Any, precision: str, modes: list[str], text: EvalText, window: dict[str, Any],

@@ -56,7 +56,7 @@ def resolve_memory_modes(memory_modes: Sequence[str] | None, legacy: str) -> lis
 
 
 def readout_inputs(folder: Path, modes: list[str], text: EvalText, window: dict[str, Any],
-                   notes: list[str]) -> tuple[Any, Any, dict[str, Any] | None]:
+                   notes: list[str], max_overlap: float = MAX_OVERLAP) -> tuple[Any, Any, dict[str, Any] | None]:
     """Settings and datastore for the read-out modes, and the scored text's overlap with their texts
     (:func:`scored_text_overlap`); refuse a scored text they were fitted on / built from."""
     from s3cmn.evaluation.errors import EvaluationError
@@ -74,7 +74,7 @@ def readout_inputs(folder: Path, modes: list[str], text: EvalText, window: dict[
         check_settings([m for m in modes if m in READOUT_MODES], settings, datastore)
     except ValueError as err:
         raise EvaluationError(str(err)) from None
-    overlap = scored_text_overlap(text.text, settings, datastore, notes)
+    overlap = scored_text_overlap(text.text, settings, datastore, notes, max_overlap)
     fitted = settings.fitted_on.get("sha256")
     built = datastore.source.get("sha256") if datastore is not None else None
     if (settings.context_length, settings.stride) != (window["context_length"], window["stride"]):
@@ -89,10 +89,11 @@ def readout_inputs(folder: Path, modes: list[str], text: EvalText, window: dict[
     return settings, datastore, overlap
 
 
-def scored_text_overlap(text: str, settings: Any, datastore: Any, notes: list[str]) -> dict[str, Any]:
+def scored_text_overlap(text: str, settings: Any, datastore: Any, notes: list[str],
+                        max_overlap: float = MAX_OVERLAP) -> dict[str, Any]:
     """Per read-out text ("fit_text", "datastore_text"): the share of long word n-grams the scored ``text``
     shares with it (None where no fingerprint was recorded: noted, only an identical text is refused).
-    An :class:`EvaluationError` (one line, naming the share and the file) above ``MAX_OVERLAP``."""
+    An :class:`EvaluationError` (one line, naming the share and the file) above ``max_overlap``."""
     from s3cmn.data.errors import DataError
     from s3cmn.evaluation.errors import EvaluationError
     from s3cmn.memory.nexttoken.provenance import refuse_overlap
@@ -117,12 +118,13 @@ def scored_text_overlap(text: str, settings: Any, datastore: Any, notes: list[st
             continue
         try:
             overlap = refuse_overlap(text, fingerprint, "the scored text", named,
-                                     "score a text disjoint from it, or refit / rebuild the read-outs on other text")
+                                     "score a text disjoint from it, or refit / rebuild the read-outs on other text "
+                                     "(source code: see --readout-max-overlap)", max_overlap)
         except DataError as err:
             raise EvaluationError(str(err)) from None
         out[key] = overlap.to_dict()
         notes.append(f"the scored text shares {overlap.fraction:.2%} of its sampled {fingerprint.ngram}-word "
-                     f"sequences with {named} (refused above {MAX_OVERLAP:.0%})")
+                     f"sequences with {named} (refused above {max_overlap:.0%})")
     return out
 
 

@@ -177,7 +177,8 @@ def evaluate_checkpoint(
     model = load_model(folder).to(dev).eval()
     # 1. the text, the window and the starting memory
     scoring = _prepare(model, folder, data, evaluation, memory_start, memory_modes, dev)
-    scoring.dynamic = dynamic_inputs(folder, scoring.modes, scoring.text, scoring.tokenizer, scoring.notes)
+    scoring.dynamic = dynamic_inputs(folder, scoring.modes, scoring.text, scoring.tokenizer, scoring.notes,
+                                     evaluation.readout_max_overlap)
     # 2. fp32: perplexity runs, speed, size, the context curve
     runs, models = _score_fp32(model, scoring, evaluation, speed, progress)
     if curve_contexts is None:
@@ -234,7 +235,8 @@ def _prepare(model: Any, folder: Path, data: DataConfig, evaluation: EvalConfig,
     if not has_memory and "learned" in modes:
         modes = [m for m in modes if m != "learned"] or ["off"]
         notes.append("the model has no external memory (use_memory = False): the learned reader was not scored")
-    readouts, datastore, readout_overlap = readout_inputs(folder, modes, text, window, notes)
+    readouts, datastore, readout_overlap = readout_inputs(folder, modes, text, window, notes,
+                                                          evaluation.readout_max_overlap)
     writes = learned_writes(evaluation, snapshot)
     if "learned" in modes and writes:
         notes.append(f"memory learned: the {evaluation.eval_batch_size} windows of one forward (eval_batch_size) read "

@@ -116,3 +116,14 @@ def test_a_read_out_made_without_its_text_is_warned_about_once(caplog):
         warn_unchecked("fit_readouts")
         warn_unchecked("fit_readouts")
     assert [r.message.count("cannot check") for r in caplog.records] == [1]
+
+
+def test_the_overlap_limit_is_a_setting(fit_text):
+    fingerprint = TextFingerprint.from_text(fit_text)
+    half = fit_text[: len(fit_text) // 2] + " ".join(f"word{i}" for i in range(40_000))  # ~30% shared
+    share = text_overlap(half, fingerprint).fraction
+    assert MAX_OVERLAP < share < 0.9
+    with pytest.raises(DataError, match=r"at most 5% allowed"):
+        refuse_overlap(half, fingerprint, "the scored text", "the fit text", "score other text")
+    assert refuse_overlap(half, fingerprint, "the scored text", "the fit text", "score other text",
+                          max_overlap=0.9).fraction == share
