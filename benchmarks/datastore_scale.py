@@ -343,7 +343,7 @@ def environment() -> dict[str, Any]:
 
     support = cpu_bf16_support()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu_model_name(), "cpu_capability": support.capability, "cpu_flags": list(support.flags),
+    return {"cpu": cpu_model_name(), "cpu_capability": support.capability, "cpu_bf16_flags": list(support.flags),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "faiss": import_faiss().__version__, "commit": commit}  # fmt: skip
 
@@ -354,6 +354,7 @@ def write_report(args: argparse.Namespace, steps: dict[str, Any]) -> Path | None
     from s3cmn.evaluation.benchmarking import write_results
 
     result = {"format": "s3cmn-datastore-scale", "version": 1, "command": " ".join(sys.argv),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S"),
               "environment": environment(), "steps": steps}  # fmt: skip
     if all(k in steps for k in ("build_1", "build_2", "ivf")):
         result["plan_1b"] = serving_plan(steps)
@@ -365,8 +366,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["# A datastore of real hidden states over the Python corpus", "",
              f"`{result['command']}`", "",
              f"{env['cpu']}, capability {env['cpu_capability']} "
-             f"({', '.join(env['cpu_flags']) or 'no bf16 flags'}), {env['cpu_count']} cores, torch {env['torch']}, "
-             f"faiss {env['faiss']}, commit {env['commit']}.", ""]  # fmt: skip
+             f"({', '.join(env['cpu_bf16_flags']) or 'no bf16 flags'}), {env['cpu_count']} cores, "
+             f"torch {env['torch']}, faiss {env['faiss']}, commit {env['commit']}.", ""]  # fmt: skip
     if "build_1" in steps and "build_2" in steps:
         lines += ["| build | ranks | wall s | entries/s | peak RSS per rank (MiB) | load before / after |",
                   "| --- | ---: | ---: | ---: | --- | --- |"]
@@ -420,7 +421,9 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{knn.get('nprobe')}). Overlap guard: the test split shares "
                   f"{base['test_vs_train_split']:.1%} of its sampled 8-word sequences with the corpus' training "
                   f"files (disjoint files: Python's idioms), so the limit was {base['limit']:.1%} instead of 5%; "
-                  f"recorded overlap with the read-outs' texts: {json.dumps(overlap)}.", ""]  # fmt: skip
+                  "measured overlap of the test split with the read-outs' texts: "
+                  + ", ".join(f"{k.replace('_', ' ')} {v['fraction']:.1%}" for k, v in overlap.items() if v)
+                  + ".", ""]  # fmt: skip
     if "plan_1b" in result:
         p = result["plan_1b"]
         lines += ["## Serving 1B entries (scaled from the numbers above)", "",

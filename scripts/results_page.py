@@ -270,14 +270,38 @@ def stride_tables(data: dict[str, Any]) -> list[Table]:
 
 
 def datastore_scale_tables(data: dict[str, Any]) -> list[Table]:
-    build = data["build"]
-    facts = [["entries", num(data["entries"])], ["index", data["index"]],
-             ["build seconds", num(build["total_seconds"], 1)],
-             ["bytes per entry (index)", num(data["bytes_per_entry"]["index"], 1)]]
-    search = [[str(r["nprobe"]), num(r["recall_at_10"], 2), num(r["batch1_ms_median"], 2),
-               num(r["batch256_us_per_query"] / 1e3, 2)] for r in data["search"]]
-    return [Table(["measurement", "value"], facts),
-            Table(["nprobe", "recall@10 vs exact", "ms/query (batch 1)", "ms/query (batch 256)"], search)]
+    steps, tables = data["steps"], []
+    builds = [[str(b["ranks"]), b["index"], num(b["entries"]), num(b["wall_s"], 1), num(b["entries_per_s"], 0),
+               " / ".join(num(r["max_rss_mib"], 0) for r in b["per_rank"])]
+              for b in (steps.get("build_1"), steps.get("build_2")) if b]  # fmt: skip
+    if builds:
+        tables.append(Table(["ranks", "index", "entries", "build s", "entries/s", "peak RSS MiB per rank"], builds,
+                            "Real hidden states over the Python corpus' training files (torchrun, gloo)."))
+    if "search" in steps:
+        s = steps["search"]
+        tables.append(Table(["measurement", "value"], [
+            ["queries with the same exact neighbours (2 shards vs one index)",
+             f"{s['same_ids_rows']} of {s['queries']}"],
+            ["ms/query, batch 1: one index / 2 shards",
+             f"{num(s['latency_single']['batch1_ms'], 2)} / {num(s['latency_sharded']['batch1_ms'], 2)}"],
+            ["bytes per entry (flat)", num(s["bytes_per_entry_single"], 1)]]))  # fmt: skip
+    if "ivf" in steps:
+        rows = [[row["index"], num(row["bytes_per_entry"], 1), nprobe, num(r["recall_at_k"], 3),
+                 num(r["batch1_ms"], 3), num(r["batch256_ms_per_query"], 4)]
+                for row in steps["ivf"]["rows"].values() for nprobe, r in row["nprobe"].items()]  # fmt: skip
+        tables.append(Table(["index", "bytes/entry", "nprobe", "recall@k vs exact", "ms/query (batch 1)",
+                             "ms/query (batch 256)"], rows))  # fmt: skip
+    if "killed" in steps:
+        k = steps["killed"]
+        tables.append(Table(["killed build", "value"], [["kills (SIGKILL) then --resume", num(k["kills"])],
+                                                        ["queries with the same neighbours as an uninterrupted build",
+                                                         f"{k['same_ids_rows']} of {k['queries']}"]]))  # fmt: skip
+    if "eval" in steps:
+        rows = [[r["memory"], num(r["perplexity"]["token_perplexity"], 3), num(r["perplexity"]["bits_per_byte"], 4),
+                 num(r["perplexity"]["tokens"])] for r in steps["eval"]["report"]["runs"]]  # fmt: skip
+        tables.append(Table(["memory", "token ppl", "bits/byte", "test tokens"], rows,
+                            "The Python test split, scored once; kNN fitted on validation files."))
+    return tables
 
 
 def memory_cost_tables(data: dict[str, Any]) -> list[Table]:
@@ -337,7 +361,7 @@ READERS: list[tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]],
     (lambda d: "rows" in d and d["rows"] and "kernel" in d["rows"][0], kernels_tables),
     (lambda d: "task" in d and "runs" in d, tasks_tables),
     (lambda d: "best_write_stride" in d, stride_tables),
-    (lambda d: "bytes_per_entry" in d, datastore_scale_tables),
+    (lambda d: d.get("format") == "s3cmn-datastore-scale", datastore_scale_tables),
     (lambda d: "training_step" in d and "search" in d, memory_cost_tables),
     (lambda d: "points" in d, scaling_tables),
 ]
@@ -392,14 +416,21 @@ def render_source(source: Source) -> list[str]:
     return lines
 
 
+def kept(path: Path, results: Path) -> bool:
+    """Whether a file under ``results`` is a committed result: not inside a ``runs/`` folder (the working
+    folders of a comparison in progress, ignored by git)."""
+    return "runs" not in path.relative_to(results).parts[:-1]
+
+
 def render_page(results: Path = RESULTS) -> str:
     documented = json.loads(COMMANDS.read_text(encoding="utf-8")) if COMMANDS.is_file() else {}
     lines = [INTRO]
     unread = []
-    folders = sorted({p.relative_to(results).parts[0] for p in results.rglob("*.json") if p != COMMANDS})
+    folders = sorted({p.relative_to(results).parts[0] for p in results.rglob("*.json")
+                      if p != COMMANDS and kept(p, results)})  # fmt: skip
     for folder in folders:
         sources = []
-        for path in sorted((results / folder).rglob("*.json")):
+        for path in sorted(p for p in (results / folder).rglob("*.json") if kept(p, results)):
             source = read_source(path, documented)
             if source is None:
                 unread.append(path.relative_to(REPO).as_posix())
@@ -410,7 +441,8 @@ def render_page(results: Path = RESULTS) -> str:
             for source in sources:
                 lines += render_source(source)
     others = sorted(p.relative_to(REPO).as_posix() for p in results.rglob("*")  # the .md twin of a .json: same numbers
-                    if p.is_file() and p.suffix not in (".json", ".png") and not p.with_suffix(".json").is_file())
+                    if p.is_file() and kept(p, results) and p.suffix not in (".json", ".png")
+                    and not p.with_suffix(".json").is_file())  # fmt: skip
     lines += ["## Other records", "",
               "Logs and notes kept beside the results above (their numbers are not read into this page; the "
               "Markdown ones are shown on [Reports and plots](reports.md)):", ""]
