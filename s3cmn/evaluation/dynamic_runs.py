@@ -25,6 +25,7 @@ from s3cmn.memory.nexttoken.dynamic import (
     document_starts,
     load_dynamic,
 )
+from s3cmn.memory.nexttoken.provenance import MAX_OVERLAP
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class DynamicInputs:
 
 
 def dynamic_inputs(folder: Path, modes: list[str], text: EvalText, tokenizer: Any,
-                   notes: list[str], max_overlap: float | None = None) -> DynamicInputs | None:
+                   notes: list[str], max_overlap: float = MAX_OVERLAP) -> DynamicInputs | None:
     """The settings for the dynamic modes (None when none is asked); refuse the text they were fitted on."""
     from s3cmn.evaluation.errors import EvaluationError
 
@@ -66,15 +67,14 @@ def dynamic_inputs(folder: Path, modes: list[str], text: EvalText, tokenizer: An
 
 
 def _refuse_overlap(folder: Path, settings: DynamicSettings, text: EvalText, notes: list[str],
-                    max_overlap: float | None = None) -> None:
-    """Refuse a scored text that shares more than ``MAX_OVERLAP`` of its long word n-grams with the fit text,
+                    max_overlap: float = MAX_OVERLAP) -> None:
+    """Refuse a scored text that shares more than ``max_overlap`` of its long word n-grams with the fit text,
     by the fingerprint ``s3cmn-memory fit`` recorded for that same text (sha256) in ``readout.json``."""
     from s3cmn.data.errors import DataError
     from s3cmn.evaluation.errors import EvaluationError
     from s3cmn.memory.nexttoken.generate import load_readouts
-    from s3cmn.memory.nexttoken.provenance import MAX_OVERLAP, refuse_overlap
+    from s3cmn.memory.nexttoken.provenance import refuse_overlap
 
-    limit = MAX_OVERLAP if max_overlap is None else max_overlap
     readouts, _ = load_readouts(folder)
     fingerprint = getattr(readouts, "fingerprint", None)
     named = f"the text dynamic evaluation was fitted on ({settings.fitted_on.get('path', 'path not recorded')})"
@@ -83,11 +83,12 @@ def _refuse_overlap(folder: Path, settings: DynamicSettings, text: EvalText, not
         return
     try:
         overlap = refuse_overlap(text.text, fingerprint, "the scored text", named,
-                                 "score a text disjoint from it, or refit dynamic evaluation on other text", limit)
+                                 "score a text disjoint from it, or refit dynamic evaluation on other text",
+                                 max_overlap)
     except DataError as err:
         raise EvaluationError(str(err)) from None
     notes.append(f"the scored text shares {overlap.fraction:.2%} of its sampled {fingerprint.ngram}-word sequences "
-                 f"with {named} (refused above {limit:.0%})")
+                 f"with {named} (refused above {max_overlap:.0%})")
 
 
 def score_dynamic_modes(model: Any, precision: str, modes: list[str], text: EvalText, window: dict[str, Any],

@@ -51,13 +51,11 @@ from s3cmn.data.windows import Window, sliding_windows, window_batches
 from s3cmn.memory.index import import_faiss
 from s3cmn.memory.nexttoken.datastore import (
     ADD_BATCH,
-    FINGERPRINT_FILE,
-    FORMAT,
     MANIFEST,
-    VERSION,
     NextTokenDatastore,
     choose_index,
     trained_index,
+    write_manifest,
 )
 from s3cmn.memory.nexttoken.provenance import TextFingerprint
 from s3cmn.memory.nexttoken.stream import lm_batches
@@ -151,22 +149,14 @@ def read_chunk(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return data["keys"], data["values"], data["positions"]
 
 
-def _chunk_ok(path: Path, entries: int) -> bool:
-    """Whether a chunk on disk is whole (written atomically, so a partial one is only an unlikely leftover)."""
-    try:
-        keys, values, positions = read_chunk(path)
-    except (OSError, ValueError, KeyError, EOFError):
-        return False
-    return len(keys) == len(values) == len(positions) == entries
-
-
 @torch.no_grad()
 def encode_chunks(model: torch.nn.Module, stream: Tensor, plan: list[list[list[Window]]], chunks: range,
                   build: Path, progress: bool = False) -> int:
-    """Encode each chunk of ``chunks`` not already whole on disk; the number encoded now."""
+    """Encode each chunk of ``chunks`` not on disk yet (a chunk is written atomically: on disk means whole); the
+    number encoded now."""
     from tqdm.auto import tqdm
 
-    todo = [i for i in chunks if not _chunk_ok(_chunk_path(build, i), chunk_entries(plan[i]))]
+    todo = [i for i in chunks if not _chunk_path(build, i).is_file()]
     bar = tqdm(total=sum(chunk_entries(plan[i]) for i in todo), desc="datastore", unit="tok", disable=not progress,
                dynamic_ncols=True)  # fmt: skip
     for i in todo:
@@ -360,19 +350,10 @@ def _write_sharded_manifest(out: Path, world: int, description: str, nprobe: int
                             source: dict[str, Any] | None, fingerprint: TextFingerprint | None,
                             context_length: int, stride: int, timings: list[dict[str, float]]) -> None:
     shards = [f"shard-{r:02d}" for r in range(world)]
-    names = [f"{s}/{MANIFEST}" for s in shards]
-    if fingerprint is not None:
-        buffer = io.BytesIO()
-        np.save(buffer, fingerprint.hashes)
-        atomic_write(out / FINGERPRINT_FILE, buffer.getvalue())
-        names.append(FINGERPRINT_FILE)
-    files = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in names}
-    manifest = {"format": FORMAT, "version": VERSION, "description": description, "nprobe": nprobe, "dim": dim,
-                "entries": entries, "source": {**(source or {}), "tokens": entries, "context_length": context_length,
-                                               "stride": stride},
-                "files": files, "fingerprint": fingerprint.to_dict(with_hashes=False) if fingerprint else None,
-                "shards": shards, "build": {"ranks": world, "per_rank": timings}}  # fmt: skip
-    atomic_write(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    source = {**(source or {}), "tokens": entries, "context_length": context_length, "stride": stride}
+    write_manifest(out, [f"{s}/{MANIFEST}" for s in shards], fingerprint, description=description, nprobe=nprobe,
+                   dim=dim, entries=entries, source=source, shards=shards,
+                   build={"ranks": world, "per_rank": timings})  # fmt: skip
 
 
 def init_build_group(timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:

@@ -95,6 +95,20 @@ def trained_index(description: str, d: int, rows_of: Callable[[np.ndarray], np.n
     return index
 
 
+def write_manifest(root: Path, names: list[str], fingerprint: TextFingerprint | None, **fields: Any) -> None:
+    """Write ``root``/datastore.json last: ``fields``, the fingerprint (its hashes into a file of their own: a big
+    training text's are megabytes) and the SHA-256 of the files ``names`` (relative to ``root``) and of it."""
+    if fingerprint is not None:
+        np.save(root / FINGERPRINT_FILE, fingerprint.hashes)
+        names = [*names, FINGERPRINT_FILE]
+    files = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in names}
+    manifest = {"format": FORMAT, "version": VERSION, **fields, "files": files,
+                "fingerprint": fingerprint.to_dict(with_hashes=False) if fingerprint is not None else None}
+    tmp = root / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, root / MANIFEST)
+
+
 def file_source(path: str | os.PathLike) -> dict[str, Any]:
     """A text file's identity: its resolved path and SHA-256."""
     p = Path(path).resolve()
@@ -204,18 +218,9 @@ class NextTokenDatastore:
         faiss.write_index(self.index, str(root / "index.faiss"))
         np.save(root / "values.npy", self.values)
         np.save(root / "positions.npy", self.positions)
-        names = ["index.faiss", "values.npy", "positions.npy"]
-        if self.fingerprint is not None:  # in a file of its own: a big training text's is megabytes
-            np.save(root / FINGERPRINT_FILE, self.fingerprint.hashes)
-            names.append(FINGERPRINT_FILE)
-        files = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in names}
-        fingerprint = self.fingerprint.to_dict(with_hashes=False) if self.fingerprint is not None else None
-        manifest = {"format": FORMAT, "version": VERSION, "description": self.description, "nprobe": self.nprobe,
-                    "dim": self.dim, "entries": len(self), "source": self.source, "files": files,
-                    "fingerprint": fingerprint}  # fmt: skip
-        tmp = root / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, root / MANIFEST)
+        write_manifest(root, ["index.faiss", "values.npy", "positions.npy"], self.fingerprint,
+                       description=self.description, nprobe=self.nprobe, dim=self.dim, entries=len(self),
+                       source=self.source)  # fmt: skip
         logger.info("saved a datastore of %d entries (%s) to %s", len(self), self.description, root)
         return root
 
