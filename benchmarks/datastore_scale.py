@@ -172,8 +172,8 @@ def queries(args: argparse.Namespace, work: Path) -> np.ndarray:
 
         from s3cmn.evaluation.perplexity import prepare_text
         from s3cmn.evaluation.run import load_eval_tokenizer
-        from s3cmn.memory.nexttoken.stream import lm_chunks
         from s3cmn.modeling.loading import load_model
+        from s3cmn.nexttoken.stream import lm_chunks
         from s3cmn.run_config import DataConfig
 
         model = load_model(args.checkpoint).eval()
@@ -187,7 +187,7 @@ def queries(args: argparse.Namespace, work: Path) -> np.ndarray:
 
 
 def compare_search(a: Path, b: Path, q: np.ndarray) -> dict[str, Any]:
-    from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
+    from s3cmn.nexttoken.datastore import NextTokenDatastore
 
     first, second = NextTokenDatastore.load(a, verify=False), NextTokenDatastore.load(b, verify=False)
     da, ia = first.index.search(q, K)
@@ -215,7 +215,7 @@ def _timed(index: Any, q: np.ndarray) -> float:
 
 def step_search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from s3cmn.memory.index import import_faiss
-    from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
+    from s3cmn.nexttoken.datastore import NextTokenDatastore
 
     import_faiss().omp_set_num_threads(2)
     q = queries(args, work)
@@ -234,8 +234,8 @@ def step_ivf(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """SQ8 and PQ indexes of the same keys: recall@k against exact search, latency, bytes; the SQ8 one saved
     as the checkpoint's datastore (the index ``auto`` picks at this size)."""
     from s3cmn.memory.index import import_faiss
-    from s3cmn.memory.nexttoken.datastore import ADD_BATCH, NextTokenDatastore, choose_index, trained_index
-    from s3cmn.memory.nexttoken.fitted import datastore_path
+    from s3cmn.nexttoken.datastore import ADD_BATCH, NextTokenDatastore, choose_index, trained_index
+    from s3cmn.nexttoken.fitted import datastore_path
 
     faiss = import_faiss()
     faiss.omp_set_num_threads(2)
@@ -280,7 +280,7 @@ def overlap_baseline() -> dict[str, float]:
     corpus' training split, test suites left out): the idioms every Python file repeats. The evaluation's
     overlap guard (5%, set for prose) is raised to this baseline + 2 points, and no further."""
     from s3cmn.data.python_corpus import load_python_corpus
-    from s3cmn.memory.nexttoken.provenance import TextFingerprint, text_overlap
+    from s3cmn.nexttoken.provenance import TextFingerprint, text_overlap
 
     corpus = load_python_corpus()
     overlap = text_overlap(corpus.text("test"), TextFingerprint.from_text(corpus.text("train")))
@@ -309,7 +309,7 @@ def serving_plan(steps: dict[str, Any]) -> dict[str, Any]:
     """The 1B-entry plan from the measured numbers: shards, RAM, disk, build hours, latency (scaled)."""
     import math
 
-    from s3cmn.memory.nexttoken.datastore import ivf_lists
+    from s3cmn.nexttoken.datastore import ivf_lists
 
     n = steps["build_1"]["entries"]
     plan: dict[str, Any] = {"entries": PLAN_ENTRIES, "shard_ram_gb": PLAN_SHARD_RAM_GB, "nprobe": PLAN_NPROBE}

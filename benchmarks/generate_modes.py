@@ -3,7 +3,7 @@
     python benchmarks/generate_modes.py /work/runs/tiny-dyn/best --modes off,dynamic \\
         --text ../shared/data/wikitext-2-raw/wiki.test.raw --out results/memory/generate_dynamic
 
-Every mode runs through the same loop (:func:`s3cmn.memory.nexttoken.generate.generate_with_readout`; ``off``
+Every mode runs through the same loop (:func:`s3cmn.nexttoken.generate.generate_with_readout`; ``off``
 is that loop with no read-out), greedy, batch 1, from a prompt of ``--prompt-tokens`` tokens of real text,
 with the settings saved beside the checkpoint loaded once before timing. One round times, for each mode, a
 generation of ``--new-tokens`` tokens and one of a single token; the modes' order rotates round by round, so
@@ -51,9 +51,9 @@ def commit() -> str:
 
 def load(checkpoint: str, modes: list[str]) -> tuple[Any, dict[str, Any]]:
     """The fp32 model and, per mode, the keyword arguments of ``generate_with_readout`` (settings loaded once)."""
-    from s3cmn.memory.nexttoken.dynamic import DYNAMIC_MODES, base_mode, load_dynamic
-    from s3cmn.memory.nexttoken.generate import load_readouts
     from s3cmn.modeling.loading import load_model
+    from s3cmn.nexttoken.dynamic import DYNAMIC_MODES, base_mode, load_dynamic
+    from s3cmn.nexttoken.generate import load_readouts
 
     model = load_model(checkpoint)
     needs_readouts = any((base_mode(m) if m in DYNAMIC_MODES else m) != "off" for m in modes)
@@ -77,7 +77,7 @@ def prompt_ids(checkpoint: str, text_file: Path, tokens: int) -> torch.Tensor:
 def measure(model: Any, prompt: torch.Tensor, modes: list[str], options: dict[str, Any], new_tokens: int,
             rounds: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[int]]]:  # fmt: skip
     """Per mode, the seconds of every round's long and 1-token calls, and each mode's generated tokens."""
-    from s3cmn.memory.nexttoken.generate import generate_with_readout
+    from s3cmn.nexttoken.generate import generate_with_readout
 
     def run(mode: str, new: int) -> tuple[float, torch.Tensor]:
         start = time.perf_counter()

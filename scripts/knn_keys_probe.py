@@ -26,9 +26,9 @@ import torch
 from s3cmn.data.windows import sliding_windows, window_batches
 from s3cmn.evaluation.perplexity import prepare_text
 from s3cmn.evaluation.run import load_eval_tokenizer
-from s3cmn.memory.nexttoken.fit import TEMPERATURE_FACTORS, best_lambda, restrict, target_prob
-from s3cmn.memory.nexttoken.readout import Neighbours
 from s3cmn.modeling.loading import load_model
+from s3cmn.nexttoken.fit import TEMPERATURE_FACTORS, best_lambda, restrict, target_prob
+from s3cmn.nexttoken.readout import Neighbours
 from s3cmn.ops.nll import nll_float64
 from s3cmn.run_config import DataConfig
 

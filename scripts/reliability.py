@@ -638,7 +638,7 @@ def same_datastore(a: Path, b: Path) -> None:
     """The two datastores hold the same entries and answer 64 queries with the same neighbours."""
     import numpy as np
 
-    from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
+    from s3cmn.nexttoken.datastore import NextTokenDatastore
 
     first, second = NextTokenDatastore.load(a), NextTokenDatastore.load(b)
     queries = np.random.default_rng(0).standard_normal((64, first.dim)).astype(np.float32)
@@ -668,7 +668,7 @@ def atomic_write(path, data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     return real(path, data)
 persist.atomic_write = atomic_write
-import s3cmn.memory.nexttoken.build as build
+import s3cmn.nexttoken.build as build
 build.atomic_write = atomic_write
 import sys
 from s3cmn.cli.memory import main

@@ -2,8 +2,8 @@
 
 Layers, lowest first (a module may import its own layer and the ones below, never one above)::
 
-    config, run_config, settings, utils, ops, data, memory  <-  modeling  <-  evaluation, quantization
-        <-  integrations  <-  training, tasks  <-  cli
+    config, run_config, settings, utils, ops, data, memory  <-  nexttoken  <-  modeling
+        <-  evaluation, quantization  <-  integrations  <-  training, tasks  <-  cli
 
 Every import counts, also those inside functions (a lazy import runs all the same) and under
 ``TYPE_CHECKING``. The bare ``import s3cmn`` (the package, which registers the model with transformers)
@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "s3cmn"
 MAX_FUNCTION_LINES = 80
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("config", "run_config", "settings", "utils", "ops", "data", "memory"),
+    ("nexttoken",),  # the read-outs on the LM's final hidden states; generation in modeling calls them
     ("modeling", ""),  # "": the package itself (s3cmn/__init__.py)
     ("evaluation", "quantization"),
     ("integrations",),

@@ -108,8 +108,8 @@ def _model_and_text(checkpoint: Path, text_file: Path, context_length: int, stri
     split is refused before the model is loaded (``role``: "build" or "fit")."""
     from s3cmn.evaluation.perplexity import prepare_text
     from s3cmn.evaluation.run import load_eval_tokenizer, resolve_window
-    from s3cmn.memory.nexttoken.provenance import refuse_test_split
     from s3cmn.modeling.loading import load_model
+    from s3cmn.nexttoken.provenance import refuse_test_split
     from s3cmn.run_config import DataConfig, EvalConfig
 
     if not text_file.is_file():
@@ -125,13 +125,13 @@ def _model_and_text(checkpoint: Path, text_file: Path, context_length: int, stri
 
 def run_build(args: argparse.Namespace) -> None:
     """Build the datastore in resumable chunks; under ``torchrun --nproc_per_node N`` every rank encodes its
-    slice of the text and writes its own shard (s3cmn.memory.nexttoken.build)."""
+    slice of the text and writes its own shard (s3cmn.nexttoken.build)."""
     import torch.distributed as dist
 
-    from s3cmn.memory.nexttoken.build import build_datastore_chunked, init_build_group
-    from s3cmn.memory.nexttoken.datastore import NextTokenDatastore, file_source
-    from s3cmn.memory.nexttoken.fitted import datastore_path
-    from s3cmn.memory.nexttoken.provenance import TextFingerprint
+    from s3cmn.nexttoken.build import build_datastore_chunked, init_build_group
+    from s3cmn.nexttoken.datastore import NextTokenDatastore, file_source
+    from s3cmn.nexttoken.fitted import datastore_path
+    from s3cmn.nexttoken.provenance import TextFingerprint
 
     created = init_build_group(args.timeout)
     try:
@@ -155,9 +155,9 @@ def run_build(args: argparse.Namespace) -> None:
 
 
 def run_fit(args: argparse.Namespace) -> None:
-    from s3cmn.memory.nexttoken.datastore import NextTokenDatastore, file_source
-    from s3cmn.memory.nexttoken.fit import fit_readouts
-    from s3cmn.memory.nexttoken.fitted import datastore_path, settings_path
+    from s3cmn.nexttoken.datastore import NextTokenDatastore, file_source
+    from s3cmn.nexttoken.fit import fit_readouts
+    from s3cmn.nexttoken.fitted import datastore_path, settings_path
 
     model, text, window = _model_and_text(args.checkpoint, args.text, args.context_length, args.stride,
                                           args.batch_size, "fit")  # fmt: skip
@@ -182,8 +182,8 @@ def fit_dynamic_settings(args: argparse.Namespace, model: Any, text: Any, window
     """``fit --dynamic``: dynamic evaluation's lr, decay, subset and reset (and the read-outs' lambdas with it
     on) on the same held-out text, written to CHECKPOINT/nexttoken/dynamic.json (+ dynamic_ms.safetensors)."""
     from s3cmn.evaluation.run import load_eval_tokenizer
-    from s3cmn.memory.nexttoken.dynamic import document_starts, dynamic_path
-    from s3cmn.memory.nexttoken.dynamic_fit import fit_dynamic
+    from s3cmn.nexttoken.dynamic import document_starts, dynamic_path
+    from s3cmn.nexttoken.dynamic_fit import fit_dynamic
     from s3cmn.run_config import DataConfig
 
     tokenizer, _ = load_eval_tokenizer(args.checkpoint, DataConfig())
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in ("build", "fit"):
         from s3cmn.evaluation.errors import EvaluationError
-        from s3cmn.memory.nexttoken.build import DatastoreBuildError
+        from s3cmn.nexttoken.build import DatastoreBuildError
 
         try:
             (run_build if args.command == "build" else run_fit)(args)

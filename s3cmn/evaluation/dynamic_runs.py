@@ -1,5 +1,5 @@
 """The dynamic-evaluation modes of ``s3cmn-eval --memory``: dynamic, cache+dynamic, knn+dynamic,
-cache+knn+dynamic (:mod:`s3cmn.memory.nexttoken.dynamic`), scored in one adapting LM pass.
+cache+knn+dynamic (:mod:`s3cmn.nexttoken.dynamic`), scored in one adapting LM pass.
 
 Their settings come from ``CHECKPOINT/nexttoken/dynamic.json`` (``s3cmn-memory fit --dynamic``); the report
 names the text they were fitted on and refuses to score that text. Each mode's seconds are the adapting pass
@@ -18,14 +18,14 @@ import torch
 from torch import Tensor
 
 from s3cmn.evaluation.perplexity import EvalText
-from s3cmn.memory.nexttoken.dynamic import (
+from s3cmn.nexttoken.dynamic import (
     DYNAMIC_MODES,
     DynamicSettings,
     check_dynamic,
     document_starts,
     load_dynamic,
 )
-from s3cmn.memory.nexttoken.provenance import MAX_OVERLAP
+from s3cmn.nexttoken.provenance import MAX_OVERLAP
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def _refuse_overlap(folder: Path, settings: DynamicSettings, text: EvalText, not
     by the fingerprint ``s3cmn-memory fit`` recorded for that same text (sha256) in ``readout.json``."""
     from s3cmn.data.errors import DataError
     from s3cmn.evaluation.errors import EvaluationError
-    from s3cmn.memory.nexttoken.generate import load_readouts
-    from s3cmn.memory.nexttoken.provenance import refuse_overlap
+    from s3cmn.nexttoken.generate import load_readouts
+    from s3cmn.nexttoken.provenance import refuse_overlap
 
     readouts, _ = load_readouts(folder)
     fingerprint = getattr(readouts, "fingerprint", None)
@@ -99,8 +99,8 @@ def score_dynamic_modes(model: Any, precision: str, modes: list[str], text: Eval
     from s3cmn.evaluation.mode_runs import mode_settings, run_record
     from s3cmn.evaluation.sparsity import model_sparsity
     from s3cmn.evaluation.speed import PeakMemory
-    from s3cmn.memory.nexttoken.dynamic import base_mode
-    from s3cmn.memory.nexttoken.dynamic_fit import dynamic_readouts, score_dynamic
+    from s3cmn.nexttoken.dynamic import base_mode
+    from s3cmn.nexttoken.dynamic_fit import dynamic_readouts, score_dynamic
 
     if precision == "int8":
         logger.warning("dynamic evaluation is not scored for the int8 model (its weights take no gradient steps)")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from s3cmn.evaluation.perplexity import EvalText, nll_summary
-from s3cmn.memory.nexttoken.stream import mode_sources
+from s3cmn.nexttoken.stream import mode_sources
 
 
 def run_record(precision: str, mode: str, text: EvalText, nll: torch.Tensor, seconds: float, windows: int,

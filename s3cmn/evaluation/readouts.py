@@ -1,11 +1,11 @@
 """The memory modes of ``s3cmn-eval --memory``: off, learned (the attention reader), and the next-token read-outs
-cache, knn and cache+knn (:mod:`s3cmn.memory.nexttoken`), scored side by side.
+cache, knn and cache+knn (:mod:`s3cmn.nexttoken`), scored side by side.
 
-The read-out modes share one memory-off LM pass (:func:`s3cmn.memory.nexttoken.stream.score_readouts`); each
+The read-out modes share one memory-off LM pass (:func:`s3cmn.nexttoken.stream.score_readouts`); each
 one's seconds are that pass plus its own read-outs. Their settings come from ``CHECKPOINT/nexttoken/readout.json``
 (``s3cmn-memory fit``), the datastore from ``CHECKPOINT/nexttoken/datastore`` (``s3cmn-memory build``); the report
 names the text every setting was fitted on and the text the datastore was built from, and how many of the
-scored text's long word n-grams each shares with it (:mod:`s3cmn.memory.nexttoken.provenance`); it refuses a
+scored text's long word n-grams each shares with it (:mod:`s3cmn.nexttoken.provenance`); it refuses a
 scored text that shares more than ``MAX_OVERLAP`` with either, whatever the bytes around them (a prefix, a
 suffix, the text re-wrapped or minus a line).
 """
@@ -25,9 +25,9 @@ import torch
 from s3cmn.evaluation.mode_runs import mode_settings, run_record
 from s3cmn.evaluation.perplexity import EvalText
 from s3cmn.evaluation.speed import PeakMemory
-from s3cmn.memory.nexttoken.dynamic import DYNAMIC_MODES, base_mode
-from s3cmn.memory.nexttoken.provenance import MAX_OVERLAP
-from s3cmn.memory.nexttoken.stream import READOUT_MODES, mode_sources, score_readouts
+from s3cmn.nexttoken.dynamic import DYNAMIC_MODES, base_mode
+from s3cmn.nexttoken.provenance import MAX_OVERLAP
+from s3cmn.nexttoken.stream import READOUT_MODES, mode_sources, score_readouts
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def readout_inputs(folder: Path, modes: list[str], text: EvalText, window: dict[
     """Settings and datastore for the read-out modes, and the scored text's overlap with their texts
     (:func:`scored_text_overlap`); refuse a scored text they were fitted on / built from."""
     from s3cmn.evaluation.errors import EvaluationError
-    from s3cmn.memory.nexttoken.generate import load_readouts
-    from s3cmn.memory.nexttoken.stream import check_settings
+    from s3cmn.nexttoken.generate import load_readouts
+    from s3cmn.nexttoken.stream import check_settings
 
     modes = [base_mode(m) if m in DYNAMIC_MODES else m for m in modes]  # what a dynamic mode mixes in
     needs = {s for m in modes if m in READOUT_MODES for s in mode_sources(m)}
@@ -96,7 +96,7 @@ def scored_text_overlap(text: str, settings: Any, datastore: Any, notes: list[st
     An :class:`EvaluationError` (one line, naming the share and the file) above ``max_overlap``."""
     from s3cmn.data.errors import DataError
     from s3cmn.evaluation.errors import EvaluationError
-    from s3cmn.memory.nexttoken.provenance import refuse_overlap
+    from s3cmn.nexttoken.provenance import refuse_overlap
 
     sources = {"fit_text": ("the text the read-out settings were fitted on", settings.fitted_on,
                             settings.fingerprint)}  # fmt: skip
@@ -181,7 +181,7 @@ def readout_generation_cost(model: Any, text: EvalText, modes: list[str], settin
                             new_tokens: int, repeats: int, prompt_tokens: int = 128) -> dict[str, Any]:
     """ms per generated token of ``generate(memory=mode)`` against the same loop without a read-out (greedy,
     batch 1, a prompt of real text), medians of ``repeats`` after a warm-up."""
-    from s3cmn.memory.nexttoken.generate import generate_with_readout
+    from s3cmn.nexttoken.generate import generate_with_readout
 
     prompt = text.stream[1 : 1 + min(prompt_tokens, text.num_tokens)][None]  # (1, T)
 

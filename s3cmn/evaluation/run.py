@@ -41,8 +41,8 @@ from s3cmn.evaluation.readouts import (
 from s3cmn.evaluation.runs import context_curve, speed_and_size
 from s3cmn.evaluation.sparsity import ENERGY_NOTE
 from s3cmn.evaluation.speed import PeakMemory, folder_size
-from s3cmn.memory.nexttoken.stream import READOUT_MODES
 from s3cmn.modeling.loading import load_model
+from s3cmn.nexttoken.stream import READOUT_MODES
 from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
 from s3cmn.utils.checkpoints import STATE_FILE, CheckpointError, read_trainer_state
 

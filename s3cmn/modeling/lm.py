@@ -451,7 +451,7 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
                 "lm-eval model 's3cmn' (s3cmn.integrations.lm_eval), which splits padded batches by row"
             )
         self._check_generation_length(inputs if inputs is not None else kwargs.get("input_ids"), kwargs)
-        memory = kwargs.pop("memory", None)  # off | learned | a read-out or dynamic mode (s3cmn.memory.nexttoken)
+        memory = kwargs.pop("memory", None)  # off | learned | a read-out or dynamic mode (s3cmn.nexttoken)
         readouts = ("cache", "knn", "cache+knn", "dynamic", "cache+dynamic", "knn+dynamic", "cache+knn+dynamic")
         if memory in readouts:
             return self._generate_with_readout(inputs, memory, args, kwargs)
@@ -464,7 +464,7 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
     def _generate_with_readout(self, inputs: Tensor | None, memory: str, args: tuple, kwargs: dict[str, Any]) -> Tensor:
         """generate(memory="cache" | "knn" | "cache+knn" | "dynamic" | ...): the next-token read-outs mixed into every
         step, dynamic evaluation adapting the weights to the text read so far."""
-        from s3cmn.memory.nexttoken.generate import generate_with_readout
+        from s3cmn.nexttoken.generate import generate_with_readout
 
         ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         options = {"settings": kwargs.pop("readout_settings", None), "datastore": kwargs.pop("datastore", None),

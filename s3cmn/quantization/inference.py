@@ -108,7 +108,7 @@ def generate_text(
     """Continue ``prompt`` by up to ``max_new_tokens`` tokens: greedy when ``temperature`` is 0, else sampling
     with ``temperature`` / ``top_k`` (0 = off) / ``top_p`` (1 = off), seeded by ``seed``. ``on_text``
     receives the text piece by piece as it is produced (prompt first). ``dynamic``: dynamic evaluation (the
-    weights adapt to the prompt and the text generated so far, :mod:`s3cmn.memory.nexttoken.generate`; the
+    weights adapt to the prompt and the text generated so far, :mod:`s3cmn.nexttoken.generate`; the
     FAISS memory off, ``top_p`` 1)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

@@ -16,10 +16,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from s3cmn.memory.nexttoken import build as chunked
-from s3cmn.memory.nexttoken.build import DatastoreBuildError, build_datastore_chunked
-from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
-from s3cmn.memory.nexttoken.fit import build_datastore
+from s3cmn.nexttoken import build as chunked
+from s3cmn.nexttoken.build import DatastoreBuildError, build_datastore_chunked
+from s3cmn.nexttoken.datastore import NextTokenDatastore
+from s3cmn.nexttoken.fit import build_datastore
 
 CONTEXT, STRIDE, BATCH = 32, 16, 2
 STREAM_TOKENS = 1500  # 92 windows in 46 batches: 12 chunks of 4 batches

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from s3cmn.memory.nexttoken.dynamic import (
+from s3cmn.nexttoken.dynamic import (
     SUBSETS,
     DynamicAdapter,
     DynamicSettings,
@@ -16,9 +16,9 @@ from s3cmn.memory.nexttoken.dynamic import (
     gradient_ms,
     subset_parameters,
 )
-from s3cmn.memory.nexttoken.dynamic_fit import fit_dynamic, score_dynamic
-from s3cmn.memory.nexttoken.fitted import CacheSettings, ReadoutSettings
-from s3cmn.memory.nexttoken.stream import score_readouts
+from s3cmn.nexttoken.dynamic_fit import fit_dynamic, score_dynamic
+from s3cmn.nexttoken.fitted import CacheSettings, ReadoutSettings
+from s3cmn.nexttoken.stream import score_readouts
 
 CONTEXT, STRIDE = 32, 16
 
@@ -181,7 +181,7 @@ def test_fit_picks_a_step_that_helps_on_repetitive_text(model_and_ms):
 
 def test_document_starts_are_the_wikitext_article_headings(bert_tokenizer, wikitext_dir):
     from s3cmn.data import encode_text
-    from s3cmn.memory.nexttoken.dynamic import document_starts
+    from s3cmn.nexttoken.dynamic import document_starts
 
     lines = (wikitext_dir / "wiki.valid.raw").read_text(encoding="utf-8").splitlines(keepends=True)
     text = "".join(lines[:400])
@@ -202,8 +202,8 @@ def test_fit_and_eval_the_dynamic_modes_end_to_end(tiny_checkpoint, wikitext_dir
 
     from s3cmn.cli.eval import main as eval_main
     from s3cmn.cli.memory import main as memory_main
-    from s3cmn.memory.nexttoken.dynamic import load_dynamic
     from s3cmn.modeling.loading import load_model
+    from s3cmn.nexttoken.dynamic import load_dynamic
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, ckpt)

@@ -9,9 +9,9 @@ import dataclasses
 import pytest
 import torch
 
-from s3cmn.memory.nexttoken.dynamic import DynamicSettings, dynamic_chunks, dynamic_path, gradient_ms
-from s3cmn.memory.nexttoken.fitted import CacheSettings, ReadoutSettings
-from s3cmn.memory.nexttoken.generate import generate_row
+from s3cmn.nexttoken.dynamic import DynamicSettings, dynamic_chunks, dynamic_path, gradient_ms
+from s3cmn.nexttoken.fitted import CacheSettings, ReadoutSettings
+from s3cmn.nexttoken.generate import generate_row
 
 # segment = windows_per_step * stride = 8 generated tokens per update
 CONTEXT, STRIDE, WINDOWS = 16, 4, 2

@@ -15,9 +15,9 @@ import torch
 
 from s3cmn.evaluation.errors import EvaluationError
 from s3cmn.evaluation.readouts import scored_text_overlap
-from s3cmn.memory.nexttoken.fit import build_datastore, fit_readouts
-from s3cmn.memory.nexttoken.fitted import CacheSettings, ReadoutSettings, settings_path
-from s3cmn.memory.nexttoken.provenance import MAX_OVERLAP, TextFingerprint, warn_unchecked
+from s3cmn.nexttoken.fit import build_datastore, fit_readouts
+from s3cmn.nexttoken.fitted import CacheSettings, ReadoutSettings, settings_path
+from s3cmn.nexttoken.provenance import MAX_OVERLAP, TextFingerprint, warn_unchecked
 from tests.conftest import run_main
 
 
@@ -105,7 +105,7 @@ def test_the_python_api_records_the_fingerprint_and_it_round_trips(tiny_model, t
     with pytest.raises(ValueError, match="the text the datastore was built from"):  # fit on the datastore's text
         fit_readouts(model, stream, 32, 16, 4, datastore=store, nprobe=4, text=texts["valid"][:5000])
     warn_unchecked.cache_clear()
-    with caplog.at_level(logging.WARNING, logger="s3cmn.memory.nexttoken.provenance"):
+    with caplog.at_level(logging.WARNING, logger="s3cmn.nexttoken.provenance"):
         assert fit_readouts(model, stream, 32, 16, 4).fingerprint is None
         fit_readouts(model, stream, 32, 16, 4)
     assert len([r for r in caplog.records if "fit_readouts was given no text" in r.message]) == 1

@@ -11,10 +11,10 @@ import torch
 
 from s3cmn.evaluation.perplexity import score_stream
 from s3cmn.evaluation.readouts import parse_memory_modes
-from s3cmn.memory.nexttoken.datastore import NextTokenDatastore, file_source
-from s3cmn.memory.nexttoken.fit import build_datastore, fit_readouts
-from s3cmn.memory.nexttoken.fitted import CacheSettings, KnnSettings, ReadoutSettings
-from s3cmn.memory.nexttoken.stream import score_readouts
+from s3cmn.nexttoken.datastore import NextTokenDatastore, file_source
+from s3cmn.nexttoken.fit import build_datastore, fit_readouts
+from s3cmn.nexttoken.fitted import CacheSettings, KnnSettings, ReadoutSettings
+from s3cmn.nexttoken.stream import score_readouts
 
 CONTEXT, STRIDE = 32, 16
 MODES = ["off", "cache", "knn", "cache+knn"]

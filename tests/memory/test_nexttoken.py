@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from s3cmn.memory.nexttoken.datastore import NextTokenDatastore, choose_index
-from s3cmn.memory.nexttoken.fitted import CacheSettings, KnnSettings, ReadoutSettings
-from s3cmn.memory.nexttoken.readout import (
+from s3cmn.nexttoken.datastore import NextTokenDatastore, choose_index
+from s3cmn.nexttoken.fitted import CacheSettings, KnnSettings, ReadoutSettings
+from s3cmn.nexttoken.readout import (
     Component,
     Neighbours,
     StreamCache,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from s3cmn.data.errors import DataError
-from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
-from s3cmn.memory.nexttoken.fitted import CacheSettings, ReadoutSettings
-from s3cmn.memory.nexttoken.provenance import (
+from s3cmn.nexttoken.datastore import NextTokenDatastore
+from s3cmn.nexttoken.fitted import CacheSettings, ReadoutSettings
+from s3cmn.nexttoken.provenance import (
     MAX_OVERLAP,
     TextFingerprint,
     refuse_overlap,
@@ -112,7 +112,7 @@ def test_a_text_hashed_in_pieces_gives_the_same_fingerprint(fit_text):
 
 def test_a_read_out_made_without_its_text_is_warned_about_once(caplog):
     warn_unchecked.cache_clear()
-    with caplog.at_level(logging.WARNING, logger="s3cmn.memory.nexttoken.provenance"):
+    with caplog.at_level(logging.WARNING, logger="s3cmn.nexttoken.provenance"):
         warn_unchecked("fit_readouts")
         warn_unchecked("fit_readouts")
     assert [r.message.count("cannot check") for r in caplog.records] == [1]

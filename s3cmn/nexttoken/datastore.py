@@ -38,9 +38,9 @@ import numpy as np
 import torch
 
 from s3cmn.memory.index import import_faiss
-from s3cmn.memory.nexttoken.provenance import TextFingerprint
-from s3cmn.memory.nexttoken.readout import Neighbours
 from s3cmn.memory.records import MemoryLoadError
+from s3cmn.nexttoken.provenance import TextFingerprint
+from s3cmn.nexttoken.readout import Neighbours
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class NextTokenDatastore:
         fingerprint = None
         if manifest.get("fingerprint"):
             fingerprint = TextFingerprint.from_dict(manifest["fingerprint"], np.load(root / FINGERPRINT_FILE))
-        if manifest.get("shards"):  # a sharded build (s3cmn.memory.nexttoken.build): one datastore per shard
+        if manifest.get("shards"):  # a sharded build (s3cmn.nexttoken.build): one datastore per shard
             shards = [cls.load(root / name, verify) for name in manifest["shards"]]
             return cls.from_shards(shards, manifest["source"], fingerprint)
         try:

@@ -1,6 +1,6 @@
 """A datastore built in resumable chunks, in one process or sharded over torchrun ranks.
 
-:func:`build_datastore_chunked` writes what :func:`s3cmn.memory.nexttoken.fit.build_datastore` returns (the
+:func:`build_datastore_chunked` writes what :func:`s3cmn.nexttoken.fit.build_datastore` returns (the
 same windows, keys, index and training rows), but keeps its progress on disk and splits the work over the
 ranks of a ``torch.distributed`` group (gloo on CPUs). Every rank, in order:
 
@@ -49,7 +49,8 @@ from torch import Tensor
 
 from s3cmn.data.windows import Window, sliding_windows, window_batches
 from s3cmn.memory.index import import_faiss
-from s3cmn.memory.nexttoken.datastore import (
+from s3cmn.memory.persist import atomic_write
+from s3cmn.nexttoken.datastore import (
     ADD_BATCH,
     MANIFEST,
     NextTokenDatastore,
@@ -57,9 +58,8 @@ from s3cmn.memory.nexttoken.datastore import (
     trained_index,
     write_manifest,
 )
-from s3cmn.memory.nexttoken.provenance import TextFingerprint
-from s3cmn.memory.nexttoken.stream import lm_batches
-from s3cmn.memory.persist import atomic_write
+from s3cmn.nexttoken.provenance import TextFingerprint
+from s3cmn.nexttoken.stream import lm_batches
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s3cmn.memory.nexttoken.provenance import TextFingerprint
+from s3cmn.nexttoken.provenance import TextFingerprint
 
 FORMAT = "s3cmn-nexttoken-readout"
 VERSION = 1

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 
 from s3cmn.data.windows import Window
-from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
-from s3cmn.memory.nexttoken.dynamic import (
+from s3cmn.nexttoken.datastore import NextTokenDatastore
+from s3cmn.nexttoken.dynamic import (
     DYNAMIC_MODES,
     DynamicAdapter,
     DynamicSettings,
@@ -46,10 +46,10 @@ from s3cmn.memory.nexttoken.dynamic import (
     load_dynamic,
     read_batch,
 )
-from s3cmn.memory.nexttoken.dynamic_fit import dynamic_readouts
-from s3cmn.memory.nexttoken.fitted import ReadoutSettings, datastore_path, settings_path
-from s3cmn.memory.nexttoken.readout import StreamCache, mixture_log_probs
-from s3cmn.memory.nexttoken.stream import check_settings, components, mode_sources
+from s3cmn.nexttoken.dynamic_fit import dynamic_readouts
+from s3cmn.nexttoken.fitted import ReadoutSettings, datastore_path, settings_path
+from s3cmn.nexttoken.readout import StreamCache, mixture_log_probs
+from s3cmn.nexttoken.stream import check_settings, components, mode_sources
 
 
 def load_readouts(checkpoint: str | os.PathLike | None) -> tuple[ReadoutSettings | None, NextTokenDatastore | None]:

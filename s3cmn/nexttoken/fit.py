@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
-from s3cmn.memory.nexttoken.fitted import CacheSettings, KnnSettings, ReadoutSettings
-from s3cmn.memory.nexttoken.provenance import TextFingerprint, refuse_overlap, refuse_test_split, warn_unchecked
-from s3cmn.memory.nexttoken.readout import Neighbours, StreamCache, neighbour_weights
-from s3cmn.memory.nexttoken.stream import Chunk, lm_chunks
+from s3cmn.nexttoken.datastore import NextTokenDatastore
+from s3cmn.nexttoken.fitted import CacheSettings, KnnSettings, ReadoutSettings
+from s3cmn.nexttoken.provenance import TextFingerprint, refuse_overlap, refuse_test_split, warn_unchecked
+from s3cmn.nexttoken.readout import Neighbours, StreamCache, neighbour_weights
+from s3cmn.nexttoken.stream import Chunk, lm_chunks
 
 logger = logging.getLogger(__name__)
 

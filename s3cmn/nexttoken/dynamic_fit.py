@@ -1,6 +1,6 @@
 """Scoring with dynamic evaluation (alone, or under the cache / kNN read-outs) and fitting its settings.
 
-Scoring (:func:`score_dynamic`): the read-out modes of :func:`s3cmn.memory.nexttoken.stream.score_readouts`
+Scoring (:func:`score_dynamic`): the read-out modes of :func:`s3cmn.nexttoken.stream.score_readouts`
 over dynamic evaluation's adapting LM pass (:func:`.dynamic.dynamic_chunks`) instead of the fixed one; every
 ``+dynamic`` mode shares that one pass. The cache reads the adapted model's hidden states; the kNN datastore
 keeps the trained model's keys.
@@ -24,9 +24,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
-from s3cmn.memory.nexttoken.dynamic import DYNAMIC_MODES, DynamicSettings, base_mode, dynamic_chunks, gradient_ms
-from s3cmn.memory.nexttoken.fit import (
+from s3cmn.nexttoken.datastore import NextTokenDatastore
+from s3cmn.nexttoken.dynamic import DYNAMIC_MODES, DynamicSettings, base_mode, dynamic_chunks, gradient_ms
+from s3cmn.nexttoken.fit import (
     KNN_K_MAX,
     FitData,
     best_lambda,
@@ -35,9 +35,9 @@ from s3cmn.memory.nexttoken.fit import (
     restrict,
     target_prob,
 )
-from s3cmn.memory.nexttoken.fitted import ReadoutSettings
-from s3cmn.memory.nexttoken.readout import StreamCache
-from s3cmn.memory.nexttoken.stream import Chunk, ReadoutScores, score_readouts
+from s3cmn.nexttoken.fitted import ReadoutSettings
+from s3cmn.nexttoken.readout import StreamCache
+from s3cmn.nexttoken.stream import Chunk, ReadoutScores, score_readouts
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def dynamic_nll(model: nn.Module, stream: Tensor, context_length: int, stride: i
 
 
 def _collect(chunks: Iterable[Chunk], readouts: ReadoutSettings, datastore: NextTokenDatastore | None) -> FitData:
-    """:func:`s3cmn.memory.nexttoken.fit.collect` over any LM pass: log p_LM(target) and each position's
+    """:func:`s3cmn.nexttoken.fit.collect` over any LM pass: log p_LM(target) and each position's
     cache (within the fitted window) and kNN neighbours."""
     cache = StreamCache(readouts.cache.window, readouts.cache.k) if readouts.cache is not None else None
     if datastore is not None:

@@ -1,7 +1,7 @@
 """Dynamic evaluation (Krause et al. 2018, "Dynamic Evaluation of Neural Sequence Models", §5): the weights
 adapt to the text being scored, a next-token read-out beside the cache and the kNN datastore.
 
-The LM pass is :func:`s3cmn.memory.nexttoken.stream.lm_chunks`'s sliding windows, memory off, with one change:
+The LM pass is :func:`s3cmn.nexttoken.stream.lm_chunks`'s sliding windows, memory off, with one change:
 after a chunk (``windows_per_step`` windows) is scored, the selected parameters take one gradient step on the
 mean NLL of that chunk's scored targets, and the next chunk is scored with the new weights. A position is
 therefore scored by weights that have seen only earlier text. The update (RMS-normalised SGD with decay back
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3cmn.data.windows import Window, sliding_windows, window_batches
-from s3cmn.memory.nexttoken.stream import Chunk
+from s3cmn.nexttoken.stream import Chunk
 from s3cmn.ops.nll import model_device, nll_float64
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class DynamicSettings:
 
 def dynamic_path(checkpoint: str | os.PathLike) -> Path:
     """The folder holding ``dynamic.json`` for a checkpoint (its ``nexttoken/`` folder)."""
-    from s3cmn.memory.nexttoken.fitted import FOLDER
+    from s3cmn.nexttoken.fitted import FOLDER
 
     return Path(checkpoint) / FOLDER
 

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from s3cmn.data.windows import Window, sliding_windows, window_batches
-from s3cmn.memory.nexttoken.datastore import NextTokenDatastore
-from s3cmn.memory.nexttoken.fitted import ReadoutSettings
-from s3cmn.memory.nexttoken.readout import Component, Neighbours, StreamCache, mixture_target_log_probs
+from s3cmn.nexttoken.datastore import NextTokenDatastore
+from s3cmn.nexttoken.fitted import ReadoutSettings
+from s3cmn.nexttoken.readout import Component, Neighbours, StreamCache, mixture_target_log_probs
 from s3cmn.ops.nll import model_device, nll_float64
 
 READOUT_MODES = ("off", "cache", "knn", "cache+knn")
