@@ -101,7 +101,7 @@ def build_pair(preset: str, overrides: dict[str, Any], positions: int) -> tuple[
     """{"s3cmn": model, "gpt2": model} of one preset (memory off), and the s3cmn config."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from s3cmn.config import S3CMNConfig
+    from s3cmn.model_config import S3CMNConfig
     from s3cmn.modeling.lm import S3CMNForCausalLM
 
     s3 = S3CMNConfig.from_preset(preset, **{**overrides, "use_memory": False})
@@ -329,7 +329,7 @@ def run_preset(preset: str, args: argparse.Namespace, native: list[str], auto: s
                ) -> dict[str, Any]:
     positions = max(max(args.contexts) + args.new_tokens + 8, args.long_T, args.short_T)
     models, config = build_pair(preset, args.overrides, positions)
-    from s3cmn.config import preset_training
+    from s3cmn.presets import preset_training
 
     gen = measure_generation(models, args.contexts, args.new_tokens, args.rounds, config.vocab_size)
     variants = weight_variants(models["s3cmn"], "bf16" in native)

@@ -29,9 +29,9 @@ import faiss
 import numpy as np
 import torch
 
-from s3cmn.config import S3CMNConfig
 from s3cmn.evaluation.benchmarking import repeat_ms
 from s3cmn.memory import FaissMemory, MemoryReader, select_write
+from s3cmn.model_config import S3CMNConfig
 
 
 def hidden_states(n: int, dim: int, seed: int, sample_seed: int) -> np.ndarray:

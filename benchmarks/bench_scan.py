@@ -17,8 +17,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from s3cmn.config import S3CMNConfig
 from s3cmn.evaluation.benchmarking import scan_inputs
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.mamba import MambaMixer
 from s3cmn.modeling.s4d import S4DMixer
 from s3cmn.ops.selective_scan import selective_scan, selective_scan_ref

@@ -64,11 +64,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from s3cmn.config import S3CMNConfig, preset_training  # noqa: E402
 from s3cmn.evaluation.baselines import MODEL_KINDS, build_model, count_params, embedding_params  # noqa: E402
 from s3cmn.evaluation.benchmarking import close_meta, fmt_load, parse_overrides, run_meta, write_results  # noqa: E402
 from s3cmn.evaluation.corpora import CORPORA, load_corpus  # noqa: E402
 from s3cmn.evaluation.tuning import parse_grid, tune, tuning_markdown  # noqa: E402
+from s3cmn.model_config import S3CMNConfig  # noqa: E402
+from s3cmn.presets import preset_training  # noqa: E402
 from s3cmn.training.checkpoint import remove_checkpoint  # noqa: E402
 
 logger = logging.getLogger("compare")

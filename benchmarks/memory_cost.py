@@ -47,7 +47,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from s3cmn.config import S3CMNConfig  # noqa: E402
 from s3cmn.evaluation.benchmarking import (  # noqa: E402
     close_meta,
     fmt_load,
@@ -56,6 +55,7 @@ from s3cmn.evaluation.benchmarking import (  # noqa: E402
     run_meta,
     write_results,
 )
+from s3cmn.model_config import S3CMNConfig  # noqa: E402
 
 logger = logging.getLogger("memory_cost")
 TARGET_OVERHEAD = 0.25

@@ -47,10 +47,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from s3cmn.config import S3CMNConfig  # noqa: E402
 from s3cmn.evaluation.baselines import build_model, count_params  # noqa: E402
 from s3cmn.evaluation.benchmarking import close_meta, fmt_load, parse_overrides, run_meta, write_results  # noqa: E402
 from s3cmn.evaluation.speed import reset_peak_rss, status_kib  # noqa: E402
+from s3cmn.model_config import S3CMNConfig  # noqa: E402
 
 logger = logging.getLogger("scaling")
 MiB = 2**20

@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 
 import torch  # noqa: E402
 
-from s3cmn.config import S3CMNConfig  # noqa: E402
+from s3cmn.model_config import S3CMNConfig  # noqa: E402
 from s3cmn.run_config import TrainingConfig  # noqa: E402
 from s3cmn.tasks.config import TaskConfig, task_preset  # noqa: E402
 from s3cmn.tasks.run import run_task  # noqa: E402

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import mkdocs_gen_files
 
-from s3cmn.config import PRESETS
-from s3cmn.settings import SECTIONS
+from s3cmn.presets import PRESETS
+from s3cmn.settings_file import SECTIONS
 from s3cmn.utils.fields import by_group, describe_type, field_types, settings_fields
 
 REPO = Path(__file__).resolve().parents[1]

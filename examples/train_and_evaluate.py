@@ -11,9 +11,9 @@ import argparse
 import math
 
 from s3cmn import S3CMNConfig, S3CMNForCausalLM
-from s3cmn.config import preset_training
 from s3cmn.data import load_tokenizer
 from s3cmn.evaluation.perplexity import prepare_text, score_stream
+from s3cmn.presets import preset_training
 from s3cmn.run_config import DataConfig, TrainingConfig
 from s3cmn.training import train
 

@@ -13,8 +13,11 @@ from s3cmn.utils.notices import drop_known_notices
 
 drop_known_notices()  # before transformers (and, through it, torchao) is imported: s3cmn.utils.notices
 
-from s3cmn.config import PRESETS, ConfigError, DataConfig, EvalConfig, S3CMNConfig, TrainingConfig  # noqa: E402
+from s3cmn.model_config import S3CMNConfig  # noqa: E402
 from s3cmn.modeling.auto import register_auto_classes  # noqa: E402
+from s3cmn.presets import PRESETS  # noqa: E402
+from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig  # noqa: E402
+from s3cmn.utils.fields import ConfigError  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

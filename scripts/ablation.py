@@ -35,11 +35,12 @@ from typing import Any
 
 import torch
 
-from s3cmn.config import S3CMNConfig, preset_training
 from s3cmn.data import pack_blocks
 from s3cmn.evaluation.benchmarking import close_meta, fmt_load, run_meta
 from s3cmn.evaluation.corpora import CORPORA, load_corpus
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.lm import S3CMNForCausalLM
+from s3cmn.presets import preset_training
 from s3cmn.run_config import TrainingConfig
 from s3cmn.training import fit
 from s3cmn.training.loop import seed_everything

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.lm import S3CMNForCausalLM
 
 KINDS = {"hyena": "hyena", "ssm": "mamba", "spiking": "lif", "mlp": "mlp"}

@@ -7,8 +7,10 @@ import itertools
 import pytest
 import torch
 
-from s3cmn.config import MEMORY_LAYER_KEYS, PRESETS, ConfigError, S3CMNConfig
+from s3cmn.model_config import MEMORY_LAYER_KEYS, S3CMNConfig
+from s3cmn.presets import PRESETS
 from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
+from s3cmn.utils.fields import ConfigError
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

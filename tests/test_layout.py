@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the ones below, never one above)::
 
-    config, run_config, settings, utils, ops, data, memory  <-  nexttoken  <-  modeling
+    model_config, presets, run_config, settings_file, utils, ops, data, memory  <-  nexttoken  <-  modeling
         <-  evaluation, quantization  <-  integrations  <-  training, tasks  <-  cli
 
 Every import counts, also those inside functions (a lazy import runs all the same) and under
@@ -21,7 +21,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "s3cmn"
 MAX_FUNCTION_LINES = 80
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("config", "run_config", "settings", "utils", "ops", "data", "memory"),
+    ("model_config", "presets", "run_config", "settings_file", "utils", "ops", "data", "memory"),
     ("nexttoken",),  # the read-outs on the LM's final hidden states; generation in modeling calls them
     ("modeling", ""),  # "": the package itself (s3cmn/__init__.py)
     ("evaluation", "quantization"),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_import_is_light() -> None:
@@ -34,3 +36,17 @@ def test_auto_classes_resolve_after_import(tmp_path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.split() == ["S3CMNForCausalLM", "S3CMNConfig"]
+
+
+def test_a_committed_checkpoint_names_no_module_and_loads_by_model_type() -> None:
+    """Checkpoints find their config class through ``model_type`` alone, so moving a settings module (as
+    ``s3cmn.config`` -> ``s3cmn.model_config``) leaves every saved checkpoint loadable."""
+    from transformers import AutoConfig
+
+    from s3cmn.model_config import S3CMNConfig
+
+    folder = Path(__file__).parent / "modeling" / "data" / "lm-memory-v1"
+    saved = json.loads((folder / "config.json").read_text())
+    assert "auto_map" not in saved and not any("s3cmn." in str(value) for value in saved.values())
+    assert saved["model_type"] == S3CMNConfig.model_type
+    assert type(AutoConfig.from_pretrained(folder)) is S3CMNConfig

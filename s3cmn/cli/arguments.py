@@ -1,7 +1,7 @@
 """The settings on the command line: flags generated from the config dataclasses, presets, overrides, prompts.
 
 Precedence, lowest first: the preset < the config file (``--config-path``) < ``--modify`` JSON < single
-flags (``--hidden-dim 96``). The settings themselves and their files are :mod:`s3cmn.settings`.
+flags (``--hidden-dim 96``). The settings themselves and their files are :mod:`s3cmn.settings_file`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 import types
 from typing import Any, Literal, TextIO, Union, get_args, get_origin
 
-from s3cmn.config import PRESETS, preset_fields, preset_training
-from s3cmn.settings import SECTIONS, Settings, read_config_file
+from s3cmn.presets import PRESETS, preset_fields, preset_training
+from s3cmn.settings_file import SECTIONS, Settings, read_config_file
 from s3cmn.utils.fields import (
     ConfigError,
     by_group,

@@ -14,8 +14,8 @@ from s3cmn.cli.arguments import (
     parse_args_strictly,
     settings_from_args,
 )
-from s3cmn.settings import SECTIONS as ALL_SECTIONS
-from s3cmn.settings import read_config_file, write_config_file
+from s3cmn.settings_file import SECTIONS as ALL_SECTIONS
+from s3cmn.settings_file import read_config_file, write_config_file
 from s3cmn.utils.fields import ConfigError
 
 SECTIONS = tuple(ALL_SECTIONS)  # s3cmn-config handles every section

@@ -13,7 +13,7 @@ from s3cmn.cli.arguments import (
     parse_args_strictly,
     settings_from_args,
 )
-from s3cmn.settings import read_config_file
+from s3cmn.settings_file import read_config_file
 
 SECTIONS = ("model", "training", "data")
 

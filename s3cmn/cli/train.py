@@ -16,7 +16,7 @@ from s3cmn.cli.arguments import (
     parse_args_strictly,
     settings_from_args,
 )
-from s3cmn.settings import SECTION_OF, Settings, write_config_file
+from s3cmn.settings_file import SECTION_OF, Settings, write_config_file
 
 SECTIONS = ("model", "training", "data")
 logger = logging.getLogger("s3cmn.cli.train")

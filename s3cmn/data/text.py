@@ -31,7 +31,7 @@ from s3cmn.data.errors import DataError
 from s3cmn.data.hub import hub_offline, hub_reachable
 
 if TYPE_CHECKING:
-    from s3cmn.config import DataConfig
+    from s3cmn.run_config import DataConfig
 
 logger = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
 from s3cmn.memory.bank import MemoryBank
+from s3cmn.model_config import S3CMNConfig
 
 MODEL_KINDS = ("s3cmn", "s3cmn+mem", "gpt2", "lstm", "mamba")
 

@@ -32,9 +32,9 @@ from torch import Tensor
 if TYPE_CHECKING:
     import torch.distributed as dist
 
-    from s3cmn.config import S3CMNConfig
     from s3cmn.memory.records import MemoryStats
     from s3cmn.memory.store import FaissMemory
+    from s3cmn.model_config import S3CMNConfig
 
 
 class MemoryBank:

@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from s3cmn.memory.records import PROVENANCE_WINDOW, Provenance
 
 if TYPE_CHECKING:
-    from s3cmn.config import S3CMNConfig
     from s3cmn.memory.store import FaissMemory
+    from s3cmn.model_config import S3CMNConfig
 
 
 @dataclass

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from s3cmn.config import S3CMNConfig
+    from s3cmn.model_config import S3CMNConfig
 
 # Config field -> FaissMemory constructor argument, for each per-block memory setting (the keys are
-# s3cmn.config.MEMORY_LAYER_KEYS, the one list of what memory_layer_settings may set; a test keeps them equal).
+# s3cmn.model_config.MEMORY_LAYER_KEYS, the one list of what memory_layer_settings may set; a test keeps them equal).
 CONFIG_TO_ARGUMENT = {
     "memory_size": "capacity",
     "num_clusters": "num_clusters",

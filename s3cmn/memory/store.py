@@ -38,7 +38,7 @@ from s3cmn.memory.records import PROVENANCE_WINDOW, MemoryStats, Provenance, Sea
 from s3cmn.memory.settings import check_memory_args, default_pca_min_samples, memory_arguments
 
 if TYPE_CHECKING:
-    from s3cmn.config import S3CMNConfig
+    from s3cmn.model_config import S3CMNConfig
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 
 
 class LazyS3CMNForCausalLM:

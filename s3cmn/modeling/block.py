@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.cache import LayerState
 from s3cmn.modeling.mixer import MIXERS, MixerOutput, MixerSpec
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.decode import derived, linear, module_tensors
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.decode_step import window_step

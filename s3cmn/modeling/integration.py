@@ -41,7 +41,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.cross_modal import CrossModalAttention
 from s3cmn.modeling.liquid import LiquidMixer
 from s3cmn.modeling.mamba import MambaMixer

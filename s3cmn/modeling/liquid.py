@@ -34,7 +34,7 @@ from ncps.torch import CfCCell, LTCCell, WiredCfCCell
 from ncps.wirings import AutoNCP, FullyConnected
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 
 __all__ = ["LiquidMixer", "ncp_motor_size"]

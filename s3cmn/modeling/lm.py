@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 
-from s3cmn.config import S3CMNConfig
 from s3cmn.memory.bank import MemoryBank
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import S3CMNCache
 from s3cmn.modeling.decode import linear

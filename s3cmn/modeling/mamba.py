@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.decode import derived, linear
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.decode_step import ssm_step, window_step

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from s3cmn.config import S3CMNConfig
+    from s3cmn.model_config import S3CMNConfig
 
 __all__ = ["MIXERS", "Mixer", "MixerOutput", "MixerSpec", "MixerState"]
 
@@ -85,7 +85,7 @@ class MixerSpec:
         return self.mixer_class()(config, layer_idx)
 
 
-# The names are s3cmn.config.MIXER_KINDS, which the config checks block_mixers against (a test keeps them equal).
+# The names are s3cmn.model_config.MIXER_KINDS, which the config checks block_mixers against (a test keeps them equal).
 MIXERS: dict[str, MixerSpec] = {
     "hyena": MixerSpec("s3cmn.modeling.hyena", "HyenaOperator", "hyena", "hyena_norm"),
     "mamba": MixerSpec("s3cmn.modeling.mamba", "MambaMixer", "ssm", "ssm_norm"),

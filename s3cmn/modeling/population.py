@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.modeling.spiking import DETACH_RESET, MIN_THRESHOLD, LIFLayer, SpikeStats
 from s3cmn.ops.lif import lif_scan, lif_scan_ref

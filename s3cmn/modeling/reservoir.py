@@ -33,7 +33,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cross_modal import causal_attention, merge_heads, split_heads
 from s3cmn.modeling.mixer import MixerOutput, MixerState

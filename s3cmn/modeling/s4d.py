@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.fftconv import fft_causal_conv
 from s3cmn.ops.s4d_kernel import s4d_discretize, vandermonde_reduce, vandermonde_sum

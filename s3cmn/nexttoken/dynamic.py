@@ -81,7 +81,8 @@ class DynamicSettings:
     ``lr`` step size (0 = no adaptation), ``decay`` pull back to the trained weights per step, ``subset`` the
     adapted parameters, ``reset_at_documents`` back to the trained weights at each WikiText article,
     ``windows_per_step`` windows scored per update, ``eps_rel`` the MS floor relative to its mean RMS,
-    ``ms_beta`` the running MS's decay (1 = the held-out MS, fixed).
+    ``ms_beta`` the running MS's decay (1 = the held-out MS, fixed). ``lr_scale``: parameter name -> its own
+    step size as a multiple of ``lr`` (meta-learned, :mod:`.dynamic_meta`; a name it lacks steps at ``lr``).
     ``cache_lam`` / ``knn_lam`` / ``combined``: the read-outs' weights refitted with dynamic on (their
     temperature, k and window are the static fit's). ``fitted_on``: the held-out text; ``fit``: the grid and
     its held-out NLL per token. ``ms``: parameter name -> mean squared gradient (not in the JSON file).
@@ -94,6 +95,7 @@ class DynamicSettings:
     windows_per_step: int = 1
     eps_rel: float = 0.1
     ms_beta: float = 0.99
+    lr_scale: dict[str, float] = field(default_factory=dict)
     cache_lam: float | None = None
     knn_lam: float | None = None
     combined: tuple[float, float] | None = None
@@ -111,6 +113,8 @@ class DynamicSettings:
         _check("windows_per_step", self.windows_per_step >= 1, ">= 1", self.windows_per_step)
         _check("eps_rel", self.eps_rel > 0, "> 0", self.eps_rel)
         _check("ms_beta", 0 < self.ms_beta <= 1, "in (0, 1]", self.ms_beta)
+        bad = {n: v for n, v in self.lr_scale.items() if not (isinstance(v, (int, float)) and 0 <= v < math.inf)}
+        _check("lr_scale", not bad, "a mapping of parameter names to finite numbers >= 0", bad)
         for name in ("cache_lam", "knn_lam"):
             lam = getattr(self, name)
             _check(name, lam is None or 0 <= lam < 1, "None or in [0, 1)", lam)
@@ -165,7 +169,12 @@ class DynamicSettings:
 
     def summary(self) -> dict[str, Any]:
         """The settings a report shows (no MS, no grid)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("ms", "fit")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("ms", "fit", "lr_scale")}
+        if self.lr_scale:  # meta-learned: the spread of the per-tensor step sizes, not ~100 names
+            scales = sorted(self.lr_scale.values())
+            out["lr_scale"] = {"tensors": len(scales), "min": scales[0], "median": scales[len(scales) // 2],
+                               "max": scales[-1]}  # fmt: skip
+        return out
 
 
 def dynamic_path(checkpoint: str | os.PathLike) -> Path:
@@ -234,6 +243,10 @@ class DynamicAdapter:
     def __init__(self, model: nn.Module, settings: DynamicSettings) -> None:
         self.model, self.settings = model, settings
         self.params = subset_parameters(model, settings.subset)
+        unknown = sorted(set(settings.lr_scale) - set(self.params))
+        if unknown:
+            raise ValueError(f"dynamic settings scale the step of {unknown[:3]}, which subset {settings.subset!r} of "
+                             "this model does not adapt: the settings were fitted on another model; refit")  # fmt: skip
         missing = sorted(set(self.params) - set(settings.ms))
         if missing:
             raise ValueError(f"dynamic settings hold no MS for {missing[:3]}{'...' if len(missing) > 3 else ''}: "
@@ -273,7 +286,7 @@ class DynamicAdapter:
             return
         names = list(self.params)
         grads = torch.autograd.grad(loss, [self.params[n] for n in names], allow_unused=True)
-        lr = self.settings.lr
+        lr, scale = self.settings.lr, self.settings.lr_scale
         with torch.no_grad():
             for n, g in zip(names, grads, strict=True):
                 p = self.params[n]
@@ -281,7 +294,7 @@ class DynamicAdapter:
                 if g is not None:
                     if self.settings.ms_beta < 1:
                         self.ms[n].mul_(self.settings.ms_beta).addcmul_(g, g, value=1 - self.settings.ms_beta)
-                    update -= lr * g / (self.ms[n].sqrt() + self.eps)
+                    update -= lr * scale.get(n, 1.0) * g / (self.ms[n].sqrt() + self.eps)
                 p.add_(update)
         self.steps += 1
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.tasks.config import TaskConfig
 from s3cmn.training.checkpoint import CheckpointError, resolve_checkpoint, save_checkpoint
 from s3cmn.utils.checkpoints import read_checkpoint_json

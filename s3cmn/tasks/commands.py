@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from s3cmn.settings import SECTIONS, Settings
+from s3cmn.settings_file import SECTIONS, Settings
 from s3cmn.tasks.config import TASK_PRESETS, task_preset
 from s3cmn.tasks.report import render_task_report
 from s3cmn.tasks.run import evaluate_task, run_task

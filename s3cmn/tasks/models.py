@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import LayerState
 from s3cmn.ops.lif import lif_scan

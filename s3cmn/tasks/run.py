@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.run_config import TrainingConfig
 from s3cmn.tasks.baselines import CNNBaseline, GRUBaseline, count_parameters, match_parameters
 from s3cmn.tasks.checkpoint import load_task_model

@@ -196,7 +196,7 @@ def read_run_settings(folder: str | os.PathLike) -> dict[str, dict[str, Any] | N
     The model settings come from ``config.json``; training and data settings are in the trainer state of
     checkpoints written since they were recorded there (older ones give None).
     """
-    from s3cmn.config import S3CMNConfig
+    from s3cmn.model_config import S3CMNConfig
 
     root = resolve_checkpoint(folder)
     state = read_trainer_state(root)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.run_config import DataConfig, TrainingConfig
 from s3cmn.training.checkpoint import check_output_dir
 from s3cmn.training.setup_run import (

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.run_config import TrainingConfig
 from s3cmn.training.state import TrainingError
 

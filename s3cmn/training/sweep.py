@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s3cmn.settings import SECTION_OF, Settings, write_config_file
+from s3cmn.settings_file import SECTION_OF, Settings, write_config_file
 from s3cmn.utils.fields import ConfigError, unknown_key_error
 
 logger = logging.getLogger(__name__)

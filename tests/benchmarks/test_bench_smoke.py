@@ -70,7 +70,7 @@ def test_quick_run_writes_well_formed_json(bench: ModuleType, tmp_path: Path, ca
 
 
 def test_mfu_over_100_percent_is_refused(bench: ModuleType) -> None:
-    from s3cmn.config import S3CMNConfig
+    from s3cmn.model_config import S3CMNConfig
 
     config = S3CMNConfig.from_preset("tiny")
     train = [{"batch": 1, "seq_len": 64, "dtype": "fp32", "s3cmn": {"median": 1e9}, "gpt2": {"median": 1.0}}]

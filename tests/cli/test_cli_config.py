@@ -9,7 +9,7 @@ import pytest
 
 from s3cmn.cli import config as config_cli
 from s3cmn.cli.arguments import interactive_edit
-from s3cmn.settings import SECTIONS, Settings
+from s3cmn.settings_file import SECTIONS, Settings
 from s3cmn.utils.fields import settings_fields
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from s3cmn.config import preset_training
+from s3cmn.presets import preset_training
 from s3cmn.run_config import TrainingConfig
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
-from s3cmn.config import DataConfig
 from s3cmn.data import DataError, load_text_splits, read_text_file
+from s3cmn.run_config import DataConfig
 
 
 @pytest.fixture(scope="module")

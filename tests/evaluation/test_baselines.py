@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from s3cmn.config import S3CMNConfig
 from s3cmn.evaluation import baselines, benchmarking
+from s3cmn.model_config import S3CMNConfig
 
 
 def test_gpt2_baseline_has_no_attention_dropout_and_matched_parameters() -> None:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from s3cmn.config import S3CMNConfig
 from s3cmn.memory import (
     PROVENANCE_WINDOW,
     FaissMemory,
@@ -15,6 +14,7 @@ from s3cmn.memory import (
     memory_attend_ref,
     select_write,
 )
+from s3cmn.model_config import S3CMNConfig
 
 D = 32
 

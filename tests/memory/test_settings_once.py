@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from s3cmn.config import S3CMNConfig
 from s3cmn.memory import settings as memory_settings
 from s3cmn.memory import store as memory_store
 from s3cmn.memory.settings import check_memory_args, memory_arguments
 from s3cmn.memory.store import FaissMemory
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.utils.fields import ConfigError
 
 BASE = dict(hidden_dim=12, embedding_dim=12, num_layers=2, memory_layers=[0, -1], memory_size=16,

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from s3cmn.config import ConfigError, S3CMNConfig
 from s3cmn.memory import FaissMemory, Provenance, layer_memory_settings
+from s3cmn.model_config import S3CMNConfig
+from s3cmn.utils.fields import ConfigError
 
 
 def _memory(**kwargs) -> FaissMemory:

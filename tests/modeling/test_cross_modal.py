@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s3cmn.config import ConfigError, S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.cross_modal import (
     CrossModalAttention,
     causal_attention,
     causal_attention_ref,
     multiscale_windows,
 )
+from s3cmn.utils.fields import ConfigError
 
 D, H = 16, 4
 MODES = ["single", "bidirectional", "multiscale"]

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 import s3cmn.modeling.hyena as hyena_module
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.hyena import HyenaOperator
 from s3cmn.ops.fftconv import fft_causal_conv_ref
 

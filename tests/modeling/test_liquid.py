@@ -7,7 +7,7 @@ import pytest
 import torch
 from ncps.torch import CfCCell, LTCCell, WiredCfCCell
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.liquid import LiquidMixer, ncp_motor_size
 from s3cmn.utils.fields import ConfigError
 

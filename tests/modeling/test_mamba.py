@@ -9,7 +9,7 @@ import torch
 from mambapy.mamba import MambaBlock, MambaConfig
 
 import s3cmn.modeling.mamba as mamba_module
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.mamba import MambaMixer
 from s3cmn.ops.selective_scan import selective_scan_ref
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import s3cmn.modeling.s4d as s4d_module
-from s3cmn.config import ConfigError, S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.s4d import S4DMixer
 from s3cmn.ops.fftconv import fft_causal_conv_ref
 from s3cmn.ops.s4d_kernel import vandermonde_reduce_ref, vandermonde_sum_ref
+from s3cmn.utils.fields import ConfigError
 
 D, N = 16, 8
 

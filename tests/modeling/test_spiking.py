@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import s3cmn.modeling.spiking as spiking_module
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.spiking import LIFLayer, SpikeStats
 from s3cmn.ops.lif import lif_scan_ref
 

@@ -8,7 +8,7 @@ import copy
 
 import torch
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.lm import S3CMNForCausalLM
 from s3cmn.quantization.backends import quantize_model
 from s3cmn.quantization.checkpoint import load_quantized, save_quantized

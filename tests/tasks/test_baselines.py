@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.tasks.baselines import CNNBaseline, GRUBaseline, count_parameters, match_parameters
 from s3cmn.tasks.config import TASK_PRESETS, TaskConfig, task_preset
 from s3cmn.tasks.run import robotics_models, vision_models

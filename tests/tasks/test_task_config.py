@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.run_config import TrainingConfig
 from s3cmn.tasks.config import TASK_PRESETS, TaskConfig, task_preset
 from s3cmn.utils.fields import ConfigError

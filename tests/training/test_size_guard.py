@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.lm import S3CMNForCausalLM
 from s3cmn.run_config import TrainingConfig
 from s3cmn.training import size_guard

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from s3cmn.cli import sweep as sweep_cli
-from s3cmn.settings import Settings
+from s3cmn.settings_file import Settings
 from s3cmn.training.sweep import apply_params, parse_param, validate_space
 from s3cmn.utils.fields import ConfigError
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s3cmn.config import S3CMNConfig
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.run_config import DataConfig, EvalConfig, TaskConfig, TrainingConfig
 from s3cmn.utils.fields import ConfigError, settings_fields, unknown_key_error
 
