@@ -35,7 +35,7 @@ from s3cmn.utils.fields import (
 
 __all__ = ["S3CMNConfig", "MIXER_KINDS", "MEMORY_LAYER_KEYS"]
 
-# The sub-layers a block may list in block_mixers: the names of s3cmn.modeling.mixer.MIXERS.
+# The sub-layers a block may list in block_mixers: the names of s3cmn.modeling.block.MIXERS.
 MIXER_KINDS = (
     "hyena", "mamba", "s4d", "lif", "population_lif", "integration", "memory", "attention", "reservoir", "mlp",
 )

@@ -9,13 +9,19 @@ in place of the state-space mixer and the LIF layer; the LiquidLM layout attenti
 
 The memory read is present only in the blocks of ``config.memory_layer_indices()``; it stages what the
 block writes in the memory bank the block is given (the LM commits it after the whole forward).
+
+``MIXERS`` maps the names that ``S3CMNConfig.block_mixers`` lists to a :class:`MixerSpec`: the mixer's class
+(every one follows :mod:`s3cmn.modeling.mixer`'s contract) and where the block keeps it. The ``slot`` is the
+block's attribute, so it is the checkpoint key prefix (``layers.0.hyena.*``, ``layers.0.hyena_norm.*``) and
+the key of the mixer's state in the block's state; a kind listed twice gets ``ssm_1`` / ``ssm_norm_1``. The
+memory read (``reads_memory``) takes the model's memory bank as a third argument of ``forward``/``step``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +29,58 @@ from torch import Tensor, nn
 
 from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.cache import LayerState
-from s3cmn.modeling.mixer import MIXERS, MixerOutput, MixerSpec
+from s3cmn.modeling.hyena import HyenaOperator
+from s3cmn.modeling.integration import IntegratedMixer
+from s3cmn.modeling.mamba import MambaMixer
+from s3cmn.modeling.memory_read import MemoryReadMixer
+from s3cmn.modeling.mixer import MixerOutput
+from s3cmn.modeling.mlp import MLP
+from s3cmn.modeling.population import PopulationLIFLayer
+from s3cmn.modeling.reservoir import CausalSelfAttention, TimeAwareReservoir
+from s3cmn.modeling.s4d import S4DMixer
+from s3cmn.modeling.spiking import LIFLayer
 
 if TYPE_CHECKING:
     from s3cmn.memory.bank import MemoryBank
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    """How to build one kind of mixer and where the block keeps it.
+
+    ``cls``: the mixer class, built as ``cls(config, layer_idx)``. ``slot``/``norm``: the block attributes of
+    the mixer and of its pre-norm (checkpoint keys; the mixer's state key is ``slot``). ``residual_dropout``:
+    the block applies its dropout to ``y`` before the residual add (off for mixers that already drop their
+    output, and for the gated memory read). ``reads_memory``: the block hands it the memory bank as a third
+    argument. ``reports``: the ``BlockOutput`` field its ``stats`` go to.
+    """
+
+    cls: type[nn.Module]
+    slot: str
+    norm: str
+    residual_dropout: bool = True
+    reads_memory: bool = False
+    reports: Literal["spike_stats", "memory_stats"] | None = None
+
+    def __call__(self, config: S3CMNConfig, layer_idx: int) -> nn.Module:
+        """Build the mixer of block ``layer_idx``."""
+        return self.cls(config, layer_idx)
+
+
+# The names are s3cmn.model_config.MIXER_KINDS, which the config checks block_mixers against (a test keeps them equal).
+MIXERS: dict[str, MixerSpec] = {
+    "hyena": MixerSpec(HyenaOperator, "hyena", "hyena_norm"),
+    "mamba": MixerSpec(MambaMixer, "ssm", "ssm_norm"),
+    "s4d": MixerSpec(S4DMixer, "ssm", "ssm_norm"),
+    "lif": MixerSpec(LIFLayer, "spiking", "spike_norm", reports="spike_stats"),
+    "population_lif": MixerSpec(PopulationLIFLayer, "spiking", "spike_norm", reports="spike_stats"),
+    "integration": MixerSpec(IntegratedMixer, "integration", "integration_norm", reports="spike_stats"),
+    "memory": MixerSpec(MemoryReadMixer, "memory_reader", "memory_norm", residual_dropout=False, reads_memory=True,
+                        reports="memory_stats"),
+    "attention": MixerSpec(CausalSelfAttention, "attention", "attention_norm", residual_dropout=False),
+    "reservoir": MixerSpec(TimeAwareReservoir, "reservoir", "reservoir_norm", residual_dropout=False),
+    "mlp": MixerSpec(MLP, "mlp", "mlp_norm", residual_dropout=False),
+}
 
 
 @dataclass

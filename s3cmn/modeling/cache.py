@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# one block's state: sub-layer slot ("hyena", "ssm", "spiking", ...; see s3cmn.modeling.mixer.MIXERS) -> that
+# one block's state: sub-layer slot ("hyena", "ssm", "spiking", ...; see s3cmn.modeling.block.MIXERS) -> that
 # mixer's state (a dict of batch-first tensors); stateless sub-layers (memory read, MLP) have no entry
 LayerState = dict[str, dict[str, Tensor]]
 

@@ -25,23 +25,39 @@ Each token needs the previous state, so ``forward`` is a Python loop over ``_cel
 ``step`` runs: step == forward by construction. The loop cannot be parallelised over T and is slow in training
 (Python and autograd overhead per token; measured tokens/s are in the ablation report).
 State: ``{"h": (B, U)}``.
+
+``ncps`` is an optional extra (``pip install 's3cmn[liquid]'``), imported when a liquid mixer is built, so the
+block's registry of mixers imports this module without it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from ncps.torch import CfCCell, LTCCell, WiredCfCCell
-from ncps.wirings import AutoNCP, FullyConnected
 from torch import Tensor, nn
 
 from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 
-__all__ = ["LiquidMixer", "ncp_motor_size"]
+__all__ = ["LiquidMixer", "import_ncps", "ncp_motor_size"]
 
 NCP_SEED = 22222  # ncps' default wiring seed; layer_idx is added so that layers get different wirings
 LTC_EREV_SEED = 1111  # ncps' default seed of the reversal potentials' signs
 NCP_MOTOR_FRACTION = 0.3  # ncps' recommendation: motor (output) neurons ≈ 0.3 × units
+
+
+NCPS_INSTALL = "pip install 's3cmn[liquid]' (ncps>=1.0)"
+
+
+def import_ncps() -> Any:
+    """The ``ncps`` package with its torch cells and wirings; without it, an ImportError that says what to install."""
+    try:
+        import ncps.torch
+        import ncps.wirings
+    except ImportError as err:
+        raise ImportError(f"the liquid mixer (use_liquid = True) needs ncps ({err}): {NCPS_INSTALL}") from err
+    return ncps
 
 
 def ncp_motor_size(units: int) -> int:
@@ -63,18 +79,20 @@ class LiquidMixer(nn.Module):
         self.backbone = config.liquid_backbone
         self.tau_base = config.liquid_tau_base
         self.in_proj = nn.Linear(D, U)
+        ncps = import_ncps()
         if self.backbone == "cfc":
-            self.cell = CfCCell(U, U, mode="default", backbone_activation="lecun_tanh", backbone_units=U,
-                                backbone_layers=1)
+            self.cell = ncps.torch.CfCCell(U, U, mode="default", backbone_activation="lecun_tanh", backbone_units=U,
+                                           backbone_layers=1)
             out_units = U
         elif self.backbone == "ltc":
-            wiring = FullyConnected(U, output_dim=U, erev_init_seed=LTC_EREV_SEED + layer_idx)
-            self.cell = LTCCell(wiring, in_features=U, ode_unfolds=config.ltc_ode_unfolds,
-                                implicit_param_constraints=True)
+            wiring = ncps.wirings.FullyConnected(U, output_dim=U, erev_init_seed=LTC_EREV_SEED + layer_idx)
+            self.cell = ncps.torch.LTCCell(wiring, in_features=U, ode_unfolds=config.ltc_ode_unfolds,
+                                           implicit_param_constraints=True)
             out_units = U
         else:  # "ncp"; the config checks that AutoNCP can wire liquid_units at ncp_sparsity
-            wiring = AutoNCP(U, ncp_motor_size(U), sparsity_level=config.ncp_sparsity, seed=NCP_SEED + layer_idx)
-            self.cell = WiredCfCCell(U, wiring, mode="default")
+            wiring = ncps.wirings.AutoNCP(U, ncp_motor_size(U), sparsity_level=config.ncp_sparsity,
+                                          seed=NCP_SEED + layer_idx)
+            self.cell = ncps.torch.WiredCfCCell(U, wiring, mode="default")
             out_units = ncp_motor_size(U)
         self.out_units = out_units
         self.out_proj = nn.Linear(out_units, D)

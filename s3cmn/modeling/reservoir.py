@@ -20,9 +20,9 @@ R = ``config.reservoir_size`` neurons, at absolute position p = p0 + t::
 The recurrence is a per-token loop (``reservoir_scan``); its input projection for all T is one matmul.
 ``reservoir_scan_ref`` is the readable twin (projection inside the loop). ``CausalSelfAttention`` and
 ``TimeAwareReservoir`` are mixers (:mod:`s3cmn.modeling.mixer`, registry names "attention" and
-"reservoir"); the block is an ``S3CMNBlock`` over them. Its state is ``{"attention": {"k", "v"} (B, H, t, hd),
-"reservoir": {"h": (B, R), "pos": (B,) int64}}``; the attention cache grows with the context (standard
-attention), the reservoir state does not.
+"reservoir"); the LiquidLM block (``block_type = "reservoir"``) is an ``S3CMNBlock`` over attention →
+reservoir → MLP. Its state is ``{"attention": {"k", "v"} (B, H, t, hd), "reservoir": {"h": (B, R), "pos": (B,)
+int64}}``; the attention cache grows with the context (standard attention), the reservoir state does not.
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ import torch
 from torch import Tensor, nn
 
 from s3cmn.model_config import S3CMNConfig
-from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cross_modal import causal_attention, merge_heads, split_heads
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CausalSelfAttention", "TimeAwareReservoir", "ReservoirBlock", "reservoir_scan", "reservoir_scan_ref"]
+__all__ = ["CausalSelfAttention", "TimeAwareReservoir", "reservoir_scan", "reservoir_scan_ref"]
 
 LEAK_MIN, LEAK_MAX = 0.1, 1.0  # leak rates a, log-uniform: time constants from 1 to 10 tokens
 RIPPLE_MIN_PERIOD = 4.0  # tokens
@@ -171,7 +170,3 @@ class CausalSelfAttention(nn.Module):
         """x (B, D) -> y (B, D): one token attending to the cache (which grows by one entry)."""
         out = self.forward(x[:, None], state)
         return MixerOutput(out.y[:, 0], out.state)
-
-
-class ReservoirBlock(S3CMNBlock):
-    """The LiquidLM block (``block_type = "reservoir"``): an ``S3CMNBlock`` over attention → reservoir → MLP."""

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from ncps.torch import CfCCell, LTCCell, WiredCfCCell
@@ -68,3 +71,15 @@ def test_ncp_wiring_is_sparse_and_differs_per_layer() -> None:
 def test_ncp_bad_settings_are_config_errors(fields: dict) -> None:
     with pytest.raises(ConfigError, match="liquid_backbone = 'ncp'"):
         _config(liquid_backbone="ncp", use_liquid=True, **fields)
+
+
+def test_ncps_is_needed_only_to_build_a_liquid_mixer(monkeypatch) -> None:
+    """The block's registry imports every mixer class, so the model code must import without the optional
+    ncps; building a liquid mixer without it names the extra to install."""
+    code = "import sys, s3cmn.modeling.lm; print('ncps' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == [
+        "False"]
+    for name in ("ncps", "ncps.torch", "ncps.wirings"):
+        monkeypatch.setitem(sys.modules, name, None)  # what an import finds when the package is missing
+    with pytest.raises(ImportError, match=r"needs ncps .*pip install 's3cmn\[liquid\]'"):
+        _model("cfc")

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from s3cmn.model_config import MIXER_KINDS, S3CMNConfig
-from s3cmn.modeling.mixer import MIXERS, Mixer, MixerOutput
+from s3cmn.modeling.block import MIXERS
+from s3cmn.modeling.mixer import Mixer, MixerOutput
 
 B, T, D, SPLIT = 2, 12, 16, 5  # SPLIT: the later tokens a causality check changes, the chunk boundary
 SMALL = dict(

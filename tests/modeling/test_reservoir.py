@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from s3cmn import S3CMNConfig, S3CMNForCausalLM
-from s3cmn.modeling.block import BlockOutput
-from s3cmn.modeling.reservoir import ReservoirBlock, TimeAwareReservoir, reservoir_scan, reservoir_scan_ref
+from s3cmn.modeling.block import BlockOutput, S3CMNBlock
+from s3cmn.modeling.reservoir import TimeAwareReservoir, reservoir_scan, reservoir_scan_ref
 from s3cmn.utils.fields import ConfigError
 
 D, R, V = 16, 24, 50
@@ -24,9 +24,9 @@ def _config(**overrides) -> S3CMNConfig:
     return S3CMNConfig.from_preset("liquidlm", **{**fields, **overrides})
 
 
-def _block(seed: int = 0, **overrides) -> ReservoirBlock:
+def _block(seed: int = 0, **overrides) -> S3CMNBlock:
     torch.manual_seed(seed)
-    return ReservoirBlock(_config(**overrides), layer_idx=0).eval()
+    return S3CMNBlock(_config(**overrides), layer_idx=0).eval()
 
 
 def _lm(seed: int = 0, **overrides) -> S3CMNForCausalLM:
