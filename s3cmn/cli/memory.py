@@ -183,24 +183,52 @@ def fit_dynamic_settings(args: argparse.Namespace, model: Any, text: Any, window
     on) on the same held-out text, written to CHECKPOINT/nexttoken/dynamic.json (+ dynamic_ms.safetensors)."""
     from s3cmn.evaluation.run import load_eval_tokenizer
     from s3cmn.nexttoken.dynamic import document_starts, dynamic_path
-    from s3cmn.nexttoken.dynamic_fit import fit_dynamic
+    from s3cmn.nexttoken.dynamic_fit import LRS, fit_dynamic
     from s3cmn.run_config import DataConfig
 
     tokenizer, _ = load_eval_tokenizer(args.checkpoint, DataConfig())
     starts = document_starts(text.text, tokenizer, text.num_tokens)
     dynamic = fit_dynamic(model, text.stream, window["context_length"], window["stride"], readouts=readouts,
                           datastore=store, document_starts=starts, fitted_on=fitted_on,
-                          grid_tokens=args.dynamic_grid_tokens,
-                          windows_per_step=args.dynamic_windows_per_step)  # fmt: skip
+                          grid_tokens=args.dynamic_grid_tokens, windows_per_step=args.dynamic_windows_per_step,
+                          lrs=args.dynamic_lrs or LRS, meta=_meta_options(args))  # fmt: skip
     out = dynamic.save(args.out.parent if args.out else dynamic_path(args.checkpoint))
     grid = dynamic.fit["grid_nll_per_token"]
     print(f"dynamic evaluation fitted on {args.text} (grid on its first {dynamic.fit['grid_tokens']:,} tokens) -> "
           f"{out}\n  lr {dynamic.lr:g}, decay {dynamic.decay:g}, subset {dynamic.subset}, reset at documents "
           f"{dynamic.reset_at_documents}, {dynamic.windows_per_step} window(s) per step: grid NLL/token "
           f"{grid['off']:.4f} -> {grid['dynamic']:.4f}")  # fmt: skip
+    if dynamic.fit["lr_at_grid_edge"]:
+        print(f"  warning: lr {dynamic.lr:g} is at the edge of the grid "
+              f"{dynamic.fit['grid']['lr']}: widen it with --dynamic-lrs")  # fmt: skip
+    if "meta" in dynamic.fit:
+        meta = dynamic.fit["meta"]
+        scores = meta["compare_nll_per_token"]
+        print(f"  meta-learned step sizes (per tensor) vs the grid's, fitted on the first {meta['fit_tokens']:,} "
+              f"tokens, compared on the last {meta['compare_tokens']:,}: NLL/token off {scores['off']:.4f}, grid "
+              f"{scores['grid']:.4f}, meta {scores['meta']:.4f} -> kept {meta['kept']}")  # fmt: skip
     for mode, nll in dynamic.fit.get("nll_per_token", {}).items():
         print(f"  {mode:>17}: held-out NLL/token {nll:.4f}, token ppl {math.exp(nll):.2f}")
     print(f"  lambdas with dynamic on: cache {dynamic.cache_lam}, knn {dynamic.knn_lam}, cache+knn {dynamic.combined}")
+
+
+def _meta_options(args: argparse.Namespace) -> Any:
+    """``--dynamic-meta``'s MetaOptions (the flags left unset keep its defaults), None without it."""
+    from s3cmn.nexttoken.dynamic_meta import MetaOptions
+
+    chosen = {"epochs": args.meta_epochs, "unroll": args.meta_unroll}
+    return MetaOptions(**{k: v for k, v in chosen.items() if v is not None}) if args.dynamic_meta else None
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    """``--dynamic-lrs 1e-4,1e-3``: positive finite step sizes."""
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1e-4,1e-3") from None
+    if not rates or not all(0 < r < math.inf for r in rates):
+        raise argparse.ArgumentTypeError(f"{text!r}: every step size must be a finite number > 0")
+    return rates
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
                              help="held-out tokens each dynamic grid point is scored on (0 = all)")
             cmd.add_argument("--dynamic-windows-per-step", type=int, default=1,
                              help="windows scored per dynamic-evaluation update")
+            cmd.add_argument("--dynamic-lrs", type=_rates, default=None,
+                             help="comma-separated step sizes of the dynamic grid (default 1e-5 to 1e-2)")
+            cmd.add_argument("--dynamic-meta", action="store_true",
+                             help="also meta-learn a step size per tensor and the decay (Meta-SGD) from the grid's "
+                                  "point; both are fitted on the first 75%% of --text and the better on its last 25%% "
+                                  "is kept")
+            cmd.add_argument("--meta-epochs", type=int, default=None,
+                             help="passes over the held-out text while meta-learning (default 2)")
+            cmd.add_argument("--meta-unroll", type=int, default=None,
+                             help="adaptation steps differentiated through per meta-update (default 8)")
     return parser
 
 

@@ -58,7 +58,11 @@ def dynamic_inputs(folder: Path, modes: list[str], text: EvalText, tokenizer: An
     if settings.reset_at_documents:
         starts = document_starts(text.text, tokenizer, text.num_tokens)
         notes.append(f"dynamic evaluation resets to the trained weights at {len(starts)} document starts")
-    notes.append(f"dynamic evaluation (lr {settings.lr:g}, decay {settings.decay:g}, subset {settings.subset}, "
+    scales = settings.summary().get("lr_scale")
+    steps = (f"meta-learned step sizes: lr {settings.lr:g} x a scale per tensor ({scales['tensors']} tensors, "
+             f"{scales['min']:.3g} to {scales['max']:.3g}, median {scales['median']:.3g})" if scales
+             else f"lr {settings.lr:g}")  # fmt: skip
+    notes.append(f"dynamic evaluation ({steps}, decay {settings.decay:g}, subset {settings.subset}, "
                  f"reset at documents {settings.reset_at_documents}, {settings.windows_per_step} window(s) per step; "
                  f"lambdas with dynamic on: cache {settings.cache_lam}, knn {settings.knn_lam}, cache+knn "
                  f"{settings.combined}) fitted on {settings.fitted_on.get('path', '?')} (sha256 {str(fitted)[:12]}, "

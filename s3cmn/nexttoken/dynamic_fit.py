@@ -10,8 +10,15 @@ Fitting (:func:`fit_dynamic`, never on the scored text), a coordinate search of 
 1. MS: the mean squared chunk gradient of every parameter over the held-out text, at the trained weights;
 2. subset x lr (decay 0) on the first ``grid_tokens`` tokens of the held-out text (each point is one pass);
 3. decay at the best subset and lr; 4. the document reset on / off at the best point (WikiText articles only);
-5. with read-out settings: one pass over the whole held-out text at the chosen point, where the read-outs'
+5. with ``meta`` (:class:`.dynamic_meta.MetaOptions`): the held-out text is split, the grid (1-4) and the
+   meta-learned per-tensor step sizes (:func:`.dynamic_meta.meta_fit`, from the grid's point) are both fitted on
+   its first ``1 - compare_fraction``, and the one with the lower NLL on the last ``compare_fraction``, which
+   neither saw, is kept; ``fit["meta"]`` reports both;
+6. with read-out settings: one pass over the whole held-out text at the chosen point, where the read-outs'
    weights (lambda) are refitted with dynamic on (temperature, k and window kept from their static fit).
+
+A step size chosen at the top or the bottom of the grid is logged as a warning and reported
+(``fit["lr_at_grid_edge"]``): the grid was too narrow for this model.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from torch import Tensor, nn
 
 from s3cmn.nexttoken.datastore import NextTokenDatastore
 from s3cmn.nexttoken.dynamic import DYNAMIC_MODES, DynamicSettings, base_mode, dynamic_chunks, gradient_ms
+from s3cmn.nexttoken.dynamic_meta import MetaOptions, meta_fit
 from s3cmn.nexttoken.fit import (
     KNN_K_MAX,
     FitData,
@@ -41,7 +49,7 @@ from s3cmn.nexttoken.stream import Chunk, ReadoutScores, score_readouts
 
 logger = logging.getLogger(__name__)
 
-LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 DECAYS = (1e-3, 1e-2)  # tried after decay 0
 GRID_SUBSETS = ("all", "norms_biases", "head", "ssm")
 
@@ -123,10 +131,40 @@ def fit_dynamic(model: nn.Module, stream: Tensor, context_length: int, stride: i
                 readouts: ReadoutSettings | None = None, datastore: NextTokenDatastore | None = None,
                 document_starts: Tensor | None = None, fitted_on: dict[str, Any] | None = None,
                 grid_tokens: int = 8192, windows_per_step: int = 1, lrs: Sequence[float] = LRS,
-                decays: Sequence[float] = DECAYS, subsets: Sequence[str] = GRID_SUBSETS) -> DynamicSettings:
+                decays: Sequence[float] = DECAYS, subsets: Sequence[str] = GRID_SUBSETS,
+                meta: MetaOptions | None = None, compare_fraction: float = 0.25) -> DynamicSettings:
     """Fit lr, decay, the subset and the document reset on the held-out ``stream`` (N + 1,) (module docstring);
+    ``meta``: also meta-learn per-tensor step sizes and keep whichever wins on the held-out tail;
     ``readouts`` / ``datastore``: the static read-outs, whose lambdas are refitted with dynamic on."""
     start = time.perf_counter()
+    fit_stream, compare_stream = stream, None
+    if meta is not None:
+        if not 0 < compare_fraction < 1:
+            raise ValueError(f"compare_fraction = {compare_fraction} must be in (0, 1)")
+        cut = int((stream.numel() - 1) * (1 - compare_fraction))
+        if min(cut, stream.numel() - 1 - cut) < context_length:
+            raise ValueError(f"the held-out text ({stream.numel() - 1} tokens) is too short to split into a fit part "
+                             f"and a comparison part of at least one window ({context_length} tokens) each")
+        fit_stream, compare_stream = stream[: cut + 1], stream[cut:]
+    chosen, fit = _grid(model, fit_stream, context_length, stride, document_starts, fitted_on, grid_tokens,
+                        windows_per_step, lrs, decays, subsets)  # fmt: skip
+    if meta is not None:
+        chosen, fit["meta"] = _meta_or_grid(model, fit_stream, compare_stream, context_length, stride, chosen, meta,
+                                            document_starts)  # fmt: skip
+        fit["meta"]["compare_fraction"] = compare_fraction
+    if readouts is not None and readouts.cache is not None:  # 6. the read-outs' weights with dynamic on
+        chunks = dynamic_chunks(model, stream, context_length, stride, chosen, document_starts)
+        lams, fit["nll_per_token"] = _refit_lambdas(_collect(chunks, readouts, datastore), readouts)
+        chosen = dataclasses.replace(chosen, **lams)
+    fit["seconds"] = time.perf_counter() - start
+    logger.info("dynamic evaluation fitted on %d tokens: %s", stream.numel() - 1, chosen.summary())
+    return dataclasses.replace(chosen, fit=fit)
+
+
+def _grid(model: nn.Module, stream: Tensor, context_length: int, stride: int, document_starts: Tensor | None,
+          fitted_on: dict[str, Any] | None, grid_tokens: int, windows_per_step: int, lrs: Sequence[float],
+          decays: Sequence[float], subsets: Sequence[str]) -> tuple[DynamicSettings, dict[str, Any]]:
+    """Steps 1-4 of the module docstring: the MS over ``stream``, the grid on its first ``grid_tokens``."""
     grid_stream = stream[: grid_tokens + 1] if grid_tokens > 0 else stream
     ms = gradient_ms(model, stream, context_length, stride, windows_per_step)
     base = DynamicSettings(windows_per_step=windows_per_step, ms=ms, fitted_on=dict(fitted_on or {}),
@@ -151,17 +189,35 @@ def fit_dynamic(model: nn.Module, stream: Tensor, context_length: int, stride: i
     if document_starts is not None and len(document_starts) > 0 and bool((document_starts < grid_stream.numel()).any()):
         nll = trial(**best[1], reset_at_documents=True)
         best = min(best, (nll, {**best[1], "reset_at_documents": True}), key=lambda t: t[0])
-    chosen = dataclasses.replace(base, **best[1])
+    edge = len(lrs) > 1 and best[1]["lr"] in (min(lrs), max(lrs))
+    if edge:
+        logger.warning("dynamic fit: lr %g is at the edge of the grid %s: widen it (--dynamic-lrs)", best[1]["lr"],
+                       list(lrs))  # fmt: skip
     fit: dict[str, Any] = {"grid_tokens": int(grid_stream.numel() - 1), "tokens": int(stream.numel() - 1),
                            "grid_nll_per_token": {"off": off, "dynamic": best[0]}, "trials": trials,
-                           "grid": {"lr": list(lrs), "decay": [0.0, *decays], "subset": list(subsets)}}
-    if readouts is not None and readouts.cache is not None:  # 5. the read-outs' weights with dynamic on
-        chunks = dynamic_chunks(model, stream, context_length, stride, chosen, document_starts)
-        lams, fit["nll_per_token"] = _refit_lambdas(_collect(chunks, readouts, datastore), readouts)
-        chosen = dataclasses.replace(chosen, **lams)
-    fit["seconds"] = time.perf_counter() - start
-    logger.info("dynamic evaluation fitted on %d tokens: %s", stream.numel() - 1, chosen.summary())
-    return dataclasses.replace(chosen, fit=fit)
+                           "grid": {"lr": list(lrs), "decay": [0.0, *decays], "subset": list(subsets)},
+                           "lr_at_grid_edge": edge}  # fmt: skip
+    return dataclasses.replace(base, **best[1]), fit
 
 
-__all__ = ["DYNAMIC_MODES", "dynamic_nll", "dynamic_readouts", "fit_dynamic", "score_dynamic"]
+def _meta_or_grid(model: nn.Module, fit_stream: Tensor, compare_stream: Tensor, context_length: int, stride: int,
+                  grid: DynamicSettings, options: MetaOptions,
+                  document_starts: Tensor | None) -> tuple[DynamicSettings, dict[str, Any]]:  # fmt: skip
+    """Step 5: meta-learn from the grid's point on ``fit_stream``, score off / grid / meta on ``compare_stream``
+    (neither fit saw it; document resets as each setting says, the starts shifted to its positions) and keep
+    the lower."""
+    learned = meta_fit(model, fit_stream, context_length, stride, grid, options)
+    offset = fit_stream.numel() - 1
+    starts = None if document_starts is None else document_starts[document_starts > offset] - offset
+    scores = {name: dynamic_nll(model, compare_stream, context_length, stride, settings, starts)
+              for name, settings in (("off", dataclasses.replace(grid, lr=0.0)), ("grid", grid), ("meta", learned))}
+    kept = "meta" if scores["meta"] <= scores["grid"] else "grid"
+    logger.info("dynamic fit, held-out comparison (%d tokens): off %.4f, grid %.4f, meta-learned %.4f -> %s",
+                compare_stream.numel() - 1, scores["off"], scores["grid"], scores["meta"], kept)  # fmt: skip
+    report = {**learned.fit["meta"], "compare_tokens": int(compare_stream.numel() - 1),
+              "fit_tokens": int(fit_stream.numel() - 1), "compare_nll_per_token": scores, "kept": kept,
+              "learned": {"decay": learned.decay, "lr_scale": learned.lr_scale}}  # fmt: skip
+    return (learned if kept == "meta" else grid), report
+
+
+__all__ = ["DYNAMIC_MODES", "MetaOptions", "dynamic_nll", "dynamic_readouts", "fit_dynamic", "score_dynamic"]

@@ -28,7 +28,6 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -72,11 +71,31 @@ def _chunk_loss(model: nn.Module, params: dict[str, Tensor], ids: Tensor, n: int
     return F.cross_entropy(logits.float(), ids[:, ids.shape[1] - n :].reshape(-1))
 
 
+def _update(theta: dict[str, Tensor], loss: Tensor, theta0: dict[str, Tensor], ms: dict[str, Tensor],
+            rel: dict[str, Tensor], log_s: dict[str, Tensor], decay: Tensor, settings: DynamicSettings,
+            eps: float) -> dict[str, Tensor]:  # fmt: skip
+    """One adaptation step, :meth:`.dynamic.DynamicAdapter.step`'s rule as a function of the step sizes and the
+    decay (the normalised gradient a constant of them: first order); updates the running ``ms`` in place."""
+    grads = torch.autograd.grad(loss, list(theta.values()), retain_graph=True, allow_unused=True)
+    out = {}
+    for (name, value), g in zip(theta.items(), grads, strict=True):
+        rate = torch.clamp(rel[name] * decay, max=1.0)  # DynamicAdapter.rate: min(r, 1 / decay) * decay
+        new = value + rate * (theta0[name] - value)
+        if g is not None:
+            if settings.ms_beta < 1:
+                ms[name].mul_(settings.ms_beta).addcmul_(g, g, value=1 - settings.ms_beta)
+            new = new - settings.lr * log_s[name].exp() * (g / (ms[name].sqrt() + eps))
+        out[name] = new
+    return out
+
+
 def meta_fit(model: nn.Module, stream: Tensor, context_length: int, stride: int, start: DynamicSettings,
-             options: MetaOptions = MetaOptions()) -> DynamicSettings:  # fmt: skip
+             options: MetaOptions = MetaOptions(), document_starts: Tensor | None = None) -> DynamicSettings:
     """Learn per-tensor step sizes and the decay on ``stream`` (N + 1,) from the grid's settings ``start``
-    (module docstring). The model's weights are unchanged afterwards. The returned settings' ``fit["meta"]``
-    holds the meta-training curve (mean NLL per token of each epoch's adapting pass)."""
+    (module docstring); with ``start.reset_at_documents`` the weights go back to theta_0 after scoring a chunk
+    that holds one of ``document_starts``, as in the scored pass. The model's weights are unchanged afterwards.
+    The returned settings' ``fit["meta"]`` holds the meta-training curve (mean NLL per token of each epoch's
+    adapting pass, before that epoch's meta-updates took effect on later chunks)."""
     if start.lr <= 0:
         raise ValueError("meta_fit starts from a fitted step size: the grid chose lr 0 (no adaptation pays)")
     params = subset_parameters(model, "all")
@@ -95,6 +114,7 @@ def meta_fit(model: nn.Module, stream: Tensor, context_length: int, stride: int,
     log_decay = torch.tensor(math.log(max(start.decay, options.min_decay)), device=device, requires_grad=True)
     optimizer = torch.optim.Adam([*log_s.values(), log_decay], lr=options.meta_lr)
     max_log_s = math.log(options.max_scale)
+    starts = document_starts if start.reset_at_documents and document_starts is not None else None
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     curve: list[dict[str, float]] = []
     began = time.perf_counter()
@@ -110,25 +130,18 @@ def meta_fit(model: nn.Module, stream: Tensor, context_length: int, stride: int,
             for i, batch in enumerate(batches):
                 ids = torch.stack([stream[w.begin : w.end] for w in batch]).to(device)
                 n = batch[0].num_scored
-                current = {k: v.requires_grad_(True) if not v.requires_grad else v for k, v in theta.items()}
-                loss = _chunk_loss(model, current, ids, n)
-                grads = torch.autograd.grad(loss, list(current.values()), retain_graph=True, allow_unused=True)
-                segment.append(loss)
+                theta = {k: v if v.requires_grad else v.requires_grad_(True) for k, v in theta.items()}
+                loss = _chunk_loss(model, theta, ids, n)
                 total += float(loss.detach()) * ids.shape[0] * n
                 count += ids.shape[0] * n
-                decay = log_decay.exp()
-                step = {}
-                for (name, value), g in zip(current.items(), grads, strict=True):
-                    rate = torch.minimum(rel[name] * decay, torch.ones((), device=device))  # r*decay, capped at 1
-                    new = value + rate * (theta0[name] - value)
-                    if g is not None:
-                        g = g.detach()
-                        if start.ms_beta < 1:
-                            ms[name].mul_(start.ms_beta).addcmul_(g, g, value=1 - start.ms_beta)
-                        new = new - start.lr * log_s[name].exp() * (g / (ms[name].sqrt() + eps))
-                    step[name] = new
-                theta = step
-                if len(segment) == options.unroll or i == len(batches) - 1:
+                segment.append(loss)
+                # a document starts inside this chunk: back to theta_0 after scoring it, no update (as in
+                # dynamic.adapting_chunks); a non-finite loss takes no update (DynamicAdapter.step)
+                reset = starts is not None and bool(((starts >= batch[0].first_target)
+                                                     & (starts <= batch[-1].end - 1)).any())  # fmt: skip
+                if not reset and bool(torch.isfinite(loss)):
+                    theta = _update(theta, loss, theta0, ms, rel, log_s, log_decay.exp(), start, eps)
+                if reset or len(segment) == options.unroll or i == len(batches) - 1:
                     optimizer.zero_grad()
                     torch.stack(segment).mean().backward()
                     optimizer.step()
@@ -136,12 +149,12 @@ def meta_fit(model: nn.Module, stream: Tensor, context_length: int, stride: int,
                         for v in log_s.values():
                             v.clamp_(max=max_log_s)
                         log_decay.clamp_(min=math.log(options.min_decay), max=0.0)
-                    theta = {k: v.detach() for k, v in theta.items()}
+                    theta = {k: (theta0[k] if reset else v).detach().clone() for k, v in theta.items()}
                     segment = []
             curve.append({"epoch": epoch, "nll_per_token": total / max(count, 1),
                           "seconds": time.perf_counter() - began})  # fmt: skip
             logger.info("dynamic meta-fit epoch %d: adapting NLL/token %.4f (decay %.2e)", epoch, total / count,
-                        float(log_decay.exp()))  # fmt: skip
+                        float(log_decay.detach().exp()))  # fmt: skip
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])
