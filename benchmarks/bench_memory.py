@@ -31,6 +31,7 @@ import torch
 
 from s3cmn.evaluation.benchmarking import repeat_ms
 from s3cmn.memory import FaissMemory, MemoryReader, select_write
+from s3cmn.memory.settings import MemorySettings
 from s3cmn.model_config import S3CMNConfig
 
 
@@ -59,8 +60,9 @@ def search_table(config: S3CMNConfig, n: int, num_queries: int, repeats: int, sw
     # nlist = n makes 39 * nlist > n: that memory stays in its exact phase (IndexIDMap(IndexFlatIP)).
     for nlist, label in [(n, "exact (IndexFlatIP)"), (config.num_clusters, "IVFFlat, tiny preset nlist"),
                          (128, "IVFFlat, default nlist")]:  # fmt: skip
-        mem = FaissMemory(D, capacity=n, max_size=n, num_clusters=nlist, top_k=k, nprobe=config.memory_nprobe,
-                          compression_dim=d, max_retrieval_distance=2.0)  # fmt: skip
+        mem = FaissMemory(MemorySettings(dim=D, memory_size=n, memory_max_size=n, num_clusters=nlist, memory_top_k=k,
+                                         memory_nprobe=config.memory_nprobe, memory_compression_dim=d,
+                                         max_retrieval_distance=2.0))  # fmt: skip
         start = time.perf_counter()
         mem.write(values)  # one write: PCA fit, then IVF training (or a flat index)
         build_s = time.perf_counter() - start
@@ -103,9 +105,10 @@ def read_table(config: S3CMNConfig, sizes: list[int], batch: int, seq: int, repe
         "| ---: | --- | ---: | ---: | ---: |",
     ]
     for n in sizes:
-        mem = FaissMemory(D, capacity=n, max_size=n, num_clusters=config.num_clusters if n < 10**5 else 128,
-                          top_k=config.memory_top_k, nprobe=config.memory_nprobe,
-                          compression_dim=config.memory_compression_dim)  # fmt: skip
+        mem = FaissMemory(MemorySettings(dim=D, memory_size=n, memory_max_size=n,
+                                         num_clusters=config.num_clusters if n < 10**5 else 128,
+                                         memory_top_k=config.memory_top_k, memory_nprobe=config.memory_nprobe,
+                                         memory_compression_dim=config.memory_compression_dim))  # fmt: skip
         mem.write(hidden_states(n, D, seed=0, sample_seed=4))
 
         def read() -> None:

@@ -139,7 +139,7 @@ def bench_memory(args: argparse.Namespace) -> dict[str, float]:
     import faiss
     import numpy as np
 
-    from s3cmn.memory import FaissMemory
+    from s3cmn.memory import FaissMemory, MemorySettings
     from s3cmn.quantization.memory_int8 import measure_recall, quantize_memory
 
     faiss.omp_set_num_threads(args.threads)
@@ -149,8 +149,9 @@ def bench_memory(args: argparse.Namespace) -> dict[str, float]:
     def sample(n: int) -> np.ndarray:
         return centers[rng.integers(0, len(centers), n)] + 0.7 * rng.standard_normal((n, 256)).astype(np.float32)
 
-    memory = FaissMemory(256, capacity=args.memory_entries, num_clusters=32, nprobe=8, top_k=args.k,
-                         compression_dim=64, max_retrieval_distance=2.0)  # fmt: skip
+    memory = FaissMemory(MemorySettings(dim=256, memory_size=args.memory_entries, num_clusters=32, memory_nprobe=8,
+                                        memory_top_k=args.k, memory_compression_dim=64,
+                                        max_retrieval_distance=2.0))  # fmt: skip
     memory.write(sample(args.memory_entries))
     queries = sample(500)
     result = measure_recall(memory, queries, args.k)

@@ -14,6 +14,7 @@ be held out from training, never the test split: the stride is a fitted setting.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -74,14 +75,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     text = prepare_text(args.text.read_text(encoding="utf-8"), tokenizer, args.max_tokens, None,
                         model.config.vocab_size)  # fmt: skip
     snapshot = snapshot_memories(model, "saved")
-    trained_stride = {str(layer): m.write_stride for layer, m in snapshot.bank}
+    trained_stride = {str(layer): m.settings.memory_write_stride for layer, m in snapshot.bank}
     with torch.inference_mode():
         off = score(model, text, window, args.batch_size, memory=False, write=False)
         rows = []
         for stride in args.strides:
             restore_memories(model, snapshot)
             for _, memory in model.memory_bank:
-                memory.write_stride = max(stride, 1)
+                memory.settings = dataclasses.replace(memory.settings, memory_write_stride=max(stride, 1))
             row = score(model, text, window, args.batch_size, memory=True, write=stride > 0)
             row.update(write_stride=stride, nll_change=row["nll"] - off["nll"],
                        ppl_change=row["token_ppl"] / off["token_ppl"] - 1,

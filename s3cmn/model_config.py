@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from transformers import PreTrainedConfig
 
+from s3cmn.memory.settings import MEMORY_LAYER_KEYS, MemorySettings, MemorySettingsError, memory_field
 from s3cmn.presets import preset_fields
 from s3cmn.utils.fields import ARCHITECTURE as ARCH
 from s3cmn.utils.fields import ATTENTION as ATTN
@@ -33,7 +34,7 @@ from s3cmn.utils.fields import (
     validate_fields,
 )
 
-__all__ = ["S3CMNConfig", "MIXER_KINDS", "MEMORY_LAYER_KEYS"]
+__all__ = ["S3CMNConfig", "MIXER_KINDS"]
 
 # The sub-layers a block may list in block_mixers: the names of s3cmn.modeling.block.MIXERS.
 MIXER_KINDS = (
@@ -47,13 +48,6 @@ _MIXER_FLAGS = {
     "reservoir": "block_type = 'reservoir'", "mlp": "always on",
 }
 _SPIKING_MIXERS = ("lif", "population_lif", "integration")  # each reports the block's spike_stats
-# The memory settings one block may override in memory_layer_settings[str(layer)] (s3cmn.memory.settings maps
-# them to FaissMemory's arguments).
-MEMORY_LAYER_KEYS = (
-    "memory_size", "num_clusters", "memory_top_k", "memory_nprobe", "memory_metric", "max_retrieval_distance",
-    "memory_compression", "memory_compression_dim", "memory_compression_variance", "memory_full_policy",
-    "memory_growth_factor", "memory_max_size", "memory_refit_drift", "memory_write_stride",
-)
 
 # Keys that transformers itself passes to a config's constructor when loading; everything else must be a field.
 _TRANSFORMERS_KWARGS = {
@@ -158,27 +152,21 @@ class S3CMNConfig(PreTrainedConfig):
     memory_layers: list[int] = setting(
         group=MEM, help="blocks that read memory (negative counts from the end)", default_factory=lambda: [-1]
     )
-    memory_size: int = setting(1024, group=MEM, help="memory capacity (entries)", ge=1)
-    num_clusters: int = setting(128, group=MEM, help="IVF lists of the FAISS index", ge=1)
-    max_retrieval_distance: float = setting(
-        0.5, group=MEM, gt=0,
-        help="hits farther than this are misses (ip: 1 - cosine, so 0.5 keeps cosine >= 0.5; the old 1.0 kept "
-             "every hit: on the WikiText-2 test split the tiny 10-minute model's reads had hit rate 1.0 at mean "
-             "cosine 0.24)",
-    )
-    memory_metric: Literal["ip", "l2"] = setting("ip", group=MEM, help="inner product (cosine) or L2 search")
-    memory_top_k: int = setting(8, group=MEM, help="entries retrieved per query", ge=1)
-    memory_nprobe: int = setting(8, group=MEM, help="IVF lists searched per query", ge=1)
-    memory_compression: bool = setting(True, group=MEM, help="PCA-compress memory keys")
-    memory_compression_dim: int = setting(64, group=MEM, help="PCA key dimension (0 = adaptive)", ge=0)
-    memory_compression_variance: float = setting(
-        0.95, group=MEM, help="variance kept by the adaptive PCA dimension", gt=0, le=1
-    )
-    memory_full_policy: Literal["prune", "grow"] = setting("prune", group=MEM, help="what to do when full")
-    memory_growth_factor: float = setting(2.0, group=MEM, help="capacity multiplier when growing", gt=1)
-    memory_max_size: int = setting(8192, group=MEM, help="largest capacity growth may reach", ge=1)
-    memory_write_stride: int = setting(16, group=MEM, help="write every k-th position of a segment", ge=1)
-    memory_refit_drift: float = setting(0.25, group=MEM, help="relative PCA error increase that refits", gt=0)
+    # declared once, as one store's settings (s3cmn.memory.settings); a block may override them
+    memory_size: int = memory_field("memory_size")
+    num_clusters: int = memory_field("num_clusters")
+    max_retrieval_distance: float = memory_field("max_retrieval_distance")
+    memory_metric: Literal["ip", "l2"] = memory_field("memory_metric")
+    memory_top_k: int = memory_field("memory_top_k")
+    memory_nprobe: int = memory_field("memory_nprobe")
+    memory_compression: bool = memory_field("memory_compression")
+    memory_compression_dim: int = memory_field("memory_compression_dim")
+    memory_compression_variance: float = memory_field("memory_compression_variance")
+    memory_full_policy: Literal["prune", "grow"] = memory_field("memory_full_policy")
+    memory_growth_factor: float = memory_field("memory_growth_factor")
+    memory_max_size: int = memory_field("memory_max_size")
+    memory_write_stride: int = memory_field("memory_write_stride")
+    memory_refit_drift: float = memory_field("memory_refit_drift")
     memory_layer_settings: dict[str, dict] = setting(
         group=MEM, help="per-layer overrides of memory_* settings, e.g. {\"5\": {\"memory_size\": 4096}}",
         default_factory=dict,
@@ -289,6 +277,11 @@ class S3CMNConfig(PreTrainedConfig):
         """The sub-layers of every block, in order (``block_mixers``, or the default of the flags)."""
         return list(self.block_mixers) if self.block_mixers is not None else self.default_block_mixers()
 
+    def memory_settings(self, layer_idx: int) -> MemorySettings:
+        """The settings of block ``layer_idx``'s memory: D = hidden_dim, the block's fields, its index as seed."""
+        layer = layer_idx % self.num_layers
+        return MemorySettings(dim=self.hidden_dim, **self.layer_memory_fields(layer), seed=layer, layer_idx=layer)
+
     def layer_memory_fields(self, layer_idx: int) -> dict[str, Any]:
         """The memory settings (``MEMORY_LAYER_KEYS``) of block ``layer_idx``: the global fields with the
         overrides of ``memory_layer_settings[str(layer)]`` (or of its negative alias) applied."""
@@ -313,9 +306,7 @@ class S3CMNConfig(PreTrainedConfig):
                 )
         self._check_memory_layer_settings()
         if self.use_memory:
-            self._check_memory_fields({k: getattr(self, k) for k in MEMORY_LAYER_KEYS}, "S3CMNConfig")
-            for layer in self.memory_layer_indices():
-                self._check_memory_fields(self.layer_memory_fields(layer), f"S3CMNConfig (memory of block {layer})")
+            self._check_memory_stores()
         if not (self.use_hyena or self.ssm_type != "none" or self.use_spiking or self.block_type == "reservoir"):
             raise ConfigError(
                 "S3CMNConfig: the block mixes nothing: enable use_hyena, an ssm_type or use_spiking"
@@ -349,22 +340,17 @@ class S3CMNConfig(PreTrainedConfig):
                     raise unknown_key_error(owner, name, MEMORY_LAYER_KEYS)
                 overrides[name] = check_value(owner, name, value, types[name], metadata[name])
 
-    def _check_memory_fields(self, fields: dict[str, Any], owner: str) -> None:
-        """The rules between the memory settings of one store (the global ones, or one block's)."""
-        if fields["memory_max_size"] < fields["memory_size"]:
-            raise ConfigError(f"{owner}: memory_max_size = {fields['memory_max_size']} must be >= memory_size = "
-                              f"{fields['memory_size']}")
-        if fields["memory_compression"]:
-            if self.hidden_dim < 2:
-                raise ConfigError(f"{owner}: memory_compression needs hidden_dim >= 2 (the PCA is fitted on the "
-                                  f"first hidden_dim entries), got {self.hidden_dim}; set memory_compression = False")
-            if fields["memory_compression_dim"] > self.hidden_dim:
-                raise ConfigError(f"{owner}: memory_compression_dim = {fields['memory_compression_dim']} must be <= "
-                                  f"hidden_dim = {self.hidden_dim} (0 chooses it by explained variance)")
-            if fields["memory_size"] < self.hidden_dim:
-                raise ConfigError(f"{owner}: memory_size = {fields['memory_size']} must be >= hidden_dim = "
-                                  f"{self.hidden_dim} with memory_compression (the PCA is fitted on the first "
-                                  "hidden_dim entries); raise memory_size or set memory_compression = False")
+    def _check_memory_stores(self) -> None:
+        """The rules between the memory settings of one store (MemorySettings'), for the global fields and for
+        each memory block's (the global ones with its overrides)."""
+        stores = {"S3CMNConfig": {name: getattr(self, name) for name in MEMORY_LAYER_KEYS}}
+        for layer in self.memory_layer_indices():
+            stores[f"S3CMNConfig (memory of block {layer})"] = self.layer_memory_fields(layer)
+        for owner, fields in stores.items():
+            try:
+                MemorySettings(dim=self.hidden_dim, **fields)
+            except MemorySettingsError as err:
+                raise ConfigError(f"{owner}: {err.problem}") from None
 
     def _check_block_mixers(self) -> None:
         """An explicit block_mixers names known mixers, exactly the set the flags turn on, in any order."""

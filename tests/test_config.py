@@ -7,7 +7,8 @@ import itertools
 import pytest
 import torch
 
-from s3cmn.model_config import MEMORY_LAYER_KEYS, S3CMNConfig
+from s3cmn.memory.settings import MEMORY_LAYER_KEYS
+from s3cmn.model_config import S3CMNConfig
 from s3cmn.presets import PRESETS
 from s3cmn.run_config import DataConfig, EvalConfig, TrainingConfig
 from s3cmn.utils.fields import ConfigError
@@ -78,7 +79,8 @@ def test_save_load_round_trip(tmp_path) -> None:
         (dict(memory_layers=[0], memory_layer_settings={"0": {"memory_size": 9000}}), "memory of block 0"),
         (dict(num_layers=2, memory_layer_settings={"1": {}, "-1": {}}), "block 1 is set twice"),
         (dict(num_layers=2, memory_layer_settings={"2": {}}), "must be a block index in"),
-        (dict(hidden_dim=512, memory_size=100, memory_max_size=100), "memory_size = 100 must be >= hidden_dim"),
+        (dict(hidden_dim=512, memory_size=100, memory_max_size=100),
+         "memory_size = 100 must be >= pca_min_samples = 512"),
         # the sub-layers: an explicit order must name what the flags turn on
         (dict(block_mixers=["hyena", "mamba", "lif", "memory", "mpl"]), "did you mean 'mlp'"),
         (dict(block_mixers=["mamba", "lif", "memory", "mlp"]), "lacks 'hyena'"),
@@ -95,12 +97,10 @@ def test_bad_values_are_named(fields: dict, message: str) -> None:
 
 
 def test_memory_keys_per_block_are_one_list() -> None:
-    from s3cmn.memory.settings import CONFIG_TO_ARGUMENT, layer_memory_settings
-
-    assert set(CONFIG_TO_ARGUMENT) == set(MEMORY_LAYER_KEYS)
+    assert set(MEMORY_LAYER_KEYS) <= set(S3CMNConfig.field_names())
     config = S3CMNConfig(num_layers=3, memory_layers=[0, 2], memory_layer_settings={"-1": {"memory_top_k": 2}})
-    assert layer_memory_settings(config, 2)["memory_top_k"] == 2
-    assert layer_memory_settings(config, 0)["memory_top_k"] == 8
+    assert config.memory_settings(2).memory_top_k == config.layer_memory_fields(2)["memory_top_k"] == 2
+    assert config.memory_settings(0).memory_top_k == 8
 
 
 # --------------------------------------------------------------------------------------------------

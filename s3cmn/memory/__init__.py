@@ -24,7 +24,7 @@ from s3cmn.utils.lazy import lazy_exports
 _EXPORTS = {
     "FaissMemory": "s3cmn.memory.store",
     "MemoryBank": "s3cmn.memory.bank",
-    "layer_memory_settings": "s3cmn.memory.settings",
+    "MemorySettings": "s3cmn.memory.settings",
     "MemoryReader": "s3cmn.memory.reader",
     "MemoryReadStats": "s3cmn.memory.reader",
     "select_write": "s3cmn.memory.reader",

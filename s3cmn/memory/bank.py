@@ -174,7 +174,7 @@ class MemoryBank:
             if states.shape[:2] != input_ids.shape:
                 raise ValueError(f"MemoryBank.commit: layer {layer} staged states {tuple(states.shape)} do not "
                                  f"match input_ids {tuple(input_ids.shape)}")  # fmt: skip
-            values, provenance = select_write(states, input_ids, memory.write_stride)
+            values, provenance = select_write(states, input_ids, memory.settings.memory_write_stride)
             written += len(synced_write(memory, values, provenance, step=self.writes, group=group))
         self.writes += 1
         self._pending.clear()

@@ -15,6 +15,7 @@ import numpy as np
 from s3cmn.memory import index as faiss_index
 from s3cmn.memory.pca import PCA
 from s3cmn.memory.records import INDEX_ARRAY, MemoryLoadError, MemoryStats
+from s3cmn.memory.settings import MemorySettings
 
 
 class FaissMemory(Protocol):
@@ -24,8 +25,7 @@ class FaissMemory(Protocol):
 
     capacity: int
     step: int
-    dim: int
-    compression: bool
+    settings: MemorySettings
     counters: dict[str, int]
     pca: PCA | None
 
@@ -93,13 +93,14 @@ def load_state_arrays(memory: FaissMemory, arrays: dict[str, np.ndarray], saved:
         pca = PCA.from_saved(arrays, pca_meta) if pca_meta is not None else None
     except KeyError as err:
         raise MemoryLoadError(f"the PCA is fitted but its array or field {err} is missing") from None
-    key_dim = pca.out_dim if pca is not None and memory.compression else memory.dim
+    dim = memory.settings.dim
+    key_dim = pca.out_dim if pca is not None and memory.settings.memory_compression else dim
     wrong = [f"{name} {arrays[name].shape}" for name in STATE_NAMES if arrays[name].shape[0] != capacity]
-    for name, width in (("values", memory.dim), ("keys", key_dim)):
+    for name, width in (("values", dim), ("keys", key_dim)):
         if arrays[name].shape[1:] != (width,):
             wrong.append(f"{name} of width {arrays[name].shape[1:]}, not {width}")
     if wrong:
-        raise MemoryLoadError(f"the arrays do not fit capacity {capacity}, dim {memory.dim}: {', '.join(wrong)}")
+        raise MemoryLoadError(f"the arrays do not fit capacity {capacity}, dim {dim}: {', '.join(wrong)}")
     index = _deserialise(arrays.get(INDEX_ARRAY))
     occupied = arrays["occupied"].astype(bool)
     if index is not None and (index.ntotal != int(occupied.sum()) or index.d != key_dim):
@@ -119,14 +120,15 @@ def stats(memory: FaissMemory) -> MemoryStats:
     searches), entries, bytes (keys + values + index estimate), IVF list occupancy, prune/growth/refit
     counts, PCA explained variance and compression ratio D / d."""
     s, lat, n = memory.search_totals, np.asarray(memory.search_latencies_ms, np.float64), memory.num_entries
-    bytes_keys, bytes_values = n * memory.key_dim * 4, n * memory.dim * 4
+    dim = memory.settings.dim
+    bytes_keys, bytes_values = n * memory.key_dim * 4, n * dim * 4
     bytes_index = faiss_index.index_bytes(memory.index)
-    explained = memory.pca.explained_variance if memory.pca else float(not memory.compression)
+    explained = memory.pca.explained_variance if memory.pca else float(not memory.settings.memory_compression)
     return MemoryStats(
         entries=n, capacity=memory.capacity, max_size=memory.max_capacity,
         pending=n - (memory.index.ntotal if memory.index is not None else 0), searchable=memory.searchable,
         index_type="ivf" if memory.is_ivf else ("exact" if memory.index is not None else "none"),
-        key_dim=memory.key_dim, value_dim=memory.dim, queries=s["queries"],
+        key_dim=memory.key_dim, value_dim=dim, queries=s["queries"],
         hit_rate=s["hits"] / s["slots"] if s["slots"] else 0.0,
         mean_similarity=s["similarity"] / s["hits"] if s["hits"] else 0.0,
         latency_ms_p50=float(np.percentile(lat, 50)) if len(lat) else 0.0,
@@ -136,7 +138,7 @@ def stats(memory: FaissMemory) -> MemoryStats:
         prunes=memory.counters["prunes"], pruned_entries=memory.counters["pruned_entries"],
         growths=memory.counters["growths"], refits=memory.counters["refits"],
         pca_explained_variance=explained,
-        compression_ratio=memory.dim / memory.key_dim if memory.key_dim else 0.0,
+        compression_ratio=dim / memory.key_dim if memory.key_dim else 0.0,
         cluster_occupancy=faiss_index.cluster_occupancy(memory.index),
     )  # fmt: skip
 

@@ -74,8 +74,8 @@ def memory_report(memory: FaissMemory, tokenizer: Decoder | None = None, top: in
     occupancy = np.asarray(stats["cluster_occupancy"])
     pca = memory.pca
     report: dict[str, Any] = {
-        "layer": memory.layer_idx,
-        "settings": memory.settings(),
+        "layer": memory.settings.layer_idx,
+        "settings": memory.settings.to_dict(),
         "stats": stats,
         "occupancy": {
             "lists": len(occupancy),
@@ -165,7 +165,7 @@ def plot_memory(memory: FaissMemory, out_dir: str | Path) -> list[Path]:
         ax.set_ylabel("entries")
     else:
         ax.text(0.5, 0.5, f"exact search ({stats.entries} entries): no IVF lists yet", ha="center")
-    ax.set_title(f"memory layer {memory.layer_idx}: IVF list occupancy")
+    ax.set_title(f"memory layer {memory.settings.layer_idx}: IVF list occupancy")
     paths.append(out / "occupancy.png")
 
     fig2 = usage_figure(entries["usage"], Figure)

@@ -1,8 +1,9 @@
 """Saving and loading a FaissMemory: atomic, checksummed, no pickle.
 
 A saved memory is a directory holding
-- ``memory.json``: the manifest: format version, constructor settings, state (capacity, step, counters), PCA
-  metadata, and the name + SHA-256 of every data file;
+- ``memory.json``: the manifest: format version, the store's settings (:class:`MemorySettings`, keyed by
+  S3CMNConfig's field names), state (capacity, step, counters), PCA metadata, and the name + SHA-256 of every
+  data file;
 - ``arrays-<hash>.safetensors``: values, keys, provenance, usage statistics and the PCA matrices;
 - ``index-<hash>.faiss``: the FAISS index (``faiss.serialize_index``), absent while nothing is indexed.
 
@@ -12,6 +13,10 @@ Files no longer named by the manifest are deleted afterwards.
 
 This module knows only the state API (:class:`MemoryState`: ``settings``, ``state``, ``state_arrays``,
 ``load_state_arrays``), not the store class, so the store can import it.
+
+Version 1 manifests (written before the settings took the config's names) name the settings as the store's
+old constructor arguments (``capacity``, ``top_k``, ...); :func:`saved_settings` renames them, the one place
+that knows the old names.
 """
 
 from __future__ import annotations
@@ -27,21 +32,31 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from s3cmn.memory.records import INDEX_ARRAY, MemoryLoadError
+from s3cmn.memory.settings import MemorySettings
+from s3cmn.utils.fields import ConfigError
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "memory.json"
 FORMAT = "s3cmn-faiss-memory"
-VERSION = 1
+VERSION = 2
+# Version 1's names of the settings that version 2 names as S3CMNConfig does (the others kept their names).
+V1_NAMES = {
+    "capacity": "memory_size", "top_k": "memory_top_k", "nprobe": "memory_nprobe", "metric": "memory_metric",
+    "compression": "memory_compression", "compression_dim": "memory_compression_dim",
+    "compression_variance": "memory_compression_variance", "full_policy": "memory_full_policy",
+    "growth_factor": "memory_growth_factor", "max_size": "memory_max_size", "refit_drift": "memory_refit_drift",
+    "write_stride": "memory_write_stride",
+}
 
 
 class MemoryState(Protocol):
-    """What is saved and loaded: a memory built from ``settings()``, its content as ``state_arrays()`` + ``state()``."""
+    """What is saved and loaded: a memory built from ``settings``, its content as ``state_arrays()`` + ``state()``."""
+
+    settings: MemorySettings
 
     @property
     def num_entries(self) -> int: ...
-
-    def settings(self) -> dict[str, Any]: ...
 
     def state(self) -> dict[str, Any]: ...
 
@@ -89,7 +104,7 @@ def save_memory(memory: MemoryState, directory: str | os.PathLike) -> None:
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "settings": memory.settings(),
+        "settings": memory.settings.to_dict(),
         "state": {key: state[key] for key in ("capacity", "step", "counters")},
         "pca": state["pca"],
         "files": files,
@@ -134,9 +149,9 @@ def _read_manifest(root: Path) -> dict:
         ) from err
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise MemoryLoadError(f"{manifest_path} is not a {FORMAT} manifest; re-save the memory")
-    if manifest.get("version") != VERSION:
+    if manifest.get("version") not in (1, VERSION):
         raise MemoryLoadError(f"{manifest_path} is {FORMAT} version {manifest.get('version')!r}, but this s3cmn "
-                              f"reads version {VERSION}; re-save the memory with this version")  # fmt: skip
+                              f"reads versions 1 to {VERSION}; re-save the memory with this version")  # fmt: skip
     missing = [key for key in ("files", "settings", "state", "pca") if key not in manifest]
     missing += ["files.arrays"] if "arrays" not in manifest.get("files", {}) else []
     if missing:
@@ -144,8 +159,19 @@ def _read_manifest(root: Path) -> dict:
     return manifest
 
 
-def load_memory(build: Callable[..., M], directory: str | os.PathLike) -> M:
-    """Read a memory written by :func:`save_memory`: ``build(**settings)`` (the memory class) filled with the saved
+def saved_settings(manifest: dict, path: Path) -> MemorySettings:
+    """The settings of a manifest, of either version; a MemoryLoadError names the file and what is wrong."""
+    values = manifest["settings"]
+    if manifest["version"] == 1:
+        values = {V1_NAMES.get(name, name): value for name, value in values.items()}
+    try:
+        return MemorySettings(**values)
+    except (TypeError, ConfigError) as err:  # TypeError: a name MemorySettings does not have
+        raise MemoryLoadError(f"{path} holds settings that do not build a memory ({err}); re-save the memory") from err
+
+
+def load_memory(build: Callable[[MemorySettings], M], directory: str | os.PathLike) -> M:
+    """Read a memory written by :func:`save_memory`: ``build(settings)`` (the memory class) filled with the saved
     state; raise MemoryLoadError naming the bad file and the fix."""
     from safetensors import SafetensorError
     from safetensors.numpy import load as safetensors_load
@@ -160,7 +186,7 @@ def load_memory(build: Callable[..., M], directory: str | os.PathLike) -> M:
         raise MemoryLoadError(f"{root / files['arrays']['name']} cannot be read ({err}); re-save the memory") from err
     if "index" in files:
         arrays[INDEX_ARRAY] = np.frombuffer(_read_checked(root, files["index"], "FAISS index"), dtype=np.uint8)
-    memory = build(**manifest["settings"])
+    memory = build(saved_settings(manifest, root / MANIFEST))
     try:
         memory.load_state_arrays(arrays, {**manifest["state"], "pca": manifest["pca"]})
     except MemoryLoadError as err:

@@ -35,7 +35,7 @@ from s3cmn.memory.content import ENTRY_ARRAYS
 from s3cmn.memory.pca import PCA
 from s3cmn.memory.persist import load_memory, save_memory
 from s3cmn.memory.records import PROVENANCE_WINDOW, MemoryStats, Provenance, SearchResult
-from s3cmn.memory.settings import check_memory_args, default_pca_min_samples, memory_arguments
+from s3cmn.memory.settings import MemorySettings
 
 if TYPE_CHECKING:
     from s3cmn.model_config import S3CMNConfig
@@ -44,9 +44,6 @@ logger = logging.getLogger(__name__)
 
 _REFIT_ERROR_FLOOR = 1e-3
 _LATENCY_WINDOW = 1024
-_SETTINGS = ("dim", "num_clusters", "top_k", "nprobe", "metric", "max_retrieval_distance", "compression",
-             "compression_dim", "compression_variance", "full_policy", "growth_factor", "max_size",
-             "refit_drift", "write_stride", "seed", "pca_min_samples", "layer_idx")  # fmt: skip
 
 
 def _to_numpy(x: Tensor | np.ndarray, dtype: type = np.float32) -> np.ndarray:
@@ -66,77 +63,38 @@ class FaissMemory:
 
     Entry points: ``search`` (batched, one FAISS call), ``write`` (after a segment's forward, detached),
     ``record_usage``, ``stats``, ``reset``, ``refit_pca``, ``save`` / ``load``, ``to_gpu``.
-    When a write does not fit, ``full_policy="prune"`` removes the least recently used entries (then fewest
-    retrievals, least attention mass); ``"grow"`` multiplies the capacity by
-    ``growth_factor`` up to ``max_size``, and prunes once ``max_size`` is reached. ``write_stride`` is not used
-    by the store: it is this layer's setting for :func:`~s3cmn.memory.reader.select_write`, kept here so that
-    per-layer overrides travel with the memory. ``ivf_codec`` (a class attribute) is how the IVF phase stores
+    Built from a :class:`~s3cmn.memory.settings.MemorySettings` (``FaissMemory(MemorySettings(dim=64))``), named
+    as S3CMNConfig's fields. When a write does not fit, ``memory_full_policy="prune"`` removes the least recently
+    used entries (then fewest retrievals, least attention mass); ``"grow"`` multiplies the capacity by
+    ``memory_growth_factor`` up to ``memory_max_size``, and prunes once that is reached. ``memory_write_stride``
+    is not used by the store: it is this layer's setting for :func:`~s3cmn.memory.reader.select_write`, kept here
+    so that per-layer overrides travel with the memory. ``ivf_codec`` (a class attribute) is how the IVF phase stores
     keys: "flat" (float32) here, "sq8" in :class:`~s3cmn.quantization.memory_int8.Int8FaissMemory`.
     """
 
     ivf_codec = "flat"
 
-    def __init__(
-        self,
-        dim: int,
-        capacity: int = 1024,
-        *,
-        num_clusters: int = 128,
-        top_k: int = 8,
-        nprobe: int = 8,
-        metric: str = "ip",
-        max_retrieval_distance: float = 0.5,
-        compression: bool = True,
-        compression_dim: int = 64,
-        compression_variance: float = 0.95,
-        full_policy: str = "prune",
-        growth_factor: float = 2.0,
-        max_size: int = 8192,
-        refit_drift: float = 0.25,
-        write_stride: int = 16,
-        seed: int = 0,
-        pca_min_samples: int | None = None,
-        layer_idx: int | None = None,
-    ) -> None:
-        if pca_min_samples is None:
-            pca_min_samples = default_pca_min_samples(dim, compression)
-        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        check_memory_args(args)  # a store built by hand; from_config's settings were validated by the config
-        self._configure(args)
-
-    def _configure(self, args: dict[str, Any]) -> None:
-        """Set the (checked) settings and start empty."""
-        for name in _SETTINGS:
-            setattr(self, name, args[name])
-        self.initial_capacity = args["capacity"]
+    def __init__(self, settings: MemorySettings) -> None:
+        self.settings = settings  # checked when built (by S3CMNConfig for a model's stores)
         self._gpu: faiss_index.GpuReplica | None = None  # after to_gpu()
         self._logged: set[str] = set()
         self.reset()
-        ivf_min = faiss_index.IVF_MIN_POINTS_PER_LIST * self.num_clusters
+        ivf_min = faiss_index.IVF_MIN_POINTS_PER_LIST * settings.num_clusters
         if self.max_capacity < ivf_min:
             self._log_once("never_ivf", "%s: at most %d entries < 39*nlist = %d: always exact search",
                            self._name, self.max_capacity, ivf_min)  # fmt: skip
 
     @classmethod
     def from_config(cls, config: S3CMNConfig, layer_idx: int) -> FaissMemory:
-        """The memory of block ``layer_idx``: D = hidden_dim, settings from ``layer_memory_settings``.
-
-        ``config`` validated them (every memory field, per block), so they are not checked again here.
-        """
-        memory = cls.__new__(cls)
-        memory._configure(memory_arguments(config, layer_idx))
-        return memory
-
-    def settings(self) -> dict[str, Any]:
-        """The constructor arguments (JSON-ready) that rebuild an empty memory like this one."""
-        return {"capacity": self.initial_capacity, **{name: getattr(self, name) for name in _SETTINGS}}
+        """The memory of block ``layer_idx``: settings from :meth:`S3CMNConfig.memory_settings`."""
+        return cls(config.memory_settings(layer_idx))
 
     # --- state ------------------------------------------------------------------------------------------
     def reset(self) -> None:
         """Empty the memory: entries, index, PCA, counters; capacity back to its initial value."""
-        c = self.capacity = self.initial_capacity
-        self._values = np.zeros((c, self.dim), np.float32)  # (M, D)
-        self._keys = np.zeros((c, self.dim), np.float32)  # (M, d); raw (d = D) until the PCA is fitted
+        c = self.capacity = self.settings.memory_size
+        self._values = np.zeros((c, self.settings.dim), np.float32)  # (M, D)
+        self._keys = np.zeros((c, self.settings.dim), np.float32)  # (M, d); raw (d = D) until the PCA is fitted
         self._occupied = np.zeros(c, bool)
         self._usage = np.zeros(c, np.int64)  # times retrieved as a hit
         self._mass = np.zeros(c, np.float64)  # attention weight received
@@ -179,11 +137,12 @@ class FaissMemory:
 
     @property
     def _name(self) -> str:
-        return "memory" if self.layer_idx is None else f"memory layer {self.layer_idx}"
+        return "memory" if self.settings.layer_idx is None else f"memory layer {self.settings.layer_idx}"
 
     @property
     def max_capacity(self) -> int:
-        return self.max_size if self.full_policy == "grow" else self.initial_capacity
+        s = self.settings
+        return s.memory_max_size if s.memory_full_policy == "grow" else s.memory_size
 
     @property
     def num_entries(self) -> int:
@@ -244,15 +203,15 @@ class FaissMemory:
 
     def __repr__(self) -> str:
         phase = "ivf" if self.is_ivf else ("exact" if self.searchable else "empty/buffering")
-        return (f"FaissMemory(layer={self.layer_idx}, entries={self.num_entries}/{self.capacity}, "
-                f"dim={self.dim}, key_dim={self.key_dim}, metric={self.metric}, phase={phase}, "
-                f"gpu={self._gpu is not None})")  # fmt: skip
+        s = self.settings
+        return (f"FaissMemory(layer={s.layer_idx}, entries={self.num_entries}/{self.capacity}, dim={s.dim}, "
+                f"key_dim={self.key_dim}, metric={s.memory_metric}, phase={phase}, gpu={self._gpu is not None})")
 
     # --- keys -------------------------------------------------------------------------------------------
     @property
     def _compressed(self) -> bool:
         """Keys are PCA codes (compression on and the PCA fitted); before the fit they are the raw values."""
-        return self.compression and self.pca is not None
+        return self.settings.memory_compression and self.pca is not None
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Keys of ``values`` (N, D): PCA-compressed (once fitted) and L2-normalised, (N, d) float32."""
@@ -266,28 +225,29 @@ class FaissMemory:
 
     def _fit_pca(self) -> None:
         values = self._values[self._occupied]
-        self.pca = PCA.fit(values, self.compression_dim, self.compression_variance)
+        self.pca = PCA.fit(values, self.settings.memory_compression_dim, self.settings.memory_compression_variance)
         logger.info("%s: PCA fitted on %d entries: %d -> %d dims, explained variance %.4f", self._name,
-                    len(values), self.dim, self.pca.out_dim, self.pca.explained_variance)  # fmt: skip
+                    len(values), self.settings.dim, self.pca.out_dim, self.pca.explained_variance)  # fmt: skip
 
     def _rebuild(self) -> None:
         """Re-encode every stored key and rebuild the index from scratch (after a PCA (re)fit)."""
-        self._keys = np.zeros((self.capacity, self.pca.out_dim if self.compression else self.dim), np.float32)
+        key_dim = self.pca.out_dim if self.settings.memory_compression else self.settings.dim
+        self._keys = np.zeros((self.capacity, key_dim), np.float32)
         slots = np.flatnonzero(self._occupied)
         self._keys[slots] = self.encode(self._values[slots])
         self._build_index()
 
     def _build_index(self) -> None:
-        slots = np.flatnonzero(self._occupied)
-        threshold = faiss_index.IVF_MIN_POINTS_PER_LIST * self.num_clusters
+        s, slots = self.settings, np.flatnonzero(self._occupied)
+        threshold = faiss_index.IVF_MIN_POINTS_PER_LIST * s.num_clusters
         if len(slots) >= threshold:
-            self._index = faiss_index.build_ivf(self._keys[slots], slots, self.num_clusters, self.nprobe,
-                                                self.metric, self.seed, codec=self.ivf_codec)  # fmt: skip
+            self._index = faiss_index.build_ivf(self._keys[slots], slots, s.num_clusters, s.memory_nprobe,
+                                                s.memory_metric, s.seed, codec=self.ivf_codec)  # fmt: skip
             kind = {"flat": "IVFFlat", "sq8": "IVF-SQ8"}[self.ivf_codec]
-            logger.info("%s: trained %s (nlist=%d, nprobe=%d) on %d keys", self._name, kind, self.num_clusters,
-                        self.nprobe, len(slots))  # fmt: skip
+            logger.info("%s: trained %s (nlist=%d, nprobe=%d) on %d keys", self._name, kind, s.num_clusters,
+                        s.memory_nprobe, len(slots))  # fmt: skip
         else:
-            self._index = faiss_index.build_exact(self.key_dim, self.metric)
+            self._index = faiss_index.build_exact(self.key_dim, s.memory_metric)
             if len(slots):
                 self._index.add_with_ids(self._keys[slots], slots.astype(np.int64))
             self._log_once("exact", "%s: %d entries < 39*nlist = %d, exact search until then", self._name,
@@ -309,11 +269,11 @@ class FaissMemory:
         self.counters["refits"] += 1
 
     def _can_refit(self) -> bool:
-        return self.compression and self.num_entries >= max(2, self.compression_dim)
+        return self.settings.memory_compression and self.num_entries >= max(2, self.settings.memory_compression_dim)
 
     def _drifted(self, values: np.ndarray) -> bool:
         error = self.pca.reconstruction_error(values)
-        limit = max(self.pca.held_out_error, _REFIT_ERROR_FLOOR) * (1 + self.refit_drift)
+        limit = max(self.pca.held_out_error, _REFIT_ERROR_FLOOR) * (1 + self.settings.memory_refit_drift)
         if error > limit:
             logger.info("%s: PCA reconstruction error %.4f > %.4f (held-out %.4f): refitting", self._name,
                         error, limit, self.pca.held_out_error)  # fmt: skip
@@ -340,17 +300,18 @@ class FaissMemory:
         slots = self._place(x, prov)
         # The keys, by phase: raw keys until the PCA can be fitted, a (re)fit that re-encodes everything, or
         # the new keys added to the index (built anew when the IVF phase is due).
-        if self.compression and self.pca is None and self.num_entries < self.pca_min_samples:
+        compression, samples = self.settings.memory_compression, self.settings.pca_min_samples
+        if compression and self.pca is None and self.num_entries < samples:
             msg = "%s: exact search over raw keys until %d entries can fit the PCA"
-            self._log_once("buffer", msg, self._name, self.pca_min_samples)
+            self._log_once("buffer", msg, self._name, samples)
             self._add_keys(slots, x)  # searchable from the first write
-        elif self.compression and self.pca is None:
+        elif compression and self.pca is None:
             self._fit_pca()
             self._rebuild()
-        elif self.compression and self._can_refit() and self._drifted(x):
+        elif compression and self._can_refit() and self._drifted(x):
             self.refit_pca()
         else:
-            ivf_due = self.num_entries >= faiss_index.IVF_MIN_POINTS_PER_LIST * self.num_clusters
+            ivf_due = self.num_entries >= faiss_index.IVF_MIN_POINTS_PER_LIST * self.settings.num_clusters
             self._add_keys(slots, x, rebuild=ivf_due and not self.is_ivf)
         return slots
 
@@ -359,8 +320,8 @@ class FaissMemory:
     ) -> tuple[np.ndarray, Provenance]:
         """``values`` as (M, D) float32 and their provenance, checked; the last ``max_capacity`` if more."""
         x = _to_numpy(values)  # (M, D)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"{self._name}.write: values must be (M, {self.dim}), got {x.shape}")
+        if x.ndim != 2 or x.shape[1] != self.settings.dim:
+            raise ValueError(f"{self._name}.write: values must be (M, {self.settings.dim}), got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError(f"{self._name}.write: values contain NaN or inf")
         prov = provenance if provenance is not None else Provenance.empty(len(x))
@@ -392,8 +353,8 @@ class FaissMemory:
         """Encode ``x`` into the keys of ``slots`` and add them to the index (built first if there is none;
         rebuilt from every key with ``rebuild``)."""
         self._keys[slots] = keys = self.encode(x)
-        if self._index is None and self.compression and self.pca is None:
-            self._index = faiss_index.build_exact(self.key_dim, self.metric)  # the raw-key phase: exact, empty
+        if self._index is None and self.settings.memory_compression and self.pca is None:
+            self._index = faiss_index.build_exact(self.key_dim, self.settings.memory_metric)  # raw-key phase: exact
         if self._index is None or rebuild:
             self._build_index()  # first keys, or enough entries to train the IVF quantizer
             return
@@ -405,8 +366,9 @@ class FaissMemory:
         def short() -> bool:
             return self.num_entries + m > self.capacity
 
-        while self.full_policy == "grow" and short() and self.capacity < self.max_size:
-            self._grow(min(max(int(self.capacity * self.growth_factor), self.capacity + 1), self.max_size))
+        s = self.settings
+        while s.memory_full_policy == "grow" and short() and self.capacity < s.memory_max_size:
+            self._grow(min(max(int(self.capacity * s.memory_growth_factor), self.capacity + 1), s.memory_max_size))
         if short():
             self.prune(self.num_entries + m - self.capacity)
 
@@ -450,7 +412,7 @@ class FaissMemory:
         ``queries``: (Q, D) raw hidden states (encoded here), or with ``encoded=True`` (Q, d) keys already
         passed through :meth:`encode` / :meth:`encode_queries`. Before anything is searchable: all misses.
         """
-        k = self.top_k if k is None else k
+        k = self.settings.memory_top_k if k is None else k
         q = _to_numpy(queries)
         n = q.shape[0]
         self._search["queries"] += n
@@ -463,9 +425,10 @@ class FaissMemory:
         start = time.perf_counter()
         raw, ids = self._search_index().search(q, k)  # (Q, k), (Q, k)
         self.counters["search_calls"] += 1
-        cosine = raw if self.metric == "ip" else 1.0 - raw / 2.0  # raw = squared L2 for "l2"
-        dist = 1.0 - raw if self.metric == "ip" else np.sqrt(np.maximum(raw, 0.0))
-        hit = (ids >= 0) & (dist <= self.max_retrieval_distance)
+        ip = self.settings.memory_metric == "ip"
+        cosine = raw if ip else 1.0 - raw / 2.0  # raw = squared L2 for "l2"
+        dist = 1.0 - raw if ip else np.sqrt(np.maximum(raw, 0.0))
+        hit = (ids >= 0) & (dist <= self.settings.max_retrieval_distance)
         result = self._result(np.where(hit, dist, np.inf).astype(np.float32), np.where(hit, ids, -1), hit)
         self._latencies.append((time.perf_counter() - start) * 1e3)
         self._search["hits"] += int(hit.sum())

@@ -51,7 +51,7 @@ class Int8FaissMemory(FaissMemory):
 def quantize_memory(memory: FaissMemory) -> Int8FaissMemory:
     """An Int8FaissMemory with ``memory``'s settings, entries, provenance, statistics and PCA, its IVF index
     rebuilt as SQ8 (copied through the store's state arrays; ``memory`` is left unchanged)."""
-    int8 = Int8FaissMemory(**memory.settings())
+    int8 = Int8FaissMemory(memory.settings)
     int8.load_state_arrays(memory.state_arrays(), memory.state())
     if int8.searchable:
         int8.rebuild_index()
@@ -67,7 +67,7 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 def measure_recall(memory: FaissMemory, queries: np.ndarray, k: int) -> dict[str, float]:
     """recall@k of ``memory``'s float index and of its SQ8 twin against exact search over the same stored keys,
     their overlap, and both index sizes. ``queries`` (Q, D) raw hidden states. Searches count in the
-    memories' statistics; set ``max_retrieval_distance`` to 2.0 so that no neighbour is cut as a miss."""
+    memories' statistics; build it with ``max_retrieval_distance = 2.0`` so that no neighbour is cut as a miss."""
     int8 = quantize_memory(memory)
     entries = memory.entries()
     q = memory.encode(np.ascontiguousarray(queries, dtype=np.float32))  # (Q, d) unit-norm

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from s3cmn.memory.bank import MemoryBank
+from s3cmn.memory.settings import MemorySettings
 from s3cmn.memory.store import FaissMemory
 
 
 def _bank(stride: int = 1) -> MemoryBank:
-    kw = dict(capacity=64, num_clusters=4, compression=False, write_stride=stride, max_retrieval_distance=2.0)
-    return MemoryBank({0: FaissMemory(8, layer_idx=0, **kw), 2: FaissMemory(8, layer_idx=2, **kw)})
+    kw = dict(memory_size=64, num_clusters=4, memory_compression=False, memory_write_stride=stride,
+              max_retrieval_distance=2.0)
+    return MemoryBank({layer: FaissMemory(MemorySettings(dim=8, layer_idx=layer, **kw)) for layer in (0, 2)})
 
 
 def test_lookup_by_layer():

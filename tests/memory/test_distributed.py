@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from s3cmn.memory import FaissMemory, MemoryBank, Provenance, gather_writes, synced_write
+from s3cmn.memory.settings import MemorySettings
 
 pytestmark = pytest.mark.distributed
 
@@ -31,7 +32,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     try:
         rng = np.random.default_rng(100 + rank)  # every rank sees different data
         centers = np.random.default_rng(0).standard_normal((6, 16))
-        mem = FaissMemory(16, capacity=120, num_clusters=2, compression_dim=4, seed=0)
+        mem = FaissMemory(MemorySettings(dim=16, memory_size=120, num_clusters=2, memory_compression_dim=4, seed=0))
         for step in range(1, 7):
             n = 20 + 7 * rank  # different counts per rank: exercises the padded gather
             values = centers[rng.integers(0, 6, n)] + 0.3 * rng.standard_normal((n, 16))
@@ -66,7 +67,9 @@ def _nan_worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))  # fmt: skip
     try:
-        bank = MemoryBank({0: FaissMemory(8, capacity=64, num_clusters=2, compression=False, write_stride=1)})
+        settings = MemorySettings(dim=8, memory_size=64, num_clusters=2, memory_compression=False,
+                                  memory_write_stride=1)
+        bank = MemoryBank({0: FaissMemory(settings)})
         ids = torch.full((2, 4), rank)
         counts = []
         for finite in (rank == 0, True):  # pass 1: rank 1's loss is NaN; pass 2: both finite

@@ -11,13 +11,14 @@ from tokenizers import BertWordPieceTokenizer
 
 from s3cmn.memory import FaissMemory, Provenance, memory_report, plot_memory
 from s3cmn.memory.inspect import describe_spread, query_report, usage_figure, usage_spread
+from s3cmn.memory.settings import MemorySettings
 
 
 @pytest.fixture
 def filled(bert_vocab, clustered_data):
     tok = BertWordPieceTokenizer(str(bert_vocab), lowercase=True)
     text_ids = tok.encode("the memory remembers what the model read before", add_special_tokens=False).ids
-    mem = FaissMemory(16, capacity=400, num_clusters=2, compression_dim=4, layer_idx=2)
+    mem = FaissMemory(MemorySettings(dim=16, memory_size=400, num_clusters=2, memory_compression_dim=4, layer_idx=2))
     data = clustered_data(200, 16, 5, seed=0)
     ids = torch.tensor(text_ids).repeat(200, 1)
     ids[7] = torch.tensor(tok.encode("a rarely used entry", add_special_tokens=False).ids + [-1] * (len(text_ids) - 4))

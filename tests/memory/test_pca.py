@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from s3cmn.memory import PCA, FaissMemory
+from s3cmn.memory.settings import MemorySettings
 
 
 def test_pca_matches_svd_and_reports_variance(low_rank_data):
@@ -37,7 +38,8 @@ def test_adaptive_dim_keeps_the_requested_variance(low_rank_data):
 def test_memory_searches_raw_keys_until_the_pca_can_be_fitted(low_rank_data):
     # Issue 15: searchable from the first write (before, writes were buffered unsearchable until the PCA fit).
     x = low_rank_data(100, 24, rank=4, seed=2)
-    mem = FaissMemory(24, capacity=200, num_clusters=4, compression_dim=4)  # pca_min_samples = D = 24
+    # pca_min_samples = D = 24
+    mem = FaissMemory(MemorySettings(dim=24, memory_size=200, num_clusters=4, memory_compression_dim=4))
     mem.write(x[:10])
     assert mem.num_entries == 10 and mem.searchable and mem.stats().pending == 0 and mem.key_dim == 24
     assert mem.pca is None and mem.search(x[:2], k=1).ids[:, 0].tolist() == [0, 1]  # exact, raw keys
@@ -52,13 +54,16 @@ def test_memory_searches_raw_keys_until_the_pca_can_be_fitted(low_rank_data):
 
 
 def test_adaptive_memory_dimension(low_rank_data):
-    mem = FaissMemory(24, capacity=200, compression_dim=0, compression_variance=0.95)
+    settings = MemorySettings(dim=24, memory_size=200, memory_compression_dim=0, memory_compression_variance=0.95)
+    mem = FaissMemory(settings)
     mem.write(low_rank_data(50, 24, rank=3, seed=3))
     assert 1 <= mem.key_dim <= 3 and mem.stats().pca_explained_variance >= 0.95
 
 
 def test_refit_when_the_distribution_drifts(low_rank_data):
-    mem = FaissMemory(24, capacity=1000, num_clusters=4, compression_dim=4, refit_drift=0.25)
+    settings = MemorySettings(dim=24, memory_size=1000, num_clusters=4, memory_compression_dim=4,
+                              memory_refit_drift=0.25)
+    mem = FaissMemory(settings)
     mem.write(low_rank_data(100, 24, rank=4, seed=4))
     same = low_rank_data(50, 24, rank=4, seed=4)  # same subspace: no refit
     mem.write(same)

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from s3cmn.memory import FaissMemory, MemoryLoadError, Provenance
+from s3cmn.memory.settings import MemorySettings
 
 
 def _filled(clustered_data, n: int = 1200) -> FaissMemory:
-    mem = FaissMemory(32, capacity=2048, num_clusters=16, compression_dim=8, layer_idx=3)
+    mem = FaissMemory(MemorySettings(dim=32, memory_size=2048, num_clusters=16, memory_compression_dim=8, layer_idx=3))
     data = clustered_data(n, 32, 40, seed=0)
     prov = Provenance(torch.arange(n * 2).view(n, 2), torch.arange(n), torch.zeros(n, dtype=torch.long))
     for i in range(0, n, 400):
@@ -31,7 +32,7 @@ def test_save_load_identical_searches(tmp_path, clustered_data):
     after = loaded.search(queries)
     for a, b in zip(before, after, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert loaded.settings() == mem.settings() and loaded.step == mem.step
+    assert loaded.settings == mem.settings and loaded.step == mem.step
     for name, arr in mem.entries().items():
         np.testing.assert_array_equal(loaded.entries()[name], arr)
     np.testing.assert_array_equal(loaded.pca.components, mem.pca.components)
@@ -51,7 +52,7 @@ def test_save_replaces_and_cleans_previous_files(tmp_path, clustered_data):
 
 
 def test_unfitted_memory_round_trips(tmp_path):
-    mem = FaissMemory(32, capacity=64, num_clusters=2, compression_dim=8)
+    mem = FaissMemory(MemorySettings(dim=32, memory_size=64, num_clusters=2, memory_compression_dim=8))
     mem.write(torch.randn(5, 32))  # no PCA yet: exact search over raw keys (issue 15: searchable at once)
     mem.save(tmp_path)
     loaded = FaissMemory.load(tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -63,7 +65,7 @@ def test_read_shapes_stats_and_one_search(config, memory):
     assert memory.counters["search_calls"] == calls + 1  # one FAISS call for all B*T = 16 queries
     assert stats.searched and 0 <= stats.hit_rate <= 1 and 0 < stats.gate_mean < 1 and stats.latency_ms > 0
     assert stats.entries == 200 and memory.stats().queries == 16
-    assert memory.entries()["usage"].sum() == round(stats.hit_rate * 16 * memory.top_k)
+    assert memory.entries()["usage"].sum() == round(stats.hit_rate * 16 * memory.settings.memory_top_k)
 
 
 def test_empty_or_missing_memory_reads_zero(config):
@@ -75,7 +77,7 @@ def test_empty_or_missing_memory_reads_zero(config):
 
 
 def test_all_misses_read_zero(config, memory):
-    memory.max_retrieval_distance = 1e-9  # nothing is that close
+    memory.settings = dataclasses.replace(memory.settings, max_retrieval_distance=1e-9)  # nothing is that close
     delta, stats = MemoryReader(config, 1)(torch.randn(1, 4, D), memory)
     assert stats.hit_rate == 0 and torch.equal(delta, torch.zeros_like(delta))
 

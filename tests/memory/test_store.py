@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from s3cmn.memory import FaissMemory, Provenance, layer_memory_settings
+from s3cmn.memory import FaissMemory, Provenance
+from s3cmn.memory.settings import MemorySettings
 from s3cmn.model_config import S3CMNConfig
 from s3cmn.utils.fields import ConfigError
 
 
 def _memory(**kwargs) -> FaissMemory:
-    args = dict(dim=32, capacity=8192, num_clusters=128, compression=False, max_retrieval_distance=2.0)
-    return FaissMemory(**{**args, **kwargs})
+    args = dict(dim=32, memory_size=8192, num_clusters=128, memory_compression=False, max_retrieval_distance=2.0)
+    return FaissMemory(MemorySettings(**{**args, **kwargs}))
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -44,7 +45,7 @@ def test_ivf_recall_at_8_vs_exact(clustered_data):
     mem = _memory()  # defaults: nlist 128, nprobe 8
     for chunk in np.array_split(data, 3):
         mem.write(chunk)
-    assert mem.is_ivf and mem.nprobe == 8
+    assert mem.is_ivf and mem.settings.memory_nprobe == 8 and mem.index.nprobe == 8
     res = mem.search(queries, k=8)
     flat = faiss.IndexFlatIP(32)
     flat.add(_normalise(data))
@@ -69,7 +70,7 @@ def test_search_is_one_faiss_call_and_stats(clustered_data):
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_max_retrieval_distance_makes_misses(metric):
-    mem = _memory(metric=metric, max_retrieval_distance=0.5)
+    mem = _memory(memory_metric=metric, max_retrieval_distance=0.5)
     e = np.eye(32, dtype=np.float32)
     mem.write(e[:2])  # two orthogonal keys
     q = np.stack([e[0], 0.6 * e[0] + 0.8 * e[2]]).astype(np.float32)  # cos 1 and cos 0.6 with e0
@@ -89,7 +90,7 @@ def test_empty_memory_search_misses():
 
 
 def test_prune_keeps_capacity_and_removes_least_used():
-    mem = _memory(capacity=10, max_size=10)
+    mem = _memory(memory_size=10, memory_max_size=10)
     rng = np.random.default_rng(0)
     ids = mem.write(rng.standard_normal((10, 32)).astype(np.float32), step=1)
     used = ids[[0, 2, 4, 6, 8]]
@@ -104,7 +105,7 @@ def test_prune_keeps_capacity_and_removes_least_used():
 
 
 def test_prune_tie_break_is_recency():
-    mem = _memory(capacity=4, max_size=4)
+    mem = _memory(memory_size=4, memory_max_size=4)
     ids = mem.write(np.eye(32, dtype=np.float32)[:4], step=1)
     for i, step in zip(ids, [5, 3, 2, 4], strict=True):  # equal counts and mass, different recency
         mem.record_usage(np.array([i]), np.array([0.25]), step=step)
@@ -113,7 +114,7 @@ def test_prune_tie_break_is_recency():
 
 
 def test_growth_multiplies_capacity_up_to_max():
-    mem = _memory(capacity=8, max_size=20, full_policy="grow", growth_factor=2.0)
+    mem = _memory(memory_size=8, memory_max_size=20, memory_full_policy="grow", memory_growth_factor=2.0)
     rng = np.random.default_rng(0)
     mem.write(rng.standard_normal((8, 32)).astype(np.float32))
     assert mem.capacity == 8
@@ -127,7 +128,7 @@ def test_growth_multiplies_capacity_up_to_max():
 
 
 def test_reset_empties_everything():
-    mem = _memory(capacity=8, max_size=32, full_policy="grow")
+    mem = _memory(memory_size=8, memory_max_size=32, memory_full_policy="grow")
     mem.write(np.random.default_rng(0).standard_normal((20, 32)).astype(np.float32))
     mem.search(np.ones((2, 32), np.float32))
     mem.reset()
@@ -157,8 +158,8 @@ def test_write_stores_provenance_and_rejects_bad_input():
         mem.write(torch.full((1, 32), float("nan")))
     with pytest.raises(ValueError, match=r"\(M, 32\)"):
         mem.write(torch.randn(2, 16))
-    with pytest.raises(ValueError, match="capacity"):
-        FaissMemory(32, capacity=0)
+    with pytest.raises(ConfigError, match="memory_size = 0 is out of range"):
+        MemorySettings(dim=32, memory_size=0)
 
 
 def test_values_are_detached_copies():
@@ -174,10 +175,11 @@ def test_values_are_detached_copies():
 def test_from_config_applies_layer_overrides():
     config = S3CMNConfig.from_preset("tiny", memory_layer_settings={"-1": {"memory_size": 2048, "memory_top_k": 4}})
     mem = FaissMemory.from_config(config, 1)  # tiny has 2 layers: -1 is layer 1
-    assert (mem.initial_capacity, mem.top_k, mem.dim) == (2048, 4, config.hidden_dim)
-    assert mem.compression_dim == config.memory_compression_dim and mem.num_clusters == config.num_clusters
-    assert FaissMemory.from_config(config, 0).initial_capacity == config.memory_size
-    assert layer_memory_settings(config, 1)["memory_top_k"] == 4
+    s = mem.settings
+    assert (s.memory_size, s.memory_top_k, s.dim) == (2048, 4, config.hidden_dim)
+    assert s.memory_compression_dim == config.memory_compression_dim and s.num_clusters == config.num_clusters
+    assert FaissMemory.from_config(config, 0).settings.memory_size == config.memory_size
+    assert config.layer_memory_fields(1)["memory_top_k"] == 4
     with pytest.raises(ConfigError, match="memory_top_k"):  # the config is the one validator (issue 14 s3)
         S3CMNConfig.from_preset("tiny", memory_layer_settings={"1": {"memory_topk": 4}})
 
@@ -203,7 +205,7 @@ def test_to_gpu_without_gpu_raises_a_clear_error():
 def test_evaluation_writes_evict_saved_training_entries_first(tmp_path):
     # Issue 15: with retrieval counts first, saved training entries that were ever retrieved stayed forever and
     # evaluation (which records no usage) cycled its writes through the slots left. Recency first fixes it.
-    mem = _memory(capacity=8, max_size=8)
+    mem = _memory(memory_size=8, memory_max_size=8)
     rng = np.random.default_rng(0)
     train = rng.standard_normal((8, 32)).astype(np.float32)
     ids = mem.write(train, step=500)

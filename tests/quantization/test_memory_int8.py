@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from s3cmn.memory import FaissMemory
+from s3cmn.memory.settings import MemorySettings
 from s3cmn.quantization.memory_int8 import Int8FaissMemory, measure_recall, quantize_memory, recall_at_k
 
 
@@ -19,8 +20,8 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
 @pytest.fixture
 def memory() -> FaissMemory:
     """2000 entries of width 32 (no PCA: keys are the normalised values), IVF with 16 lists, 4 probed."""
-    mem = FaissMemory(32, capacity=2000, num_clusters=16, nprobe=4, top_k=10, compression=False,
-                      max_retrieval_distance=2.0)  # fmt: skip
+    mem = FaissMemory(MemorySettings(dim=32, memory_size=2000, num_clusters=16, memory_nprobe=4, memory_top_k=10,
+                                     memory_compression=False, max_retrieval_distance=2.0))  # fmt: skip
     mem.write(clustered(2000, 32, seed=1))
     assert mem.is_ivf
     return mem
@@ -43,7 +44,7 @@ def test_quantize_memory_keeps_everything_but_the_index(memory: FaissMemory) -> 
     before, after = memory.entries(), int8.entries()
     for name in before:
         np.testing.assert_array_equal(before[name], after[name])
-    assert int8.settings() == memory.settings()
+    assert int8.settings == memory.settings
     assert int8.stats().bytes_index < memory.stats().bytes_index / 3
 
 

@@ -16,6 +16,7 @@ import torch
 
 from s3cmn import S3CMNConfig, S3CMNForCausalLM
 from s3cmn.memory import persist
+from s3cmn.memory.settings import MemorySettings
 from s3cmn.memory.store import FaissMemory
 from s3cmn.modeling.loading import load_model
 from s3cmn.training.checkpoint import CheckpointError, save_checkpoint
@@ -123,7 +124,7 @@ def full_disk_open(budget: int):
 
 
 def test_a_full_disk_during_a_memory_store_save_keeps_the_previous_save(tmp_path, monkeypatch) -> None:
-    memory = FaissMemory(16, capacity=64, num_clusters=2, compression_dim=4)
+    memory = FaissMemory(MemorySettings(dim=16, memory_size=64, num_clusters=2, memory_compression_dim=4))
     memory.write(torch.randn(20, 16))
     memory.save(tmp_path)
     saved = memory.entries()["values"].copy()
