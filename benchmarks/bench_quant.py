@@ -107,13 +107,13 @@ def build_variants(args: argparse.Namespace, root: Path) -> list[str]:
     import s3cmn  # noqa: F401
     from s3cmn import S3CMNConfig, S3CMNForCausalLM
     from s3cmn.data.dataset import encode_text
-    from s3cmn.data.tokenizer import load_tokenizer
+    from s3cmn.data.tokenizer import checkpoint_tokenizer, load_tokenizer
     from s3cmn.quantization import quantize_model, save_quantized
     from s3cmn.quantization.inference import quantize_memories
 
     if args.checkpoint:
         model = AutoModelForCausalLM.from_pretrained(args.checkpoint).eval()
-        tokenizer = load_tokenizer(args.checkpoint)
+        tokenizer = checkpoint_tokenizer(args.checkpoint, required=True)
     else:
         torch.manual_seed(0)
         model = S3CMNForCausalLM(S3CMNConfig.from_preset(args.preset)).eval()

@@ -64,9 +64,9 @@ def load(checkpoint: str, modes: list[str]) -> tuple[Any, dict[str, Any]]:
 
 def prompt_ids(checkpoint: str, text_file: Path, tokens: int) -> torch.Tensor:
     """The first ``tokens`` tokens of the text (the checkpoint's tokenizer), (1, tokens)."""
-    from s3cmn.data.tokenizer import load_tokenizer
+    from s3cmn.data.tokenizer import checkpoint_tokenizer
 
-    tokenizer = load_tokenizer(checkpoint)
+    tokenizer = checkpoint_tokenizer(checkpoint, required=True)
     text = text_file.read_text(encoding="utf-8")[: 20 * tokens]
     ids = tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
     if len(ids) < tokens:

@@ -12,8 +12,9 @@
   ``tokenizer.json``;
 - anything else: a hub name for ``AutoTokenizer`` (only the local cache when offline or unreachable).
 
-``checkpoint_tokenizer(folder)`` is the tokenizer saved in a checkpoint folder, or None: every command that
-looks for a checkpoint's own tokenizer asks it.
+``checkpoint_tokenizer(folder)`` is the tokenizer saved in a checkpoint folder, or None (an error with
+``required=True``): every command that looks for a checkpoint's own tokenizer asks it, and
+:func:`saved_tokenizer_files` is the one list of the files it looks for.
 
 Trained tokenizers are deterministic (same text and size, same vocabulary) and are
 ``PreTrainedTokenizerFast`` objects: ``save_pretrained(dir)`` beside the model, and
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 _TRAINED_SPEC = re.compile(r"^(bpe|wordpiece):(\d+)$")
 
+# What saved_tokenizer_files looks for, in its order, for messages.
+SAVED_TOKENIZER_FILES = "tokenizer.json or tokenizer_config.json, GPT-2 vocab.json + merges.txt, or BERT vocab.txt"
 HOW_TO_POINT_LOCAL = (
     "Point --tokenizer to a local folder (a save_pretrained folder with tokenizer.json, a folder with "
     "BERT vocab.txt or GPT-2 vocab.json + merges.txt, e.g. ../shared/data/tokenizers/bert-base-uncased), "
@@ -92,9 +95,13 @@ def saved_tokenizer_files(folder: str | os.PathLike) -> TokenizerFiles | None:
     return None
 
 
-def checkpoint_tokenizer(folder: str | os.PathLike) -> PreTrainedTokenizerBase | None:
-    """The tokenizer saved in a checkpoint (or tokenizer) folder, or None when the folder holds none."""
+def checkpoint_tokenizer(folder: str | os.PathLike, required: bool = False) -> PreTrainedTokenizerBase | None:
+    """The tokenizer saved in a checkpoint (or tokenizer) folder, or None when the folder holds none; with
+    ``required``, a DataError naming the folder and the files looked for instead of None."""
     if saved_tokenizer_files(folder) is None:
+        if required:
+            raise DataError(f"{folder} holds no tokenizer (looked for {SAVED_TOKENIZER_FILES}); save the "
+                            "tokenizer beside the model (s3cmn-train does) or copy its files there")
         return None
     return load_tokenizer(str(folder))
 
@@ -180,10 +187,8 @@ def _from_folder(folder: Path) -> PreTrainedTokenizerBase:
         return tokenizer
     if files == "bert":
         return _bert_from_vocab(folder / "vocab.txt")
-    raise DataError(
-        f"tokenizer folder {folder} holds none of tokenizer.json, tokenizer_config.json, "
-        f"vocab.json + merges.txt, vocab.txt. {HOW_TO_POINT_LOCAL}"
-    )
+    raise DataError(f"tokenizer folder {folder} holds no tokenizer (looked for {SAVED_TOKENIZER_FILES}). "
+                    f"{HOW_TO_POINT_LOCAL}")
 
 
 def _from_hub(name: str) -> PreTrainedTokenizerBase:

@@ -52,7 +52,7 @@ def load_for_inference(
     Raises a :class:`~s3cmn.utils.checkpoints.CheckpointError` with a one-line reason.
     """
     import s3cmn  # noqa: F401  (registers the model with the Auto classes)
-    from s3cmn.data.tokenizer import load_tokenizer
+    from s3cmn.data.tokenizer import checkpoint_tokenizer
 
     root = Path(checkpoint)
     if is_quantized_checkpoint(root):
@@ -65,7 +65,7 @@ def load_for_inference(
             model, report = quantize_model(model, backend, threshold)
             if memory_int8:
                 quantize_memories(model)
-    tokenizer = load_tokenizer(str(root))
+    tokenizer = checkpoint_tokenizer(root, required=True)
     return model, tokenizer, report
 
 

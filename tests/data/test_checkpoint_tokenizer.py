@@ -1,4 +1,4 @@
-"""One function finds a checkpoint's tokenizer; s3cmn-eval and s3cmn-memory both ask it."""
+"""One function finds a checkpoint's tokenizer; s3cmn-eval, s3cmn-memory and generation all ask it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from s3cmn.cli.memory import find_tokenizer
 from s3cmn.data import checkpoint_tokenizer, load_tokenizer
+from s3cmn.data.errors import DataError
 from s3cmn.data.tokenizer import saved_tokenizer_files
 from s3cmn.evaluation.run import load_eval_tokenizer
 from s3cmn.run_config import DataConfig
@@ -49,6 +50,8 @@ def test_checkpoint_tokenizer_is_load_tokenizer_or_none(folders) -> None:
         assert _ids(checkpoint_tokenizer(folders[name])) == _ids(load_tokenizer(str(folders[name]))), name
     assert checkpoint_tokenizer(folders["none"]) is None
     assert checkpoint_tokenizer(folders["vocab_json_only"]) is None  # half a GPT-2 tokenizer is none
+    with pytest.raises(DataError, match=r"none holds no tokenizer \(looked for tokenizer.json .* vocab.txt\)"):
+        checkpoint_tokenizer(folders["none"], required=True)  # as generation asks (load_for_inference)
 
 
 def test_eval_and_memory_cli_agree_on_the_checkpoints_tokenizer(folders, shared_data: Path) -> None:

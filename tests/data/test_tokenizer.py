@@ -106,7 +106,7 @@ def test_offline_hub_name_not_cached_says_how_to_point_to_a_folder(monkeypatch: 
 
 
 def test_folder_without_tokenizer_files(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="holds none of"):
+    with pytest.raises(DataError, match="holds no tokenizer .looked for tokenizer.json"):
         load_tokenizer(str(tmp_path))
 
 
