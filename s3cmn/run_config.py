@@ -229,6 +229,12 @@ class TaskConfig(_Settings):
     )
     dt: float = setting(0.05, group=TASK, help="integration step of the simulator (seconds)", gt=0)
     damping: float = setting(0.1, group=TASK, help="viscous damping of the pendulum / cart (1/s)", ge=0)
+    length: float = setting(1.0, group=TASK, help="length of the pendulum (m)", gt=0)
+    unseen_length: float = setting(
+        0.0, group=TASK, help="length of an unseen pendulum the test also scores, frozen and adapted on each "
+        "trajectory's first context_steps (s3cmn.tasks.adapt); 0 = no such test", ge=0
+    )
+    unseen_damping: float = setting(0.0, group=TASK, help="damping of that unseen pendulum (1/s)", ge=0)
     action_scale: float = setting(1.0, group=TASK, help="amplitude of the random actions", ge=0)
     trajectory_length: int = setting(100, group=TASK, help="steps per simulated trajectory", ge=2)
     train_trajectories: int = setting(48, group=TASK, help="trajectories (seeds) for training", ge=1)
@@ -269,6 +275,9 @@ class TaskConfig(_Settings):
         if self.action_dim not in (0, actions):
             raise ConfigError(f"TaskConfig.action_dim = {self.action_dim} does not match system = "
                               f"{self.system!r}: use {actions} (actuated) or 0 (passive)")
+        if self.unseen_length > 0 and self.system != "pendulum":
+            raise ConfigError(f"TaskConfig.unseen_length = {self.unseen_length}: the unseen-system adaptation test "
+                              f"is for system = 'pendulum', not {self.system!r}; set unseen_length = 0")
         if self.context_steps + self.horizon > self.trajectory_length:
             raise ConfigError(f"TaskConfig: context_steps + horizon = {self.context_steps + self.horizon} is "
                               f"longer than trajectory_length = {self.trajectory_length}; shorten the rollout "

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from s3cmn.tasks.robotics_sim import Trajectories
 
-__all__ = ["classify", "one_step_rmse", "rollout", "rollout_report", "vision_report"]
+__all__ = ["classify", "one_step_rmse", "rollout", "rollout_errors", "rollout_report", "vision_report"]
 
 NOISE_SEED = 1234  # the noise of the robustness curve is the same draw for every model
 
@@ -74,19 +74,24 @@ def rollout(model: nn.Module, states: Tensor, actions: Tensor, context: int, hor
     return torch.stack(predicted, dim=1)  # (B, horizon, S)
 
 
-def rollout_report(model: nn.Module, data: Trajectories, context: int, horizon: int,
-                   threshold: float) -> dict[str, Any]:
-    """One-step RMSE; the open-loop rollout's RMSE at each step (over trajectories and state values), its
-    mean, and ``valid_horizon``: the steps before that RMSE first exceeds ``threshold``."""
-    predicted = rollout(model, data.states, data.actions, context, horizon)  # (n, H, S)
+def rollout_errors(predicted: Tensor, data: Trajectories, context: int, horizon: int,
+                   threshold: float) -> dict[str, Any]:  # fmt: skip
+    """The open-loop rollout's RMSE at each step (over trajectories and state values) of ``predicted``
+    (n, horizon, S), its mean, and ``valid_horizon``: the steps before that RMSE first exceeds ``threshold``."""
     truth = data.states[:, context : context + horizon]  # (n, H, S)
     by_step = (predicted - truth).pow(2).mean(dim=(0, 2)).sqrt()  # (H,)
     over = (by_step > threshold).nonzero()
     return {
-        "one_step_rmse": one_step_rmse(model, data),
         "rollout_rmse": float(by_step.mean()),
         "rollout_rmse_by_step": by_step.tolist(),
         "valid_horizon": int(over[0, 0]) if len(over) else horizon,
         "threshold": threshold,
         "trajectories": len(data.states),
     }
+
+
+def rollout_report(model: nn.Module, data: Trajectories, context: int, horizon: int,
+                   threshold: float) -> dict[str, Any]:
+    """One-step RMSE and :func:`rollout_errors` of the model's open-loop rollout."""
+    predicted = rollout(model, data.states, data.actions, context, horizon)  # (n, H, S)
+    return {"one_step_rmse": one_step_rmse(model, data), **rollout_errors(predicted, data, context, horizon, threshold)}

@@ -223,6 +223,12 @@ class DynamicsModel(nn.Module):
         """The next state from the current one and the predicted normalised change."""
         return states + self.delta_std * change
 
+    def next_state_loss(self, states: Tensor, actions: Tensor) -> Tensor:
+        """states (B, T+1, S), actions (B, T+1, A) -> MSE of the T predicted next states, in units of the state
+        change's std (so every state value counts): the training loss, and the test-time adaptation's."""
+        predicted = self(states[:, :-1], actions[:, :-1]).next_states  # (B, T, S)
+        return ((predicted - states[:, 1:]) / self.delta_std).pow(2).mean()
+
 
 class DynamicsS3CMN(DynamicsModel):
     """Next-state predictor on the S³CMN blocks: ``forward`` over a trajectory, ``step`` one time step."""

@@ -1,8 +1,8 @@
 """Simulated systems for the robotics task, integrated with fixed-step RK4 and deterministic given a seed.
 
-Damped pendulum (unit length and mass, g = 9.81), state s = (θ, ω), torque u::
+Damped pendulum (length ℓ, unit mass, g = 9.81), state s = (θ, ω), torque u::
 
-    dθ/dt = ω,    dω/dt = −g sin θ − b ω + u
+    dθ/dt = ω,    dω/dt = −(g / ℓ) sin θ − b ω + u
 
 Cart-pole (the classic-control equations of Barto, Sutton & Anderson 1983, as in gymnasium's ``CartPole``),
 state s = (x, ẋ, θ, θ̇), θ = 0 upright, force F = 10 u, plus viscous damping b on the cart.
@@ -33,11 +33,11 @@ SEED_STRIDE = 1_000_003  # the seeds of one run's trajectories: seed * SEED_STRI
 Dynamics = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def pendulum_dynamics(damping: float) -> Dynamics:
-    """ds/dt of the damped pendulum for state (θ, ω) and torque (u,)."""
+def pendulum_dynamics(damping: float, length: float = 1.0) -> Dynamics:
+    """ds/dt of the damped pendulum of ``length`` for state (θ, ω) and torque (u,)."""
 
     def f(s: np.ndarray, u: np.ndarray) -> np.ndarray:
-        return np.array([s[1], -GRAVITY * math.sin(s[0]) - damping * s[1] + u[0]])
+        return np.array([s[1], -GRAVITY / length * math.sin(s[0]) - damping * s[1] + u[0]])
 
     return f
 
@@ -76,7 +76,7 @@ def _initial_state(system: str, rng: np.random.Generator) -> np.ndarray:
 def simulate(task: TaskConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One trajectory: states (L, S) and the actions (L, A) applied after each state (A may be 0)."""
     rng = np.random.default_rng(seed)
-    f = pendulum_dynamics(task.damping) if task.system == "pendulum" else cartpole_dynamics(task.damping)
+    f = pendulum_dynamics(task.damping, task.length) if task.system == "pendulum" else cartpole_dynamics(task.damping)
     L, A = task.trajectory_length, task.action_dim
     held = rng.uniform(-task.action_scale, task.action_scale, size=(-(-L // ACTION_HOLD), max(A, 1)))
     actions = np.repeat(held, ACTION_HOLD, axis=0)[:L, :A]  # (L, A)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from s3cmn.model_config import S3CMNConfig
 from s3cmn.run_config import TrainingConfig
+from s3cmn.tasks.adapt import unseen_report
 from s3cmn.tasks.baselines import CNNBaseline, GRUBaseline, count_parameters, match_parameters
 from s3cmn.tasks.checkpoint import load_task_model
 from s3cmn.tasks.config import TaskConfig
@@ -139,10 +140,7 @@ def _window_batches(data: Trajectories, window: int, batch_size: int):
 
 
 def _next_state_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-    """MSE of the predicted next state, in units of the state change's std (so every state value counts)."""
-    states, actions = batch
-    predicted = model(states[:, :-1], actions[:, :-1]).next_states  # (b, T, S)
-    return ((predicted - states[:, 1:]) / model.delta_std).pow(2).mean()
+    return model.next_state_loss(*batch)
 
 
 def _robotics_job(model_config: S3CMNConfig, training: TrainingConfig, task: TaskConfig) -> _Job:
@@ -154,12 +152,21 @@ def _robotics_job(model_config: S3CMNConfig, training: TrainingConfig, task: Tas
             "rollout_rmse"]
 
     def test(model: nn.Module) -> dict[str, Any]:
-        return rollout_report(model, data.test, task.context_steps, task.horizon, task.error_threshold)
+        return robotics_test(model, task, data.test, training.seed)
 
     models = robotics_models(model_config, task, training.seed)
     for model, _ in models.values():
         model.fit_normalisation(data.train.states, data.train.actions)
     return _Job(models, _next_state_loss, batches, per_epoch, score, test)
+
+
+def robotics_test(model: nn.Module, task: TaskConfig, test: Trajectories, seed: int) -> dict[str, Any]:
+    """The test rollouts of the trained system; with ``task.unseen_length``, also an unseen pendulum's, frozen
+    and adapted to each trajectory's first steps (s3cmn.tasks.adapt), under ``"unseen"``."""
+    report = rollout_report(model, test, task.context_steps, task.horizon, task.error_threshold)
+    if task.unseen_length > 0:
+        report["unseen"] = unseen_report(model, task, seed)
+    return report
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,9 +242,7 @@ def evaluate_task(output_dir: str | os.PathLike) -> dict[str, Any]:
                              "test": vision_report(model, data.test_x, data.test_y, data.num_classes,
                                                    task.noise_levels)}
         else:
-            test = trajectory_splits(task, seed).test
             results[name] = {"kind": spec["kind"], "parameters": count_parameters(model),
-                             "test": rollout_report(model, test, task.context_steps, task.horizon,
-                                                    task.error_threshold)}
+                             "test": robotics_test(model, task, trajectory_splits(task, seed).test, seed)}
     return {"task": task.task, "checkpoint": str(out), "results": results}
 

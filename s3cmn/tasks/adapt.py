@@ -1,0 +1,104 @@
+"""Test-time adaptation of a next-state model to a system it was not trained on: the robotics side of dynamic
+evaluation (:mod:`s3cmn.nexttoken.dynamic`).
+
+A model trained on one pendulum is scored on a pendulum of another length and damping (``TaskConfig``'s
+``unseen_length`` / ``unseen_damping``), twice per trajectory:
+
+- **frozen**: the open-loop rollout of :func:`s3cmn.tasks.metrics.rollout` (observe ``context_steps``, then
+  feed each prediction back);
+- **adapted**: first a copy of the model takes ``steps`` Adam steps at rate ``lr`` on the next-state loss of
+  that trajectory's observed ``context_steps`` states (the transitions 0 -> 1 ... context-2 -> context-1; the
+  states from ``context_steps`` on, which the rollout predicts, are never seen), then the same rollout.
+
+``lr`` and ``steps`` are chosen per model on the unseen pendulum's *validation* trajectories (their own seeds)
+from :data:`LRS` x :data:`STEPS`, the lowest mean rollout RMSE; the test trajectories are scored once. The
+same grid and rule serve every model (S3CMN and the GRU baseline), so both get the same tuning.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from s3cmn.tasks.config import TaskConfig
+from s3cmn.tasks.metrics import rollout, rollout_errors, rollout_report
+from s3cmn.tasks.robotics_sim import Trajectories, trajectory_splits
+
+__all__ = ["LRS", "STEPS", "adapted_rollout", "unseen_report", "unseen_splits", "unseen_task"]
+
+LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+STEPS = (5, 20)
+UNSEEN_SEED_OFFSET = 7919  # the unseen pendulum's trajectories use other seeds than the training system's
+
+
+def unseen_task(task: TaskConfig) -> TaskConfig:
+    """The task of the unseen pendulum: its length and damping, everything else as trained."""
+    if task.unseen_length <= 0:
+        raise ValueError("the task sets no unseen pendulum: give unseen_length > 0 (and unseen_damping)")
+    return dataclasses.replace(task, length=task.unseen_length, damping=task.unseen_damping, unseen_length=0.0)
+
+
+def unseen_splits(task: TaskConfig, seed: int) -> Any:
+    """Validation and test trajectories of the unseen pendulum (seeds disjoint from the training system's)."""
+    return trajectory_splits(unseen_task(task), seed + UNSEEN_SEED_OFFSET)
+
+
+def adapt(model: nn.Module, states: torch.Tensor, actions: torch.Tensor, context: int, lr: float,
+          steps: int) -> nn.Module:  # fmt: skip
+    """A copy of ``model`` after ``steps`` Adam steps on the next-state loss of ``states[:, :context]``
+    (B, context, S) with ``actions[:, :context]``; ``model`` is unchanged."""
+    adapted = copy.deepcopy(model)
+    if steps == 0 or lr == 0:
+        return adapted.eval()
+    optimizer = torch.optim.Adam(adapted.parameters(), lr=lr)
+    adapted.train()
+    observed = states[:, :context], actions[:, :context]
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = adapted.next_state_loss(*observed)
+            if not torch.isfinite(loss):
+                break
+            loss.backward()
+            optimizer.step()
+    return adapted.eval()
+
+
+def adapted_rollout(model: nn.Module, data: Trajectories, context: int, horizon: int, lr: float,
+                    steps: int) -> torch.Tensor:  # fmt: skip
+    """The open-loop rollout (n, horizon, S) of each trajectory after adapting a copy of ``model`` to that
+    trajectory's first ``context`` states alone."""
+    out = []
+    for i in range(len(data.states)):
+        states, actions = data.states[i : i + 1], data.actions[i : i + 1]
+        out.append(rollout(adapt(model, states, actions, context, lr, steps), states, actions, context, horizon))
+    return torch.cat(out)
+
+
+def _rmse(predicted: torch.Tensor, data: Trajectories, context: int, horizon: int) -> float:
+    return rollout_errors(predicted, data, context, horizon, math.inf)["rollout_rmse"]
+
+
+def unseen_report(model: nn.Module, task: TaskConfig, seed: int) -> dict[str, Any]:
+    """The unseen pendulum's test rollouts, frozen and adapted (lr and steps chosen on its validation
+    trajectories), with the validation grid; ``seed``: the run's data seed."""
+    splits = unseen_splits(task, seed)
+    context, horizon = task.context_steps, task.horizon
+    grid = [{"lr": lr, "steps": steps,
+             "validation_rollout_rmse": _rmse(adapted_rollout(model, splits.valid, context, horizon, lr, steps),
+                                              splits.valid, context, horizon)}
+            for lr in LRS for steps in STEPS]  # fmt: skip
+    frozen_valid = _rmse(rollout(model, splits.valid.states, splits.valid.actions, context, horizon), splits.valid,
+                         context, horizon)  # fmt: skip
+    best = min(grid, key=lambda g: g["validation_rollout_rmse"])
+    adapted = adapted_rollout(model, splits.test, context, horizon, best["lr"], best["steps"])
+    return {"system": {"length": task.unseen_length, "damping": task.unseen_damping},
+            "frozen": rollout_report(model, splits.test, context, horizon, task.error_threshold),
+            "adapted": rollout_errors(adapted, splits.test, context, horizon, task.error_threshold),
+            "chosen": {"lr": best["lr"], "steps": best["steps"]}, "frozen_validation_rollout_rmse": frozen_valid,
+            "grid": grid, "chosen_on": "the unseen pendulum's validation trajectories"}  # fmt: skip
