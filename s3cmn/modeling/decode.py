@@ -12,6 +12,9 @@ counter, which PyTorch moves on every in-place change (an optimizer step, ``load
 So a lookup is a few Python comparisons and no tensor op. A weight changed in place, re-assigned (``p.data =
 ...``, ``module.to(...)``) or loaded is seen; a change written through ``p.data`` in place (``p.data.mul_(2)``)
 bypasses the version counter, as it bypasses autograd, and is not: change weights under ``torch.no_grad()``.
+The fused optimizer kernels (``AdamW(fused=True)``, the trainer's default on the CPU) write the parameters
+without moving their version counters either, so every cache also records the count of optimizer steps taken
+in the process (a global ``torch.optim`` step hook) and is rebuilt after any step.
 
 Only the no-grad decode paths use this: with gradients enabled the derived tensors must stay in the graph.
 """
@@ -24,10 +27,22 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from s3cmn.ops.int8_gemv import int8_gemv, unpack_linear_dynamic
 
 __all__ = ["derived", "linear", "module_tensors", "plain_weight"]
+
+
+_optimizer_steps = 0  # optimizer steps taken in this process (any optimizer): a step invalidates every cache
+
+
+def _count_optimizer_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 class _Store(dict):
@@ -54,15 +69,15 @@ def derived(module: nn.Module, name: str, sources: Sequence[Tensor], build: Call
     store = _store(module)
     hit = store.get(name)
     if hit is not None:
-        refs, value = hit
-        if len(refs) == len(sources) and all(
+        refs, steps, value = hit
+        if steps == _optimizer_steps and len(refs) == len(sources) and all(
             ref() is t and (version, pointer) == (t._version, t.data_ptr())
             for (ref, version, pointer), t in zip(refs, sources, strict=True)
         ):
             return value
     with torch.no_grad():
         value = build()
-    store[name] = (tuple((weakref.ref(t), t._version, t.data_ptr()) for t in sources), value)
+    store[name] = (tuple((weakref.ref(t), t._version, t.data_ptr()) for t in sources), _optimizer_steps, value)
     return value
 
 

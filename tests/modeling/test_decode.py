@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import pickle
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +24,47 @@ def test_linear_equals_f_linear_and_follows_weight_changes() -> None:
         torch.testing.assert_close(linear(layer, x), F.linear(x, layer.weight, layer.bias), rtol=1e-6, atol=1e-6)
         layer.load_state_dict({"weight": torch.ones(40, 16), "bias": torch.zeros(40)})
         torch.testing.assert_close(linear(layer, x), x.sum().expand(1, 40), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_linear_follows_an_optimizer_step_fused_or_not(fused: bool) -> None:
+    """The fused AdamW kernel (the trainer's CPU default) leaves the version counters where they were: the
+    decode path must still see the new weights (a stale copy picked the wrong best epoch in the task runs)."""
+    torch.manual_seed(0)
+    layer, x = nn.Linear(8, 8), torch.randn(1, 8)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=fused)
+    with torch.no_grad():
+        linear(layer, x)  # builds the transposed copy
+    layer(torch.randn(4, 8)).square().sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        torch.testing.assert_close(linear(layer, x), F.linear(x, layer.weight, layer.bias), rtol=1e-6, atol=1e-6)
+
+
+def test_a_task_model_rollout_after_training_equals_a_fresh_copy() -> None:
+    from s3cmn.model_config import S3CMNConfig
+    from s3cmn.run_config import TaskConfig
+    from s3cmn.tasks.metrics import rollout
+    from s3cmn.tasks.models import DynamicsS3CMN
+    from s3cmn.tasks.robotics_sim import trajectory_splits
+
+    task = TaskConfig(trajectory_length=30, context_steps=5, horizon=20, train_trajectories=4,
+                      validation_trajectories=1, test_trajectories=2)  # fmt: skip
+    data = trajectory_splits(task, 0)
+    torch.manual_seed(0)
+    model = DynamicsS3CMN(S3CMNConfig(vocab_size=2, embedding_dim=16, hidden_dim=16, num_layers=2,
+                                      num_attention_heads=2, spiking_units=16, hyena_filter_dim=8,
+                                      hyena_filter_length=32, mamba_d_state=4, use_memory=False), task)  # fmt: skip
+    model.fit_normalisation(data.train.states, data.train.actions)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    for _ in range(3):
+        rollout(model, data.test.states, data.test.actions, 5, 20)  # the validation between epochs
+        model.train()
+        model.next_state_loss(data.train.states, data.train.actions).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = rollout(model, data.test.states, data.test.actions, 5, 20)
+    assert torch.equal(after, rollout(copy.deepcopy(model), data.test.states, data.test.actions, 5, 20))
 
 
 def test_linear_runs_other_layers_own_forward() -> None:
