@@ -16,6 +16,11 @@ over the seeds (the spread), with the seeds' values in the JSON.
 
     python benchmarks/tasks.py --out results/tasks                 # 3 seeds, both tasks
     python benchmarks/tasks.py --seeds 0 --epochs 2 --out /tmp/t   # a smoke run (about a minute)
+    python benchmarks/tasks.py --presets robotics-pendulum-unseen --variants s3cmn --out results/tasks/unseen
+
+``robotics-pendulum-unseen`` also scores each model on a pendulum it never saw (1.5 m, damping 0.3), frozen and
+adapted to each trajectory's first steps (``s3cmn.tasks.adapt``: the step chosen per model on that pendulum's
+validation trajectories), as ``unseen_frozen_rollout_rmse`` / ``unseen_adapted_rollout_rmse``.
 
 Writes ``<out>/<task preset>.json`` and ``<out>/tasks.md``.
 """
@@ -57,19 +62,23 @@ def metrics(task: str, test: dict[str, Any]) -> dict[str, float]:
         rates = test["spike_rates"]["blocks"]
         return {"accuracy": test["accuracy"], **noisy,
                 **({"spike_rate": sum(rates) / len(rates)} if rates else {})}
+    unseen = test.get("unseen")
     return {"one_step_rmse": test["one_step_rmse"], "rollout_rmse": test["rollout_rmse"],
-            "valid_horizon": test["valid_horizon"]}
+            "valid_horizon": test["valid_horizon"],
+            **({"unseen_frozen_rollout_rmse": unseen["frozen"]["rollout_rmse"],
+                "unseen_adapted_rollout_rmse": unseen["adapted"]["rollout_rmse"]} if unseen else {})}
 
 
-def run_preset(preset: str, seeds: list[int], epochs: int | None) -> dict[str, Any]:
+def run_preset(preset: str, seeds: list[int], epochs: int | None,
+               variants: tuple[str, ...] = tuple(VARIANTS)) -> dict[str, Any]:
     """Every variant and the baseline at every seed (seed-major, so load changes spread over the models)."""
     sections = task_preset(preset)
     task = TaskConfig(**sections["task"])
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ("baseline", *VARIANTS)}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ("baseline", *variants)}
     for seed in seeds:
         training = TrainingConfig(**{**sections["training"], "seed": seed,
                                      **({"num_epochs": epochs} if epochs else {})})
-        for variant, changes in VARIANTS.items():
+        for variant, changes in ((v, VARIANTS[v]) for v in variants):
             config = S3CMNConfig(**{**sections["model"], **changes})
             names = ("s3cmn", "baseline") if variant == "s3cmn" else ("s3cmn",)
             start = time.perf_counter()
@@ -106,6 +115,8 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma list of task presets")
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the preset's)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma list of s3cmn variants ({', '.join(VARIANTS)}); the baseline trains beside s3cmn")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", default="results/tasks", help="output folder")
     args = parser.parse_args()
@@ -116,13 +127,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_record("fp32", threads=args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    variants = tuple(args.variants.split(","))
+    if "s3cmn" not in variants or not set(variants) <= set(VARIANTS):
+        parser.error(f"--variants {args.variants}: list s3cmn and any of {', '.join(VARIANTS)}")
     where = f"{machine['cpu']}, {machine['cpu_capability']}, {args.threads} torch thread(s), fp32, shared machine"
     sections = [f"Machine: {where}. Test split, scored once per model; mean ± sample std "
                 "over seeds. Rollout RMSE in state units (rad, rad/s) over the open-loop horizon; valid_horizon: "
                 "steps before the per-step RMSE first exceeds the threshold.", ""]
     for preset in args.presets.split(","):
         start = time.perf_counter()
-        result = run_preset(preset, seeds, args.epochs)
+        result = run_preset(preset, seeds, args.epochs, variants)
         result["machine"], result["seconds"] = machine, time.perf_counter() - start
         (out / f"{preset}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
         sections.append(table(result))

@@ -59,6 +59,12 @@ TASK_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "training": dict(_ROBOTICS_TRAINING, output_dir="runs/robotics-pendulum"),
         "task": dict(task="robotics", system="pendulum", state_dim=2, action_dim=1, horizon=40),
     },
+    "robotics-pendulum-unseen": {  # trained on the 1 m pendulum; also scored on a 1.5 m, more damped one
+        "model": dict(_SMALL_MODEL),
+        "training": dict(_ROBOTICS_TRAINING, output_dir="runs/robotics-pendulum-unseen"),
+        "task": dict(task="robotics", system="pendulum", state_dim=2, action_dim=1, horizon=40, unseen_length=1.5,
+                     unseen_damping=0.3),
+    },
     "robotics-cartpole": {
         "model": dict(_SMALL_MODEL),
         "training": dict(_ROBOTICS_TRAINING, output_dir="runs/robotics-cartpole"),

@@ -22,6 +22,9 @@ _run = run_main
 @pytest.mark.parametrize(("flags", "baseline"), [(["--task", "vision"], "vision-cnn"),
                                                   (["--preset", "robotics-pendulum", "--train-trajectories", "8",
                                                     "--validation-trajectories", "2", "--test-trajectories", "4",
+                                                    "--trajectory-length", "30", "--horizon", "10"], "dynamics-gru"),
+                                                  (["--preset", "robotics-pendulum-unseen", "--train-trajectories", "8",
+                                                    "--validation-trajectories", "2", "--test-trajectories", "3",
                                                     "--trajectory-length", "30", "--horizon", "10"], "dynamics-gru")])
 def test_train_then_eval_a_task(tmp_path: Path, capsys, flags: list[str], baseline: str) -> None:
     out_dir = tmp_path / "run"
@@ -35,6 +38,7 @@ def test_train_then_eval_a_task(tmp_path: Path, capsys, flags: list[str], baseli
     code, evaluated, err = _run(eval_main, ["--task", saved["task"]["task"], "--checkpoint", str(out_dir)], capsys)
     assert code == 0, err
     assert evaluated.strip() in out  # the same test table, from the checkpoints alone
+    assert ("Unseen pendulum (length 1.5 m, damping 0.3)" in out) == ("robotics-pendulum-unseen" in flags)
 
 
 def test_task_errors_are_one_line(tmp_path: Path, capsys) -> None:
