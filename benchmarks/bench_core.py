@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from functools import partial
@@ -46,6 +45,7 @@ from typing import Any
 import torch
 
 from s3cmn.evaluation import flops
+from s3cmn.evaluation.benchmarking import source_commit
 
 logger = logging.getLogger("bench_core")
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
@@ -317,14 +317,6 @@ def machine(threads: int) -> dict[str, Any]:
             "bf16_probe": {"fp32_gflops": support.fp32_gflops, "bf16_gflops": support.bf16_gflops}}
 
 
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def run_preset(preset: str, args: argparse.Namespace, native: list[str], auto: str, read_gb_s: float
                ) -> dict[str, Any]:
     positions = max(max(args.contexts) + args.new_tokens + 8, args.long_T, args.short_T)
@@ -398,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mach.update(peak_tflops=peak, peak_tflops_start=peak_start, peak_tflops_end=peak_end, peak_gemm_n=n,
                 read_gb_s=read_gb_s, loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()))
     cmd = ["python", "benchmarks/bench_core.py", *(argv if argv is not None else __import__("sys").argv[1:])]
-    result = {"schema": 2, "meta": {"command": " ".join(cmd), "quick": args.quick, "commit": _commit(),
+    result = {"schema": 2, "meta": {"command": " ".join(cmd), "quick": args.quick, "commit": source_commit(),
                                     "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
                                     "wall_s": time.perf_counter() - start},
               "machine": mach, "presets": presets, "targets": targets}

@@ -338,14 +338,14 @@ def environment() -> dict[str, Any]:
 
     import torch
 
+    from s3cmn.evaluation.benchmarking import source_commit
     from s3cmn.memory.index import import_faiss
     from s3cmn.utils.precision import cpu_bf16_support, cpu_model_name
 
     support = cpu_bf16_support()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return {"cpu": cpu_model_name(), "cpu_capability": support.capability, "cpu_bf16_flags": list(support.flags),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "faiss": import_faiss().__version__, "commit": commit}  # fmt: skip
+            "faiss": import_faiss().__version__, "commit": source_commit()}  # fmt: skip
 
 
 def write_report(args: argparse.Namespace, steps: dict[str, Any]) -> Path | None:

@@ -40,15 +40,6 @@ logger = logging.getLogger("generate_modes")
 FORMAT = "s3cmn-generation-cost"
 
 
-def commit() -> str:
-    """HEAD's hash, and the package's tracked files that differ from it (``+changes in ...``) where any do."""
-    repo = Path(__file__).resolve().parents[1]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", "s3cmn", "benchmarks"], cwd=repo,
-                             capture_output=True, text=True).stdout.split()  # fmt: skip
-    return f"{head}+changes in {', '.join(changed)}" if changed else head
-
-
 def load(checkpoint: str, modes: list[str]) -> tuple[Any, dict[str, Any]]:
     """The fp32 model and, per mode, the keyword arguments of ``generate_with_readout`` (settings loaded once)."""
     from s3cmn.modeling.loading import load_model
@@ -170,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     meta = run_meta(args.threads, False, argv)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    meta.update(commit=commit(), cpu_capability=torch.backends.cpu.get_cpu_capability(), uptime_start=uptime)
+    meta.update(cpu_capability=torch.backends.cpu.get_cpu_capability(), uptime_start=uptime)
     modes = args.modes.split(",")
     model, options = load(args.checkpoint, modes)
     prompt = prompt_ids(args.checkpoint, args.text, args.prompt_tokens)

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 
 import torch  # noqa: E402
 
+from s3cmn.evaluation.benchmarking import source_commit  # noqa: E402
 from s3cmn.model_config import S3CMNConfig  # noqa: E402
 from s3cmn.run_config import TrainingConfig  # noqa: E402
 from s3cmn.tasks.config import TaskConfig, task_preset  # noqa: E402
@@ -138,6 +140,7 @@ def main() -> None:
         start = time.perf_counter()
         result = run_preset(preset, seeds, args.epochs, variants)
         result["machine"], result["seconds"] = machine, time.perf_counter() - start
+        result["command"], result["commit"] = " ".join(["python benchmarks/tasks.py", *sys.argv[1:]]), source_commit()
         (out / f"{preset}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
         sections.append(table(result))
         print(sections[-1])

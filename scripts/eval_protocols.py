@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     meta = run_meta(1, False, argv)
     meta["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    meta["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 
     from s3cmn.data import checkpoint_tokenizer
     from s3cmn.modeling.loading import load_model

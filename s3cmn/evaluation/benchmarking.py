@@ -34,7 +34,25 @@ def run_meta(threads: int, quick: bool, argv: list[str] | None, precision: str =
             "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__,
             "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
-            "machine_record": machine_record(precision, threads)}
+            "commit": source_commit(), "machine_record": machine_record(precision, threads)}
+
+
+def source_commit() -> str | None:
+    """The git commit the running s3cmn comes from, with ``+changes in ...`` naming its tracked files under
+    ``s3cmn/``, ``benchmarks/`` and ``scripts/`` that differ from it; None outside a git checkout."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        changed = git("diff", "--name-only", "HEAD", "--", "s3cmn", "benchmarks", "scripts").split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+changes in {', '.join(changed)}" if changed else head
 
 
 def repeat_ms(fn: Callable[[], Any], repeats: int, reduce: str = "min") -> float:
