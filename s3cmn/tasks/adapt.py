@@ -7,11 +7,12 @@ A model trained on one pendulum is scored on a pendulum of another length and da
 - **frozen**: the open-loop rollout of :func:`s3cmn.tasks.metrics.rollout` (observe ``context_steps``, then
   feed each prediction back);
 - **adapted**: first a copy of the model takes ``steps`` Adam steps at rate ``lr`` on the next-state loss of
-  that trajectory's observed ``context_steps`` states (the transitions 0 -> 1 ... context-2 -> context-1; the
+  that trajectory's observed ``context_steps`` states, on all its weights or on its output layer (``head``)
+  alone (``subset``) (the transitions 0 -> 1 ... context-2 -> context-1; the
   states from ``context_steps`` on, which the rollout predicts, are never seen), then the same rollout.
 
-``lr`` and ``steps`` are chosen per model on the unseen pendulum's *validation* trajectories (their own seeds)
-from :data:`LRS` x :data:`STEPS`, the lowest mean rollout RMSE; the test trajectories are scored once. The
+``subset``, ``lr`` and ``steps`` are chosen per model on the unseen pendulum's *validation* trajectories (their
+own seeds) from :data:`SUBSETS` x :data:`LRS` x :data:`STEPS`, the lowest mean rollout RMSE; the test trajectories are scored once. The
 same grid and rule serve every model (S3CMN and the GRU baseline), so both get the same tuning.
 """
 
@@ -29,8 +30,9 @@ from s3cmn.tasks.config import TaskConfig
 from s3cmn.tasks.metrics import rollout, rollout_errors, rollout_report
 from s3cmn.tasks.robotics_sim import Trajectories, trajectory_splits
 
-__all__ = ["LRS", "STEPS", "adapted_rollout", "unseen_report", "unseen_splits", "unseen_task"]
+__all__ = ["LRS", "STEPS", "SUBSETS", "adapted_rollout", "unseen_report", "unseen_splits", "unseen_task"]
 
+SUBSETS = ("all", "head")
 LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 STEPS = (5, 20)
 UNSEEN_SEED_OFFSET = 7919  # the unseen pendulum's trajectories use other seeds than the training system's
@@ -48,15 +50,18 @@ def unseen_splits(task: TaskConfig, seed: int) -> Any:
     return trajectory_splits(unseen_task(task), seed + UNSEEN_SEED_OFFSET)
 
 
-def adapt(model: nn.Module, states: torch.Tensor, actions: torch.Tensor, context: int, lr: float,
-          steps: int) -> nn.Module:  # fmt: skip
+def adapt(model: nn.Module, states: torch.Tensor, actions: torch.Tensor, context: int, lr: float, steps: int,
+          subset: str = "all") -> nn.Module:  # fmt: skip
     """A copy of ``model`` after ``steps`` Adam steps on the next-state loss of ``states[:, :context]``
-    (B, context, S) with ``actions[:, :context]``; ``model`` is unchanged."""
+    (B, context, S) with ``actions[:, :context]``, of all its weights or of ``model.head``'s; ``model`` is
+    unchanged."""
+    if subset not in SUBSETS:
+        raise ValueError(f"adaptation subset {subset!r} is not one of {SUBSETS}")
     adapted = copy.deepcopy(model)
     if steps == 0 or lr == 0:
         return adapted.eval()
-    optimizer = torch.optim.Adam(adapted.parameters(), lr=lr)
-    adapted.train()
+    optimizer = torch.optim.Adam((adapted if subset == "all" else adapted.head).parameters(), lr=lr)
+    adapted.eval()  # gradients in eval mode, as dynamic evaluation: no buffer (a LIF threshold) moves by a forward
     observed = states[:, :context], actions[:, :context]
     with torch.enable_grad():
         for _ in range(steps):
@@ -66,17 +71,18 @@ def adapt(model: nn.Module, states: torch.Tensor, actions: torch.Tensor, context
                 break
             loss.backward()
             optimizer.step()
-    return adapted.eval()
+    return adapted
 
 
-def adapted_rollout(model: nn.Module, data: Trajectories, context: int, horizon: int, lr: float,
-                    steps: int) -> torch.Tensor:  # fmt: skip
+def adapted_rollout(model: nn.Module, data: Trajectories, context: int, horizon: int, lr: float, steps: int,
+                    subset: str = "all") -> torch.Tensor:  # fmt: skip
     """The open-loop rollout (n, horizon, S) of each trajectory after adapting a copy of ``model`` to that
     trajectory's first ``context`` states alone."""
     out = []
     for i in range(len(data.states)):
         states, actions = data.states[i : i + 1], data.actions[i : i + 1]
-        out.append(rollout(adapt(model, states, actions, context, lr, steps), states, actions, context, horizon))
+        adapted = adapt(model, states, actions, context, lr, steps, subset)
+        out.append(rollout(adapted, states, actions, context, horizon))
     return torch.cat(out)
 
 
@@ -89,16 +95,16 @@ def unseen_report(model: nn.Module, task: TaskConfig, seed: int) -> dict[str, An
     trajectories), with the validation grid; ``seed``: the run's data seed."""
     splits = unseen_splits(task, seed)
     context, horizon = task.context_steps, task.horizon
-    grid = [{"lr": lr, "steps": steps,
-             "validation_rollout_rmse": _rmse(adapted_rollout(model, splits.valid, context, horizon, lr, steps),
+    grid = [{"subset": subset, "lr": lr, "steps": steps,
+             "validation_rollout_rmse": _rmse(adapted_rollout(model, splits.valid, context, horizon, lr, steps, subset),
                                               splits.valid, context, horizon)}
-            for lr in LRS for steps in STEPS]  # fmt: skip
+            for subset in SUBSETS for lr in LRS for steps in STEPS]  # fmt: skip
     frozen_valid = _rmse(rollout(model, splits.valid.states, splits.valid.actions, context, horizon), splits.valid,
                          context, horizon)  # fmt: skip
     best = min(grid, key=lambda g: g["validation_rollout_rmse"])
-    adapted = adapted_rollout(model, splits.test, context, horizon, best["lr"], best["steps"])
+    adapted = adapted_rollout(model, splits.test, context, horizon, best["lr"], best["steps"], best["subset"])
     return {"system": {"length": task.unseen_length, "damping": task.unseen_damping},
             "frozen": rollout_report(model, splits.test, context, horizon, task.error_threshold),
             "adapted": rollout_errors(adapted, splits.test, context, horizon, task.error_threshold),
-            "chosen": {"lr": best["lr"], "steps": best["steps"]}, "frozen_validation_rollout_rmse": frozen_valid,
+            "chosen": {k: best[k] for k in ("subset", "lr", "steps")}, "frozen_validation_rollout_rmse": frozen_valid,
             "grid": grid, "chosen_on": "the unseen pendulum's validation trajectories"}  # fmt: skip

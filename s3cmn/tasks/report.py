@@ -40,13 +40,13 @@ def _robotics_rows(results: dict[str, Any]) -> list[str]:
         system = any_result["unseen"]["system"]
         rows += ["", f"Unseen pendulum (length {system['length']:g} m, damping {system['damping']:g}), frozen and "
                  "adapted to each trajectory's observed steps (lr and steps chosen on its validation trajectories):",
-                 "", "| model | frozen rollout RMSE | adapted rollout RMSE | adapted valid horizon | lr | steps |",
-                 "|---|---|---|---|---|---|"]
+                 "", "| model | frozen rollout RMSE | adapted rollout RMSE | adapted valid horizon | weights | lr | steps |",
+                 "|---|---|---|---|---|---|---|"]
         for name, r in results.items():
             u = r["test"]["unseen"]
             rows.append(f"| {name} ({r['kind']}) | {u['frozen']['rollout_rmse']:.4f} | "
                         f"{u['adapted']['rollout_rmse']:.4f} | {u['adapted']['valid_horizon']} | "
-                        f"{u['chosen']['lr']:g} | {u['chosen']['steps']} |")
+                        f"{u['chosen']['subset']} | {u['chosen']['lr']:g} | {u['chosen']['steps']} |")
     return rows
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from s3cmn.run_config import TaskConfig
-from s3cmn.tasks.adapt import LRS, STEPS, adapt, adapted_rollout, unseen_report, unseen_splits, unseen_task
+from s3cmn.tasks.adapt import LRS, STEPS, SUBSETS, adapt, adapted_rollout, unseen_report, unseen_splits, unseen_task
 from s3cmn.tasks.baselines import GRUBaseline
 from s3cmn.tasks.metrics import rollout
 from s3cmn.tasks.models import DynamicsS3CMN
@@ -52,6 +52,16 @@ def test_the_adaptation_sees_only_the_observed_steps(unseen: TaskConfig, which: 
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model itself is untouched
 
 
+def test_the_head_subset_adapts_the_output_layer_alone(unseen: TaskConfig) -> None:
+    for model in _trained_models(unseen):
+        data = unseen_splits(unseen, 0).test
+        adapted = adapt(model, data.states[:1], data.actions[:1], unseen.context_steps, 1e-2, 5, "head").state_dict()
+        moved = {k for k, v in model.state_dict().items() if not torch.equal(v, adapted[k])}
+        assert moved and all(k.startswith("head.") for k in moved), moved
+    with pytest.raises(ValueError, match="subset"):
+        adapt(model, data.states[:1], data.actions[:1], unseen.context_steps, 1e-2, 5, "gru")
+
+
 def test_zero_steps_is_the_frozen_rollout(unseen: TaskConfig) -> None:
     model = _trained_models(unseen)[0]
     data = unseen_splits(unseen, 0).test
@@ -75,12 +85,12 @@ def test_adapting_lowers_the_loss_on_the_observed_steps(unseen: TaskConfig) -> N
 def test_the_report_chooses_on_validation_and_scores_the_test_once(unseen: TaskConfig) -> None:
     model = _trained_models(unseen)[1]
     report = unseen_report(model, unseen, 0)
-    assert len(report["grid"]) == len(LRS) * len(STEPS)
+    assert len(report["grid"]) == len(SUBSETS) * len(LRS) * len(STEPS)
     best = min(report["grid"], key=lambda g: g["validation_rollout_rmse"])
-    assert report["chosen"] == {"lr": best["lr"], "steps": best["steps"]}
+    assert report["chosen"] == {"subset": best["subset"], "lr": best["lr"], "steps": best["steps"]}
     splits = unseen_splits(unseen, 0)
     c, h = unseen.context_steps, unseen.horizon
-    expected = adapted_rollout(model, splits.test, c, h, best["lr"], best["steps"])
+    expected = adapted_rollout(model, splits.test, c, h, best["lr"], best["steps"], best["subset"])
     truth = splits.test.states[:, c : c + h]
     rmse = float((expected - truth).pow(2).mean(dim=(0, 2)).sqrt().mean())
     assert report["adapted"]["rollout_rmse"] == pytest.approx(rmse, rel=1e-6)
