@@ -167,6 +167,12 @@ class S3CMNConfig(PreTrainedConfig):
     memory_max_size: int = memory_field("memory_max_size")
     memory_write_stride: int = memory_field("memory_write_stride")
     memory_refit_drift: float = memory_field("memory_refit_drift")
+    memory_query_centering: bool = setting(
+        False, group=MEM,
+        help="the learned reader subtracts a running mean of its queries (tracked in training, fixed in evaluation) "
+             "and re-anchors them at the keys' PCA mean before searching: without it the queries share one "
+             "direction and the reads collapse onto a few entries (scripts/reader_probe.py); the presets set it",
+    )
     memory_layer_settings: dict[str, dict] = setting(
         group=MEM, help="per-layer overrides of memory_* settings, e.g. {\"5\": {\"memory_size\": 4096}}",
         default_factory=dict,

@@ -97,7 +97,8 @@ def query_memories(checkpoint: Path, text: str, tokenizer: Any, k: int | None) -
         bank.discard()
     hits = {}
     for i, h in states.items():
-        query = model.model.layers[i].memory_reader.q_proj(h[0, -1:])  # (1, D)
+        reader = model.model.layers[i].memory_reader
+        query = reader.centred(reader.q_proj(h[0, -1:]).float(), bank[i])  # (1, D), as the read searches
         hits[str(i)] = query_report(bank[i], query, tokenizer, k)[0]
     return hits
 

@@ -217,6 +217,12 @@ class FaissMemory:
         """Keys of ``values`` (N, D): PCA-compressed (once fitted) and L2-normalised, (N, d) float32."""
         return _normalise(self.pca.encode(values) if self._compressed else values)
 
+    def key_centre(self, like: Tensor) -> Tensor:
+        """(D,) the point the keys are centred on before compression: the PCA's mean once fitted, else 0."""
+        if not self._compressed:
+            return like.new_zeros(like.shape[-1])
+        return torch.from_numpy(self.pca.mean).to(device=like.device, dtype=like.dtype)
+
     def encode_queries(self, queries: Tensor) -> Tensor:
         """Differentiable twin of :meth:`encode` for torch queries (..., D) -> (..., d). The PCA is a
         constant linear map: gradients flow through it into whatever produced ``queries``."""

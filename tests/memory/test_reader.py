@@ -141,3 +141,58 @@ def test_bf16_autocast_read_and_write(config, memory):
     values, prov = select_write(h.bfloat16(), torch.zeros(2, 8, dtype=torch.long), 4)
     memory.write(values.bfloat16(), prov)
     memory.record_usage(torch.tensor([0, 1]), torch.tensor([0.5, 0.25], dtype=torch.bfloat16))
+
+
+def test_centred_queries_track_a_running_mean_in_training_only(config, memory):
+    assert config.memory_query_centering  # the presets turn it on
+    reader = MemoryReader(config, 1).train()
+    h = torch.randn(2, 6, D)
+    raw = reader.q_proj(h).float().reshape(-1, D).detach()
+    reader(h, memory)
+    torch.testing.assert_close(reader.query_mean, raw.mean(0))  # the first batch sets it
+    reader(h + 1, memory)
+    expected = raw.mean(0).lerp(reader.q_proj(h + 1).float().reshape(-1, D).mean(0), 0.05)
+    torch.testing.assert_close(reader.query_mean, expected.detach())
+    before = reader.query_mean.clone()
+    reader.eval()(torch.randn(2, 6, D), memory)
+    assert torch.equal(reader.query_mean, before) and int(reader.query_batches) == 2  # evaluation leaves it
+    assert {"query_mean", "query_batches"} <= set(reader.state_dict())
+    plain = MemoryReader(dataclasses.replace(config, memory_query_centering=False), 1)
+    assert "query_mean" not in plain.state_dict() and torch.equal(plain.centred(raw, memory), raw)
+
+
+def test_a_training_read_never_depends_on_a_later_token_of_its_batch(config, memory):
+    torch.manual_seed(0)
+    reader = MemoryReader(config, 1).train()
+    reader(torch.randn(2, 6, D), memory)  # a first batch sets the mean
+    state = {k: v.clone() for k, v in reader.state_dict().items()}
+    h = torch.randn(2, 6, D)
+    later = h.clone()
+    later[:, -1] += 5.0  # the last position of every row changes
+    outs = []
+    for x in (h, later):
+        reader.load_state_dict(state)
+        outs.append(reader(x, memory, record_usage=False)[0])
+    torch.testing.assert_close(outs[0][:, :-1], outs[1][:, :-1], rtol=0, atol=0)
+
+
+def test_centring_spreads_queries_that_share_one_offset(config, clustered_data):
+    """Queries with a large common offset all land on one entry; centred, they spread over the store."""
+    config = dataclasses.replace(config, memory_compression=False, max_retrieval_distance=2.0)  # every hit counts
+    memory = FaissMemory.from_config(config, -1)
+    keys = clustered_data(400, D, 40, seed=1)
+    memory.write(keys)
+    reader = MemoryReader(config, 1)
+    with torch.no_grad():
+        reader.q_proj.weight.copy_(torch.eye(D))
+        reader.query_mean.copy_(torch.full((D,), 8.0))
+    queries = torch.from_numpy(keys[:200]).float() + 8.0  # the content of the keys plus one shared offset
+
+    def spread(raw: torch.Tensor) -> tuple[float, float]:
+        ids = memory.search(raw, 1).ids[:, 0]
+        counts = np.bincount(ids[ids >= 0], minlength=400)
+        return counts.max() / len(ids), (counts > 0).mean()
+
+    top_plain, read_plain = spread(queries)
+    top_centred, read_centred = spread(reader.centred(queries, memory))
+    assert top_plain > 0.2 and top_centred < 0.05 and read_centred > 2 * read_plain
