@@ -15,7 +15,8 @@ num_attention_heads, the same vocabulary and MLP width, tied embeddings, sdpa at
   with int8 weights (``s3cmn.quantization.quantize_model``), at the
   shorter contexts, interleaved with its fp32 self (int8: ``backend="weight_only"``, int8 codes with float inputs,
   decoded through the C int8 GEMV of ``s3cmn.ops.int8_gemv``).
-- **training** (forward + backward + fused AdamW step, for both models) at (the preset's batch, ``--short-T``) and (1, ``--long-T``)
+- **training** (forward + backward + fused AdamW step, for both models) at (the preset's batch, ``--short-T``)
+  and (1, ``--long-T``)
   in every *native* precision (fp32; bf16 autocast where the CPU has AVX512-BF16 / AMX), one step per model per
   round. Best precision against best precision, and the default (``auto``) against the best.
 - **peak**: the best of several 2048³ GEMMs on all threads in each native precision, at the start and the

@@ -149,6 +149,11 @@ def _overlap_lines(overlap: dict[str, Any] | None) -> list[str]:
     return ["", f"Scored text's overlap with the read-outs' texts (shared long word n-grams): {', '.join(parts)}."]
 
 
+def _shares(spread: dict[str, Any] | None) -> list[str]:
+    """The top entry's share of the retrievals and the share of entries read, or dashes where not counted."""
+    return [f"{spread['top_entry_share']:.1%}", f"{spread['read_share']:.1%}"] if spread else ["-", "-"]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A readable summary of the report: settings, perplexity, sparsity, memory, speed and size, notes."""
     s, d, tok = report["settings"], report["data"], report["tokenizer"]
@@ -188,17 +193,19 @@ def render_markdown(report: dict[str, Any]) -> str:
             continue
         for layer, reads in state["reads"].items():
             spread = (state.get("usage_spread") or {}).get(layer)  # reports written before it was kept: none
+            scoring = (state.get("usage_spread_scoring") or {}).get(layer)
             memory_rows.append([r["precision"], layer, state["start"][layer]["entries"], state["end"][layer]["entries"],
                                 reads["hit_rate"], reads["mean_similarity"], reads["gate_mean"],
-                                reads["latency_ms_mean"], f"{spread['top_entry_share']:.1%}" if spread else "-",
-                                f"{spread['read_share']:.1%}" if spread else "-"])  # fmt: skip
+                                reads["latency_ms_mean"], *_shares(scoring), *_shares(spread)])  # fmt: skip
     if memory_rows:
         out += ["", "## Memory during evaluation (memory on)", ""]
         out += _table(["precision", "layer", "entries at start", "entries at end", "hit rate", "mean similarity",
-                       "gate mean", "search ms", "top entry's share of reads", "entries ever read"],
+                       "gate mean", "search ms", "top entry's share of reads (scoring)", "entries read (scoring)",
+                       "top entry's share of reads (training)", "entries read (training)"],
                       memory_rows)  # fmt: skip
-        out += ["", "The last two columns: the starting memory's retrievals as counted in training (evaluation "
-                "counts none): the share the most read entry took, and the share of entries read at least once."]
+        out += ["", "The last four columns: how the reads spread over the entries (the share of all retrievals the "
+                "most read entry took, and the share of entries read at least once), counted while this text was "
+                "scored and, for the starting memory, in training."]
     out += ["", "## Speed and size", ""]
     rows = []
     for precision, m in report["models"].items():

@@ -3,10 +3,12 @@ speed and size; :mod:`s3cmn.evaluation.run` puts them together into the report."
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from s3cmn.evaluation.memory_state import memory_content, restore_memories, summarise_reads
@@ -31,12 +33,16 @@ def score_run(model: Any, precision: str, mode: str, text: EvalText, window: dic
     if use:
         restore_memories(model, snapshot)
     start = memory_content(model.memory_bank) if use else None
-    # How the starting memory's recorded retrievals (counted in training: evaluation records none) spread.
+    # How the starting memory's recorded retrievals (counted in training) spread, and those of this scoring
+    # (counted on the stores, which restore_memories puts back afterwards).
     spread = {str(layer): usage_spread(m.usage()) for layer, m in model.memory_bank} if use else None
-    with PeakMemory(device) as peak:
+    counted = {str(layer): m.usage() for layer, m in model.memory_bank} if use else {}
+    with PeakMemory(device) as peak, count_reads(model.memory_bank, use):
         score = score_stream(model, text.stream, window["context_length"], window["stride"], batch_size,
                              use_memory=use, write_memory=use and write, progress=progress,
                              desc=f"{precision} memory {mode}")
+    scoring_spread = {str(layer): usage_spread(_since(m.usage(), counted[str(layer)]))
+                      for layer, m in model.memory_bank}  # fmt: skip
     run: dict[str, Any] = {
         "precision": precision,
         "memory": mode,
@@ -60,6 +66,7 @@ def score_run(model: Any, precision: str, mode: str, text: EvalText, window: dic
             "reads": {name: summarise_reads(r) for name, r in zip(names, reads, strict=True)},
             "store": {str(layer): m.stats().to_dict() for layer, m in model.memory_bank},
             "usage_spread": spread,
+            "usage_spread_scoring": scoring_spread if use else None,
             "hit_rate_trace": score.hit_rate_trace,
         }
         restore_memories(model, snapshot)  # leave the model holding the starting memory
@@ -68,6 +75,26 @@ def score_run(model: Any, precision: str, mode: str, text: EvalText, window: dic
                 mode, ppl["token_perplexity"], ppl["word_perplexity"], ppl["bits_per_byte"], text.num_tokens,
                 score.seconds)  # fmt: skip
     return run
+
+
+def _since(now: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """Retrievals per entry since ``before``: the counts of the entries that were there before (writes during
+    scoring add entries at the end of the id order; a pruned slot reads as a new entry)."""
+    n = min(len(now), len(before))
+    return np.concatenate([np.maximum(now[:n] - before[:n], 0), now[n:]])
+
+
+@contextlib.contextmanager
+def count_reads(bank: Any, on: bool) -> Iterator[None]:
+    """While the block is open, the learned readers credit their retrievals to the stores in evaluation too."""
+    stores = [m for _, m in bank] if on else []
+    for m in stores:
+        m.count_reads = True
+    try:
+        yield
+    finally:
+        for m in stores:
+            m.count_reads = False
 
 
 def context_curve(model: Any, text: EvalText, contexts: Sequence[int], tokens: int, batch_size: int,

@@ -112,13 +112,14 @@ class MemoryReader(nn.Module):
 
         With ``memory`` None or not yet searchable, delta is zeros. ``record_usage`` credits the retrieved
         entries with their attention weights, which steers pruning; default: only in training mode (so
-        evaluation and generation leave the memory as it is). Turn it off for re-computation, e.g. activation
-        checkpointing.
+        evaluation and generation leave the memory as it is), or while ``memory.count_reads`` is set (an
+        evaluation counting how its reads spread, on a memory it restores afterwards). Turn it off for
+        re-computation, e.g. activation checkpointing.
         """
-        record_usage = self.training if record_usage is None else record_usage
         B, T, D = h.shape
         if memory is None or not memory.searchable:
             return torch.zeros_like(h), MemoryReadStats(entries=0 if memory is None else memory.num_entries)
+        record_usage = (self.training or memory.count_reads) if record_usage is None else record_usage
         # 1. query, centred (memory_query_centering), compressed by the memory's PCA (a constant map) and
         #    normalised like the keys
         raw = self.q_proj(h).float().reshape(B * T, D)  # (BT, D)

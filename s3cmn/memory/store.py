@@ -76,6 +76,7 @@ class FaissMemory:
 
     def __init__(self, settings: MemorySettings) -> None:
         self.settings = settings  # checked when built (by S3CMNConfig for a model's stores)
+        self.count_reads = False  # True: readers record usage in evaluation too (s3cmn.evaluation.runs.count_reads)
         self._gpu: faiss_index.GpuReplica | None = None  # after to_gpu()
         self._logged: set[str] = set()
         self.reset()

@@ -12,8 +12,9 @@ A model trained on one pendulum is scored on a pendulum of another length and da
   states from ``context_steps`` on, which the rollout predicts, are never seen), then the same rollout.
 
 ``subset``, ``lr`` and ``steps`` are chosen per model on the unseen pendulum's *validation* trajectories (their
-own seeds) from :data:`SUBSETS` x :data:`LRS` x :data:`STEPS`, the lowest mean rollout RMSE; the test trajectories are scored once. The
-same grid and rule serve every model (S3CMN and the GRU baseline), so both get the same tuning.
+own seeds) from :data:`SUBSETS` x :data:`LRS` x :data:`STEPS`, the lowest mean rollout RMSE; the test
+trajectories are scored once. The same grid and rule serve every model (S3CMN and the GRU baseline), so both
+get the same tuning.
 """
 
 from __future__ import annotations

@@ -39,8 +39,10 @@ def _robotics_rows(results: dict[str, Any]) -> list[str]:
     if "unseen" in any_result:
         system = any_result["unseen"]["system"]
         rows += ["", f"Unseen pendulum (length {system['length']:g} m, damping {system['damping']:g}), frozen and "
-                 "adapted to each trajectory's observed steps (lr and steps chosen on its validation trajectories):",
-                 "", "| model | frozen rollout RMSE | adapted rollout RMSE | adapted valid horizon | weights | lr | steps |",
+                 "adapted to each trajectory's observed steps (weights, lr and steps chosen on its validation "
+                 "trajectories):", "",
+                 "| model | frozen rollout RMSE | adapted rollout RMSE | adapted valid horizon | weights | lr "
+                 "| steps |",
                  "|---|---|---|---|---|---|---|"]
         for name, r in results.items():
             u = r["test"]["unseen"]

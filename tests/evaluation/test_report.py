@@ -48,6 +48,9 @@ def test_report_has_every_field(report: dict) -> None:
     assert {"hit_rate", "latency_ms_p50", "entries"} <= set(on["store"]["1"])
     assert on["usage_spread"]["1"] == {"entries": 0, "retrievals": 0, "top_entry_share": 0.0,
                                        "top_percent_share": 0.0, "read_share": 0.0}  # it started empty
+    scoring = on["usage_spread_scoring"]["1"]  # the reads of the scored text, on the entries it wrote
+    assert scoring["retrievals"] > 0 and scoring["entries"] == on["end"]["1"]["entries"]
+    assert 0 < scoring["read_share"] <= 1 and 0 < scoring["top_entry_share"] <= 1
     s = report["settings"]
     assert set(EvalConfig.field_names()) == set(s["evaluation"]) and set(DataConfig.field_names()) == set(s["data"])
     assert (s["context_length"], s["stride"], s["memory_start"]) == (32, 16, "saved")
@@ -78,7 +81,7 @@ def test_json_is_strict_and_markdown_has_the_tables(report: dict, tmp_path: Path
                     "## Perplexity against context"):
         assert heading in md
     assert md == render_markdown(report)
-    assert "top entry's share of reads | entries ever read |" in md
+    assert "top entry's share of reads (scoring) | entries read (scoring) |" in md
     names = sorted(Path(p).name for p in written["plots"])
     assert names == ["memory_hit_rate.png", "perplexity_vs_context.png", "spike_rate_per_layer.png"]
     assert all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in written["plots"])
