@@ -1,7 +1,7 @@
 """Why the learned reader's retrievals collapse onto a few entries: a probe of one checkpoint's queries and keys.
 
-For held-out text, every memory read's queries (``encode_queries(W_q h)``: PCA-compressed, L2-normalised) are
-captured and searched exactly against the store's keys. It reports, for the reads as trained and for
+For held-out text, every memory read's queries, as the read searches with them (``W_q h``, centred where the
+model has ``memory_query_centering``, PCA-compressed, L2-normalised), are captured and searched exactly against the store's keys. It reports, for the reads as trained and for
 centred queries and keys (the mean query, taken on the first half of the text, and the mean key subtracted
 before normalising; scored on the second half)
 
@@ -54,8 +54,9 @@ def probe(checkpoint: Path, text: Path, tokens: int) -> dict[str, Any]:
     for i, block in readers.items():
         store = model.memory_bank.store(i)
 
-        def hook(module, args, out, i=i, store=store) -> None:  # q_proj's output -> the encoded query
-            captured.setdefault(i, []).append(store.encode_queries(out.detach().float().reshape(-1, out.shape[-1])))
+        def hook(module, args, out, i=i, store=store, reader=block.memory_reader) -> None:  # the searched query
+            raw = out.detach().float().reshape(-1, out.shape[-1])
+            captured.setdefault(i, []).append(store.encode_queries(reader.centred(raw, store)))
 
         hooks.append(block.memory_reader.q_proj.register_forward_hook(hook))
     stream = data.stream[: tokens + 1]
