@@ -276,15 +276,17 @@ def step_fit(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def overlap_baseline() -> dict[str, float]:
-    """How many sampled 8-word sequences the Python test split shares with files it is disjoint from (the
-    corpus' training split, test suites left out): the idioms every Python file repeats. The evaluation's
-    overlap guard (5%, set for prose) is raised to this baseline + 2 points, and no further."""
+    """How many sampled 8-word sequences the Python *validation* split shares with files it is disjoint from
+    (the corpus' training split, test suites left out): the idioms every Python file repeats. The evaluation's
+    overlap guard (5%, set for prose) is raised to this baseline + 2 points, and no further. The test split never
+    sets it. (The result of 2026-12-06 was made before this rule, from the test split: 7.8%, limit 9.8%; the
+    validation split gives 9.0%, limit 11.0%. The scores do not depend on the limit, which only refuses.)"""
     from s3cmn.data.python_corpus import load_python_corpus
     from s3cmn.nexttoken.provenance import TextFingerprint, text_overlap
 
     corpus = load_python_corpus()
-    overlap = text_overlap(corpus.text("test"), TextFingerprint.from_text(corpus.text("train")))
-    return {"test_vs_train_split": overlap.fraction, "limit": round(overlap.fraction + 0.02, 4)}
+    overlap = text_overlap(corpus.text("validation"), TextFingerprint.from_text(corpus.text("train")))
+    return {"validation_vs_train_split": overlap.fraction, "limit": round(overlap.fraction + 0.02, 4)}
 
 
 def step_eval(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -416,10 +418,12 @@ def markdown(result: dict[str, Any]) -> str:
         knn = steps.get("fit", {}).get("knn") or {}
         overlap = (report.get("readouts") or {}).get("scored_text_overlap") or {}
         base = steps["eval"]["overlap_baseline"]
+        measured_on = "validation" if "validation_vs_train_split" in base else "test"
+        baseline = base.get("validation_vs_train_split", base.get("test_vs_train_split"))
         lines += ["", f"The Python test split, scored once; kNN fitted on {steps['fit']['fitted_on']['tokens']:,} "
                   f"tokens of the validation files (lambda {knn.get('lam')}, k {knn.get('k')}, nprobe "
-                  f"{knn.get('nprobe')}). Overlap guard: the test split shares "
-                  f"{base['test_vs_train_split']:.1%} of its sampled 8-word sequences with the corpus' training "
+                  f"{knn.get('nprobe')}). Overlap guard: the {measured_on} split shares "
+                  f"{baseline:.1%} of its sampled 8-word sequences with the corpus' training "
                   f"files (disjoint files: Python's idioms), so the limit was {base['limit']:.1%} instead of 5%; "
                   "measured overlap of the test split with the read-outs' texts: "
                   + ", ".join(f"{k.replace('_', ' ')} {v['fraction']:.1%}" for k, v in overlap.items() if v)
