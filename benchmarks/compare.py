@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    meta = run_meta(args.threads, args.quick, argv)
+    meta = run_meta(args.threads, args.quick, argv, precision="fp32" if args.precision == "no" else args.precision)
     out = Path(args.out)
     corpus = load_data(args)
     tokenizer = corpus.tokenizer
