@@ -49,4 +49,7 @@ def test_a_committed_checkpoint_names_no_module_and_loads_by_model_type() -> Non
     saved = json.loads((folder / "config.json").read_text())
     assert "auto_map" not in saved and not any("s3cmn." in str(value) for value in saved.values())
     assert saved["model_type"] == S3CMNConfig.model_type
-    assert type(AutoConfig.from_pretrained(folder)) is S3CMNConfig
+    loaded = AutoConfig.from_pretrained(folder)
+    assert type(loaded) is S3CMNConfig
+    # a setting added later keeps what the checkpoint was trained with: no query centring (no buffer to load)
+    assert "memory_query_centering" not in saved and loaded.memory_query_centering is False

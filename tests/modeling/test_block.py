@@ -20,8 +20,9 @@ SMALL = dict(vocab_size=V, embedding_dim=D, hidden_dim=D, num_layers=2, num_atte
              mamba_d_state=4, s4d_d_state=4, hyena_filter_dim=8, hyena_filter_length=16, memory_size=64,
              memory_max_size=64, num_clusters=2, memory_compression_dim=8, dropout=0.0, embedding_dropout=0.0,
              memory_layers=[-1], max_retrieval_distance=2.0, spike_threshold=0.2,
-             **(V1 := dict(block_order="hyena_first", layer_scale_init=None)))
-# V1: what a v1 config.json, which has neither field, loads as; the tiny preset itself moved on (issue 16)
+             **(V1 := dict(block_order="hyena_first", layer_scale_init=None, memory_query_centering=False)))
+# V1: what a v1 config.json, which has none of these fields, loads as; the tiny preset itself moved on (issue 16,
+# issue 31: query centring adds a running-mean buffer to the reader)
 
 
 def _config(**overrides) -> S3CMNConfig:
