@@ -1,11 +1,10 @@
 """Why the learned reader's retrievals collapse onto a few entries: a probe of one checkpoint's queries and keys.
 
 For held-out text, every memory read's queries, as the read searches with them (``W_q h``, centred where the
-model has ``memory_query_centering``, PCA-compressed, L2-normalised), are captured and searched exactly against the store's keys. It reports, for the reads as trained and for
-centred queries and keys (the mean query, taken on the first half of the text, and the mean key subtracted
-before normalising; scored on the second half)
-
-(``centred``), and for centred queries against the keys as stored (``centred_queries_only``):
+model has ``memory_query_centering``, PCA-compressed, L2-normalised), are captured and searched exactly against
+the store's keys. It reports, for the reads as trained, for centred queries and keys (``centred``: the mean
+query, taken on the first half of the text, and the mean key subtracted before normalising; scored on the
+second half), and for centred queries against the keys as stored (``centred_queries_only``):
 
 - ``top1_share``: the share of queries whose nearest entry is the single most chosen entry;
 - ``entries_read``: the share of entries that are some query's top-k hit (k = the store's top_k);
@@ -74,10 +73,10 @@ def probe(checkpoint: Path, text: Path, tokens: int) -> dict[str, Any]:
         q = torch.cat(parts)  # (N, d)
         half = q.shape[0] // 2
         fit, score = q[:half], q[half:]
-        trained = spread(score, keys, store.settings.memory_top_k)
+        k = store.settings.memory_top_k
+        trained = spread(score, keys, k)
         centred_q = F.normalize(score - fit.mean(0), dim=-1)
         centred_k = F.normalize(keys - keys.mean(0), dim=-1)
-        k = store.settings.memory_top_k
         top_key = keys[trained["top1_entry"]]
         out["layers"][i] = {
             "entries": int(keys.shape[0]), "queries": int(score.shape[0]), "top_k": int(k),

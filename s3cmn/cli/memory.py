@@ -221,15 +221,14 @@ def _meta_options(args: argparse.Namespace) -> Any:
     return MetaOptions(**{k: v for k, v in chosen.items() if v is not None}) if args.dynamic_meta else None
 
 
-def _rates(text: str) -> tuple[float, ...]:
-    """``--dynamic-lrs 1e-4,1e-3``: positive finite step sizes."""
+def _rates(text: str) -> list[float]:
+    """``--dynamic-lrs 1e-4,1e-3``: the grid as :func:`s3cmn.evaluation.tuning.parse_grid` reads one."""
+    from s3cmn.evaluation.tuning import parse_grid
+
     try:
-        rates = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1e-4,1e-3") from None
-    if not rates or not all(0 < r < math.inf for r in rates):
-        raise argparse.ArgumentTypeError(f"{text!r}: every step size must be a finite number > 0")
-    return rates
+        return parse_grid(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

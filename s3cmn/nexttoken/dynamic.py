@@ -233,6 +233,12 @@ def subset_parameters(model: nn.Module, subset: str) -> dict[str, nn.Parameter]:
     return out
 
 
+def ms_scale(ms: dict[str, Tensor], eps_rel: float) -> tuple[Tensor, float]:
+    """The mean RMS over every parameter's held-out MS (the decay's and the floor's unit) and the floor eps."""
+    mean = torch.cat([v.flatten() for v in ms.values()]).float().sqrt().mean().clamp_min(1e-30)
+    return mean, float(eps_rel * mean)
+
+
 class DynamicAdapter:
     """The adapted parameters, their trained values theta0 and the update; restores theta0 on exit.
 
@@ -252,8 +258,7 @@ class DynamicAdapter:
             raise ValueError(f"dynamic settings hold no MS for {missing[:3]}{'...' if len(missing) > 3 else ''}: "
                              "the MS was fitted on another model; refit")  # fmt: skip
         rms = {n: settings.ms[n].to(p.device, torch.float32).sqrt() for n, p in self.params.items()}
-        mean = torch.cat([v.flatten() for v in settings.ms.values()]).float().sqrt().mean().clamp_min(1e-30)
-        self.eps = float(settings.eps_rel * mean)
+        mean, self.eps = ms_scale(settings.ms, settings.eps_rel)
         self.ms = {n: settings.ms[n].to(p.device, torch.float32).clone() for n, p in self.params.items()}
         cap = 1.0 / settings.decay if settings.decay > 0 else math.inf
         self.rate = {n: (r / mean).clamp(max=cap) * settings.decay for n, r in rms.items()}

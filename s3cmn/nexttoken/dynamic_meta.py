@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from s3cmn.data.windows import sliding_windows, window_batches
-from s3cmn.nexttoken.dynamic import DynamicSettings, subset_parameters
+from s3cmn.nexttoken.dynamic import DynamicSettings, ms_scale, subset_parameters
 from s3cmn.ops.nll import model_device
 
 logger = logging.getLogger(__name__)
@@ -106,8 +106,7 @@ def meta_fit(model: nn.Module, stream: Tensor, context_length: int, stride: int,
     device = model_device(model)
     theta0 = {n: p.detach().clone() for n, p in params.items()}
     ms0 = {n: start.ms[n].to(device, torch.float32) for n in params}
-    mean_rms = torch.cat([v.flatten() for v in start.ms.values()]).float().sqrt().mean().clamp_min(1e-30)
-    eps = float(start.eps_rel * mean_rms)
+    mean_rms, eps = ms_scale(start.ms, start.eps_rel)
     rel = {n: ms0[n].sqrt() / mean_rms for n in params}  # the decay's per-element rate, before its cap
     log_s = {n: torch.tensor(0.0 if n in inside else math.log(options.outside_scale), device=device,
                              requires_grad=True) for n in params}  # fmt: skip
@@ -117,6 +116,7 @@ def meta_fit(model: nn.Module, stream: Tensor, context_length: int, stride: int,
     starts = document_starts if start.reset_at_documents and document_starts is not None else None
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     curve: list[dict[str, float]] = []
+    batches = list(window_batches(sliding_windows(stream.numel(), context_length, stride), start.windows_per_step))
     began = time.perf_counter()
     try:
         for p in model.parameters():
@@ -125,8 +125,6 @@ def meta_fit(model: nn.Module, stream: Tensor, context_length: int, stride: int,
             theta = {n: v.clone() for n, v in theta0.items()}
             ms = {n: v.clone() for n, v in ms0.items()}
             total, count, segment = 0.0, 0, []
-            batches = list(window_batches(sliding_windows(stream.numel(), context_length, stride),
-                                          start.windows_per_step))  # fmt: skip
             for i, batch in enumerate(batches):
                 ids = torch.stack([stream[w.begin : w.end] for w in batch]).to(device)
                 n = batch[0].num_scored

@@ -80,3 +80,28 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer: An
 @pytest.fixture(scope="session")
 def wikitext_dir(shared_data: Path) -> Path:
     return shared_data / "wikitext-2-raw"
+
+
+# --- dynamic evaluation (test_dynamic*.py): a random token stream, the held-out MS, the settings --------------
+DYNAMIC_CONTEXT, DYNAMIC_STRIDE = 32, 16
+
+
+def random_stream(n: int, seed: int, lo: int = 1, hi: int = 97) -> torch.Tensor:
+    """``n`` token ids drawn uniformly from [lo, hi) with ``seed``."""
+    return torch.randint(lo, hi, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def model_and_ms(tiny_model: Any) -> tuple[S3CMNForCausalLM, dict[str, torch.Tensor]]:
+    """The tiny model and its mean squared gradient over a random stream (2 windows per step)."""
+    from s3cmn.nexttoken.dynamic import gradient_ms
+
+    model = tiny_model()
+    return model, gradient_ms(model, random_stream(200, seed=5), DYNAMIC_CONTEXT, DYNAMIC_STRIDE, 2)
+
+
+def dynamic_settings(ms: dict[str, torch.Tensor], **changes: Any) -> Any:
+    """DynamicSettings at lr 3e-3, decay 1e-2, every parameter, 2 windows per step, with ``changes``."""
+    from s3cmn.nexttoken.dynamic import DynamicSettings
+
+    return DynamicSettings(**{"lr": 3e-3, "decay": 1e-2, "subset": "all", "windows_per_step": 2, "ms": ms, **changes})

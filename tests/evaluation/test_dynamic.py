@@ -13,28 +13,15 @@ from s3cmn.nexttoken.dynamic import (
     DynamicAdapter,
     DynamicSettings,
     dynamic_chunks,
-    gradient_ms,
     subset_parameters,
 )
 from s3cmn.nexttoken.dynamic_fit import fit_dynamic, score_dynamic
 from s3cmn.nexttoken.fitted import CacheSettings, ReadoutSettings
 from s3cmn.nexttoken.stream import score_readouts
 
-CONTEXT, STRIDE = 32, 16
-
-
-def _stream(n: int, seed: int, lo: int = 1, hi: int = 97) -> torch.Tensor:
-    return torch.randint(lo, hi, (n,), generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture
-def model_and_ms(tiny_model):
-    model = tiny_model()
-    return model, gradient_ms(model, _stream(200, seed=5), CONTEXT, STRIDE, 2)
-
-
-def _settings(ms: dict, **kw) -> DynamicSettings:
-    return DynamicSettings(**{"lr": 3e-3, "decay": 1e-2, "subset": "all", "windows_per_step": 2, "ms": ms, **kw})
+from .conftest import DYNAMIC_CONTEXT as CONTEXT
+from .conftest import DYNAMIC_STRIDE as STRIDE
+from .conftest import dynamic_settings, random_stream
 
 
 def _readouts() -> ReadoutSettings:
@@ -43,12 +30,12 @@ def _readouts() -> ReadoutSettings:
 
 def test_changing_token_t_changes_no_earlier_score_with_dynamic_on(model_and_ms):
     model, ms = model_and_ms
-    a = _stream(200, seed=0)
+    a = random_stream(200, seed=0)
     b = a.clone()
     t = 120
     b[t] = (a[t] + 1) % 97
     modes = ["dynamic", "cache+dynamic"]
-    scores = [score_dynamic(model, s, CONTEXT, STRIDE, modes, _settings(ms), _readouts()).nll for s in (a, b)]
+    scores = [score_dynamic(model, s, CONTEXT, STRIDE, modes, dynamic_settings(ms), _readouts()).nll for s in (a, b)]
     # Index i scores token i + 1. Chunks of 2 windows score targets 1-31, 32-63, 64-95, 96-127: the chunks
     # before token t's never saw it, so their scores are identical; inside its chunk the FFT long convolution
     # (Hyena) moves earlier outputs at rounding level (~1e-7, as in test_readouts), which the adapted weights
@@ -61,9 +48,10 @@ def test_changing_token_t_changes_no_earlier_score_with_dynamic_on(model_and_ms)
 
 def test_step_size_zero_scores_exactly_as_off(model_and_ms):
     model, ms = model_and_ms
-    stream = _stream(150, seed=1)
+    stream = random_stream(150, seed=1)
     off = score_readouts(model, stream, CONTEXT, STRIDE, 2, ["off", "cache"], _readouts()).nll
-    dyn = score_dynamic(model, stream, CONTEXT, STRIDE, ["dynamic", "cache+dynamic"], _settings(ms, lr=0.0, decay=0.0),
+    dyn = score_dynamic(model, stream, CONTEXT, STRIDE, ["dynamic", "cache+dynamic"],
+                        dynamic_settings(ms, lr=0.0, decay=0.0),
                         _readouts()).nll  # fmt: skip
     assert torch.equal(dyn["dynamic"], off["off"])
     assert torch.equal(dyn["cache+dynamic"], off["cache"])
@@ -71,10 +59,11 @@ def test_step_size_zero_scores_exactly_as_off(model_and_ms):
 
 def test_adaptation_lowers_the_loss_of_a_repeated_random_sequence(model_and_ms):
     model, ms = model_and_ms
-    half = _stream(160, seed=2)
+    half = random_stream(160, seed=2)
     stream = torch.cat([torch.tensor([0]), half, half])
     off = score_readouts(model, stream, CONTEXT, STRIDE, 2, ["off"]).nll["off"]
-    dyn = score_dynamic(model, stream, CONTEXT, STRIDE, ["dynamic"], _settings(ms, lr=3e-3, decay=0.0)).nll["dynamic"]
+    adapting = dynamic_settings(ms, lr=3e-3, decay=0.0)
+    dyn = score_dynamic(model, stream, CONTEXT, STRIDE, ["dynamic"], adapting).nll["dynamic"]
     second = slice(len(half), None)  # the second copy's targets
     assert float(dyn[second].mean()) < float(off[second].mean()) - 0.1
     torch.testing.assert_close(dyn[:31], off[:31], atol=1e-5, rtol=0)  # the first chunk: before any update
@@ -85,7 +74,7 @@ def test_the_model_is_unchanged_after_dynamic_evaluation(model_and_ms, subset):
     model, ms = model_and_ms
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    chunks = dynamic_chunks(model, _stream(120, seed=3), CONTEXT, STRIDE, _settings(ms, subset=subset))
+    chunks = dynamic_chunks(model, random_stream(120, seed=3), CONTEXT, STRIDE, dynamic_settings(ms, subset=subset))
     moved = False
     for i, _ in enumerate(chunks):
         if i == 3:  # mid-pass the adapted weights differ from the trained ones
@@ -132,13 +121,13 @@ def test_the_update_rule_by_hand(tiny_model):
 
 def test_settings_round_trip_through_save_and_load(model_and_ms, tmp_path):
     model, ms = model_and_ms
-    settings = _settings(ms, reset_at_documents=True, cache_lam=0.2, combined=(0.3, 0.1),
+    settings = dynamic_settings(ms, reset_at_documents=True, cache_lam=0.2, combined=(0.3, 0.1),
                          fitted_on={"path": "heldout.raw", "sha256": "ab" * 32, "tokens": 150})  # fmt: skip
     settings.save(tmp_path)
     loaded = DynamicSettings.load(tmp_path)
     assert loaded.to_dict() == settings.to_dict()
     assert loaded.ms.keys() == ms.keys() and all(torch.equal(loaded.ms[k], ms[k]) for k in ms)
-    stream = _stream(100, seed=4)
+    stream = random_stream(100, seed=4)
     a = score_dynamic(model, stream, CONTEXT, STRIDE, ["dynamic"], settings).nll["dynamic"]
     b = score_dynamic(model, stream, CONTEXT, STRIDE, ["dynamic"], loaded).nll["dynamic"]
     assert torch.equal(a, b)
@@ -155,10 +144,10 @@ def test_bad_settings_name_the_field():
 
 def test_a_reset_brings_back_the_trained_weights_after_a_document_starts(model_and_ms):
     model, ms = model_and_ms
-    stream = torch.cat([torch.tensor([0]), _stream(96, seed=6), _stream(96, seed=7)])
+    stream = torch.cat([torch.tensor([0]), random_stream(96, seed=6), random_stream(96, seed=7)])
     starts = torch.tensor([97])  # the second document's first token
     fixed = score_readouts(model, stream, CONTEXT, STRIDE, 2, ["off"]).nll["off"]
-    on = dataclasses.replace(_settings(ms), reset_at_documents=True)
+    on = dataclasses.replace(dynamic_settings(ms), reset_at_documents=True)
     dyn = score_dynamic(model, stream, CONTEXT, STRIDE, ["dynamic"], on, document_starts=starts).nll["dynamic"]
     # chunks of 2 windows score targets 1-31, 32-63, 64-95, 96-127, 128-159 (index i scores target i + 1): the
     # one holding target 97 is scored adapted, then the weights are reset, so 128-159 is scored by the trained ones
@@ -168,7 +157,7 @@ def test_a_reset_brings_back_the_trained_weights_after_a_document_starts(model_a
 
 def test_fit_picks_a_step_that_helps_on_repetitive_text(model_and_ms):
     model, _ = model_and_ms
-    half = _stream(64, seed=8)
+    half = random_stream(64, seed=8)
     stream = torch.cat([torch.tensor([0]), half, half, half])
     settings = fit_dynamic(model, stream, CONTEXT, STRIDE, readouts=_readouts(), grid_tokens=0, windows_per_step=2,
                            lrs=(1e-3, 3e-2), decays=(1e-2,), subsets=("all", "head"),

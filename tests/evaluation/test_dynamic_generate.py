@@ -13,18 +13,16 @@ from s3cmn.nexttoken.dynamic import DynamicSettings, dynamic_chunks, dynamic_pat
 from s3cmn.nexttoken.fitted import CacheSettings, ReadoutSettings
 from s3cmn.nexttoken.generate import generate_row
 
+from .conftest import random_stream
+
 # segment = windows_per_step * stride = 8 generated tokens per update
 CONTEXT, STRIDE, WINDOWS = 16, 4, 2
-
-
-def _stream(n: int, seed: int, lo: int = 1, hi: int = 97) -> torch.Tensor:
-    return torch.randint(lo, hi, (n,), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture
 def model_and_ms(tiny_model):
     model = tiny_model()
-    return model, gradient_ms(model, _stream(120, seed=5), CONTEXT, STRIDE, WINDOWS)
+    return model, gradient_ms(model, random_stream(120, seed=5), CONTEXT, STRIDE, WINDOWS)
 
 
 def _settings(ms: dict, **kw) -> DynamicSettings:
@@ -55,7 +53,7 @@ def _forced(model, prompt: torch.Tensor, tokens: torch.Tensor, settings: Dynamic
 @pytest.mark.parametrize("decay", [0.0, 1e-2])
 def test_step_size_zero_generates_what_plain_greedy_decoding_does(model_and_ms, decay):
     model, ms = model_and_ms
-    prompt = _stream(13, seed=1)[None]  # 13 + 20 tokens: the prompt read in one update, 2 more while generating
+    prompt = random_stream(13, seed=1)[None]  # 13 + 20 tokens: the prompt read in one update, 2 more while generating
     plain = model.generate(prompt, max_new_tokens=20, do_sample=False, memory="off")
     still = _settings(ms, lr=0.0, decay=decay)
     out = model.generate(prompt, max_new_tokens=20, memory="dynamic", dynamic_settings=still)
@@ -70,8 +68,8 @@ def test_step_size_zero_generates_what_plain_greedy_decoding_does(model_and_ms, 
 @pytest.mark.parametrize("t", [7, 8, 9])  # the last token of a segment, the first of the next, one after
 def test_changing_generated_token_t_changes_no_earlier_distribution(model_and_ms, t):
     model, ms = model_and_ms
-    prompt = _stream(13, seed=2)[None]
-    a = _stream(20, seed=3)
+    prompt = random_stream(13, seed=2)[None]
+    a = random_stream(20, seed=3)
     b = a.clone()
     b[t] = (a[t] + 1) % 97
     la, lb = _forced(model, prompt, a, _settings(ms)), _forced(model, prompt, b, _settings(ms))
@@ -86,7 +84,7 @@ def test_each_token_comes_from_the_weights_scoring_gives_it(model_and_ms):
     # learn from the same windows as the scoring pass over the finished text: the reference adaptation.
     model, ms = model_and_ms
     settings = _settings(ms)
-    prompt = _stream(24, seed=4)[None]
+    prompt = random_stream(24, seed=4)[None]
     used: list[dict[str, torch.Tensor]] = []
 
     def greedy(logp: torch.Tensor) -> int:
@@ -108,7 +106,7 @@ def test_the_model_is_unchanged_after_dynamic_generation(model_and_ms):
     model, ms = model_and_ms
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    prompt = _stream(13, seed=6)[None]
+    prompt = random_stream(13, seed=6)[None]
     seen: list[dict[str, torch.Tensor]] = []
 
     def greedy(logp: torch.Tensor) -> int:
@@ -134,7 +132,7 @@ def test_the_model_is_unchanged_after_dynamic_generation(model_and_ms):
 
 def test_missing_dynamic_settings_are_one_clear_error(model_and_ms, tmp_path):
     model, ms = model_and_ms
-    prompt = _stream(5, seed=7)[None]
+    prompt = random_stream(5, seed=7)[None]
     with pytest.raises(ValueError, match=r"need fitted dynamic evaluation settings: run `s3cmn-memory fit CKPT"):
         model.generate(prompt, memory="dynamic")
     model.save_pretrained(tmp_path / "ckpt")
@@ -163,7 +161,7 @@ def test_s3cmn_generate_memory_dynamic(tiny_checkpoint, tmp_path, capsys):
     assert err.startswith("s3cmn-generate: error: memory modes ['dynamic'] need fitted dynamic evaluation settings")
     assert err.count("\n") == 1
     model = load_model(ckpt)
-    ms = gradient_ms(model, _stream(80, seed=8, hi=len(model.get_output_embeddings().weight)), CONTEXT, STRIDE)
+    ms = gradient_ms(model, random_stream(80, seed=8, hi=len(model.get_output_embeddings().weight)), CONTEXT, STRIDE)
     DynamicSettings(lr=0.0, context_length=CONTEXT, stride=STRIDE, ms=ms).save(dynamic_path(ckpt))
     assert main([*argv, "--memory", "dynamic"]) == 0
     dynamic = capsys.readouterr().out

@@ -10,25 +10,13 @@ import dataclasses
 import pytest
 import torch
 
-from s3cmn.nexttoken.dynamic import DynamicSettings, gradient_ms, subset_parameters
+from s3cmn.nexttoken.dynamic import DynamicSettings, subset_parameters
 from s3cmn.nexttoken.dynamic_fit import dynamic_nll, fit_dynamic
 from s3cmn.nexttoken.dynamic_meta import MetaOptions, meta_fit
 
-CONTEXT, STRIDE = 32, 16
-
-
-def _stream(n: int, seed: int) -> torch.Tensor:
-    return torch.randint(1, 97, (n,), generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture
-def model_and_ms(tiny_model):
-    model = tiny_model()
-    return model, gradient_ms(model, _stream(200, seed=5), CONTEXT, STRIDE, 2)
-
-
-def _settings(ms: dict, **kw) -> DynamicSettings:
-    return DynamicSettings(**{"lr": 3e-3, "decay": 1e-2, "subset": "all", "windows_per_step": 2, "ms": ms, **kw})
+from .conftest import DYNAMIC_CONTEXT as CONTEXT
+from .conftest import DYNAMIC_STRIDE as STRIDE
+from .conftest import dynamic_settings, random_stream
 
 
 @pytest.mark.parametrize("reset", [False, True])
@@ -36,9 +24,9 @@ def test_the_meta_pass_is_the_scored_pass_before_any_meta_update(model_and_ms, r
     """A learning rate too small to move the step sizes: the meta pass's NLL is dynamic_nll's, with each
     tensor's starting scale, so what is learned is what evaluation does (same rule, decay cap, resets)."""
     model, ms = model_and_ms
-    stream = torch.cat([torch.tensor([0]), _stream(96, seed=6), _stream(96, seed=7)])
+    stream = torch.cat([torch.tensor([0]), random_stream(96, seed=6), random_stream(96, seed=7)])
     starts = torch.tensor([97])
-    start = _settings(ms, subset="head", reset_at_documents=reset)
+    start = dynamic_settings(ms, subset="head", reset_at_documents=reset)
     options = MetaOptions(epochs=1, unroll=2, meta_lr=1e-12, outside_scale=0.5)
     learned = meta_fit(model, stream, CONTEXT, STRIDE, start, options, document_starts=starts)
     head = set(subset_parameters(model, "head"))
@@ -53,9 +41,9 @@ def test_meta_learning_lowers_the_adapting_loss_of_repetitive_text(model_and_ms)
     model, ms = model_and_ms
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    half = _stream(48, seed=8)
+    half = random_stream(48, seed=8)
     stream = torch.cat([torch.tensor([0]), half, half, half, half])
-    start = _settings(ms, lr=1e-4, decay=0.0)  # a step far too small for text that repeats
+    start = dynamic_settings(ms, lr=1e-4, decay=0.0)  # a step far too small for text that repeats
     learned = meta_fit(model, stream, CONTEXT, STRIDE, start, MetaOptions(epochs=3, unroll=2, meta_lr=0.5))
     curve = [c["nll_per_token"] for c in learned.fit["meta"]["curve"]]
     assert curve[-1] < curve[0] - 0.05, curve
@@ -68,30 +56,31 @@ def test_meta_learning_lowers_the_adapting_loss_of_repetitive_text(model_and_ms)
 def test_scales_round_trip_and_are_checked(model_and_ms, tmp_path):
     model, ms = model_and_ms
     names = list(subset_parameters(model, "all"))
-    settings = _settings(ms, lr_scale={n: 0.5 + i / 10 for i, n in enumerate(names)})
+    settings = dynamic_settings(ms, lr_scale={n: 0.5 + i / 10 for i, n in enumerate(names)})
     settings.save(tmp_path)
     loaded = DynamicSettings.load(tmp_path)
     assert loaded.lr_scale == settings.lr_scale
-    stream = _stream(100, seed=4)
+    stream = random_stream(100, seed=4)
     assert dynamic_nll(model, stream, CONTEXT, STRIDE, loaded) == dynamic_nll(model, stream, CONTEXT, STRIDE, settings)
     assert settings.summary()["lr_scale"]["tensors"] == len(names)
     with pytest.raises(ValueError, match="lr_scale"):
-        _settings(ms, lr_scale={names[0]: -1.0})
+        dynamic_settings(ms, lr_scale={names[0]: -1.0})
     with pytest.raises(ValueError, match="does not adapt"):  # a scale for a tensor outside the subset
-        dynamic_nll(model, stream, CONTEXT, STRIDE, _settings(ms, subset="head", lr_scale={"no.such.weight": 1.0}))
+        outside = dynamic_settings(ms, subset="head", lr_scale={"no.such.weight": 1.0})
+        dynamic_nll(model, stream, CONTEXT, STRIDE, outside)
 
 
 def test_scale_zero_on_every_tensor_scores_as_off(model_and_ms):
     model, ms = model_and_ms
-    stream = _stream(120, seed=9)
-    zero = _settings(ms, decay=0.0, lr_scale=dict.fromkeys(subset_parameters(model, "all"), 0.0))
+    stream = random_stream(120, seed=9)
+    zero = dynamic_settings(ms, decay=0.0, lr_scale=dict.fromkeys(subset_parameters(model, "all"), 0.0))
     assert dynamic_nll(model, stream, CONTEXT, STRIDE, zero) == dynamic_nll(model, stream, CONTEXT, STRIDE,
-                                                                            _settings(ms, lr=0.0, decay=0.0))
+                                                                            dynamic_settings(ms, lr=0.0, decay=0.0))
 
 
 def test_the_fit_compares_grid_and_meta_on_text_neither_saw(model_and_ms):
     model, _ = model_and_ms
-    half = _stream(48, seed=10)
+    half = random_stream(48, seed=10)
     stream = torch.cat([torch.tensor([0]), half, half, half, half])
     settings = fit_dynamic(model, stream, CONTEXT, STRIDE, grid_tokens=0, windows_per_step=2, lrs=(1e-4, 1e-3),
                            decays=(), subsets=("all",), meta=MetaOptions(epochs=2, unroll=2, meta_lr=0.5),
@@ -142,4 +131,4 @@ def test_fit_dynamic_meta_from_the_command_line_and_its_report(tiny_checkpoint, 
     assert any(("meta-learned step sizes" in n) == kept_meta and "dynamic evaluation (" in n for n in notes)
     with pytest.raises(SystemExit):
         memory_main(["fit", str(ckpt), "--text", str(heldout), "--dynamic", "--dynamic-lrs", "1e-3,-1", *flags])
-    assert "finite number > 0" in capsys.readouterr().err
+    assert "'-1' is not a positive finite rate" in capsys.readouterr().err  # the grid parser compare.py uses
