@@ -162,9 +162,11 @@ def bench_core_v2_tables(data: dict[str, Any]) -> list[Table]:
     gen, weights, train = [], [], []
     for p in data["presets"]:
         for g in p["generation"]:
+            gpt, comp = g["gpt2"]["ms_per_token"], g.get("s3cmn_compiled")  # compiled: bench_core since 2026-12-07
             gen.append([p["preset"], num(g["context"]), med(g["s3cmn"]["ms_per_token"], 2),
-                        med(g["gpt2"]["ms_per_token"], 2),
-                        num(g["s3cmn"]["ms_per_token"]["median"] / g["gpt2"]["ms_per_token"]["median"], 2),
+                        med(comp["ms_per_token"], 2) if comp else "-", med(gpt, 2),
+                        num(g["s3cmn"]["ms_per_token"]["median"] / gpt["median"], 2),
+                        num(comp["ms_per_token"]["median"] / gpt["median"], 2) if comp else "-",
                         med(g["s3cmn"]["prefill_tokens_per_s"], 0), med(g["gpt2"]["prefill_tokens_per_s"], 0)])
         for w in p["weights"]:
             weights.append([p["preset"], num(w["context"]),
@@ -182,9 +184,10 @@ def bench_core_v2_tables(data: dict[str, Any]) -> list[Table]:
                 ["load average before / after", f"{num(m['loadavg_before'][0], 2)} / {num(m['loadavg_after'][0], 2)}"]]
     targets = [[name, num(t["value"], 3), t["goal"], "met" if t["met"] else "missed"]
                for name, t in data["targets"].items()]
-    return [Table(["preset", "context", "s3cmn ms/token", "GPT-2 ms/token", "ratio", "s3cmn prefill tok/s",
-                   "GPT-2 prefill tok/s"], gen, "Greedy generation at batch 1, fp32, interleaved rounds: median "
-                  "(min-max)."),
+    return [Table(["preset", "context", "s3cmn ms/token, eager", "s3cmn ms/token, compiled", "GPT-2 ms/token",
+                   "ratio eager", "ratio compiled", "s3cmn prefill tok/s", "GPT-2 prefill tok/s"], gen,
+                  "Greedy generation at batch 1, fp32, interleaved rounds: median (min-max). Compiled: "
+                  "`model.compile_decode()` (torch.compile of the whole one-token step; '-' where not measured)."),
             Table(["preset", "context", "fp32 weights", "int8 weights", "bf16 weights"], weights,
                   "s3cmn generation ms/token by weight precision (bf16 only where the CPU runs it natively)."),
             Table(["preset", "B x T", "precision", "s3cmn tok/s", "GPT-2 tok/s", "ratio", "s3cmn MFU", "GPT-2 MFU"],

@@ -18,6 +18,7 @@ from s3cmn.modeling.block import S3CMNBlock
 from s3cmn.modeling.cache import S3CMNCache
 from s3cmn.modeling.decode import linear
 from s3cmn.modeling.outputs import S3CMNCausalLMOutput, S3CMNModelOutput
+from s3cmn.modeling.spiking import SpikeStats
 from s3cmn.ops.linear_cross_entropy import linear_cross_entropy
 
 logger = logging.getLogger(__name__)
@@ -304,6 +305,9 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
             raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
         use_cache = self.config.use_cache and not self.training if use_cache is None else use_cache
         bank = self.memory_bank
+        if self._compiled_decoder is not None and self._takes_compiled_step(input_ids, cache, labels, use_memory,
+                                                                            write_memory, output_hidden_states):
+            return self._compiled_step(input_ids, cache, logits_to_keep, use_cache)
         # 1. the backbone: blocks read the stores (use_memory) and stage their writes (write_memory)
         with bank.forward_pass(read=use_memory, write=write_memory):
             out = self.model(input_ids, cache, use_cache, bank, output_hidden_states)
@@ -316,6 +320,44 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
                     logger.debug("loss is %s: this segment is not written to the memory", loss.item())
                 bank.finish(input_ids, finite)
         return self._output(out, loss, logits, use_cache)
+
+    # ------------------------------------------------------------------------------------------------
+    _compiled_decoder: Any = None
+
+    def compile_decode(self, compile_options: dict[str, Any] | None = None) -> S3CMNForCausalLM:
+        """Decode one token at a time through a ``torch.compile``d step of the whole model
+        (:mod:`s3cmn.modeling.compiled_decode`): the same logits and states as the eager step within fp32
+        rounding, ~2x faster at batch 1, after a compile of tens of seconds on the first token of each batch
+        size. Raises ValueError for a model it does not cover (the reason says which part). Returns self."""
+        from s3cmn.modeling.compiled_decode import CompiledDecoder
+
+        options = {"options": {"cpp_wrapper": True}} if compile_options is None else compile_options
+        self._compiled_decoder = CompiledDecoder(self, options)
+        logger.info("decode: compiled step (torch.compile, %s)", options)
+        return self
+
+    def _takes_compiled_step(self, input_ids: Tensor, cache: S3CMNCache | None, labels: Tensor | None,
+                             use_memory: bool, write_memory: bool, output_hidden_states: bool) -> bool:
+        """Whether this call is a one-token decode step the compiled step covers (else the eager path)."""
+        return (
+            cache is not None and cache.seen_tokens > 0 and input_ids.shape[1] == 1 and labels is None
+            and not self.training and not torch.is_grad_enabled() and not output_hidden_states and not write_memory
+            and not (use_memory and len(self.memory_bank)) and input_ids.device.type == "cpu"
+        )
+
+    def _compiled_step(self, input_ids: Tensor, cache: S3CMNCache, logits_to_keep: int,
+                       use_cache: bool) -> S3CMNCausalLMOutput:
+        logits, states, stats = self._compiled_decoder(input_ids, cache.layers)
+        cache.layers = states
+        cache.seen_tokens += 1
+        steps, batch = self._compiled_decoder.spike[0], input_ids.shape[0]
+        spike_stats = [
+            SpikeStats(count, batch * steps, count.sum() / (batch * steps * count.numel()), mean, std)
+            for count, mean, std in stats
+        ]
+        spike_rate = torch.stack([s.firing_rate for s in spike_stats]).mean() if spike_stats else None
+        return S3CMNCausalLMOutput(logits=logits, cache=cache if use_cache else None, spike_stats=spike_stats or None,
+                                   spike_rate=spike_rate)
 
     def _head(self, hidden: Tensor, labels: Tensor | None, logits_to_keep: int) -> tuple[Tensor | None, Tensor | None]:
         """hidden (B, T, E) -> (loss, logits (B, T or k, V)); training computes the loss in chunks, logits None."""

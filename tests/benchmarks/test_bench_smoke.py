@@ -52,7 +52,7 @@ def test_quick_run_writes_well_formed_json(bench: ModuleType, tmp_path: Path, ca
     (p,) = result["presets"]
     assert [g["context"] for g in p["generation"]] == [8, 16]
     for g in p["generation"]:
-        for name in ("s3cmn", "gpt2"):
+        for name in ("s3cmn", "s3cmn_compiled", "gpt2"):  # eager and compiled decode steps, and GPT-2
             assert _spread(g[name]["ms_per_token"]) and _spread(g[name]["prefill_tokens_per_s"])
     (w,) = p["weights"]
     assert {"fp32", "int8"} <= w.keys() and ("bf16" in w) == ("bf16" in m["native_precisions"])

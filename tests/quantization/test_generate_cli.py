@@ -89,3 +89,16 @@ def test_bad_checkpoints_give_one_line_errors(checkpoints, tmp_path, capsys, dam
     code, out, err = run([str(target), "--prompt", "x"], capsys)
     assert code == 2 and out == ""
     assert err.startswith("s3cmn-generate: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_compile_generates_the_eager_text_and_refuses_what_it_does_not_cover(checkpoints, capsys) -> None:
+    argv = [str(checkpoints / "fp32"), "--prompt", "the cat sat", "--max-new-tokens", "6", "--temperature", "0"]
+    code, eager, _ = run(argv, capsys)
+    assert code == 0
+    code, compiled, err = run([*argv, "--compile"], capsys)  # this model has no memory: --memory on reads nothing
+    assert code == 0 and compiled == eager and "6 tokens in" in err
+    code, out, err = run([str(checkpoints / "int8"), "--prompt", "x", "--compile"], capsys)
+    last = err.splitlines()[-1]  # after the int8 report line
+    assert code == 2 and out == "" and last.startswith("s3cmn-generate: error: ") and "quantised" in last
+    code, out, err = run([*argv, "--compile", "--memory", "dynamic"], capsys)
+    assert code == 2 and "--memory off" in err and err.count("\n") == 1

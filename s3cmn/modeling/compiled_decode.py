@@ -1,0 +1,291 @@
+"""A compiled one-token step of the whole S³CMN language model: ``torch.compile`` of a functional decode step.
+
+At batch 1 the eager decode path (``S3CMNBlock._decode``, the C state kernels of :mod:`s3cmn.ops.decode_step`)
+spends most of a token in per-op dispatch: about a hundred small ops and C calls, each a few µs, around GEMVs
+that take a few µs each. This module writes the whole step, embedding to logits, as one function of plain
+tensors:
+
+- the weights as a flat dict of *decode tensors*, derived once per weights version (transposed Linear weights,
+  Hyena's reversed filter taps, Mamba's ``A = −exp(A_log)``, the LIF β), so the graph holds no filter MLP and
+  no per-token parameter work;
+- the recurrent state as the same nested dicts ``S3CMNCache`` holds, returned as new tensors (the inputs are
+  never modified, as in the eager path);
+
+and hands it to ``torch.compile(fullgraph=True, dynamic=False)``: Inductor fuses the element-wise chains and
+the state updates into C++ loops and calls the BLAS for the GEMVs, one Python call per token.
+
+The eager decode path stays the readable reference (``S3CMNForCausalLM.forward`` with a cache, T == 1); the
+compiled step must equal it within fp32 rounding (tests/modeling/test_compiled_decode.py). What it supports:
+``block_type`` "s3cmn" blocks of Mamba, Hyena, LIF and MLP sub-layers, fp32 weights, memory off, no position
+embedding, and memory-read sub-layers only while the memory is not read (their delta is then 0);
+:func:`unsupported` says why not otherwise, and the model then keeps the eager path.
+
+Compiling costs tens of seconds on the first call of a (batch, model) shape, once per process (Inductor's
+on-disk cache makes later processes faster): it pays for long generations, not for a few tokens. So it is
+opt-in: ``model.compile_decode()`` (``s3cmn-generate --compile``, ``bench_core``'s compiled rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s3cmn.modeling.decode import derived, module_tensors
+
+__all__ = ["CompiledDecoder", "decode_tensors", "decode_step", "unsupported"]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED = ("mamba", "hyena", "lif", "mlp")  # the block's mixer kinds (s3cmn.modeling.block.MIXERS)
+SKIPPED = ("memory",)  # read only when the memory is: the compiled step runs when it is not (its delta is 0)
+
+
+def unsupported(model: nn.Module) -> str:
+    """Why ``model`` (an S3CMNForCausalLM) cannot take the compiled step ('' when it can)."""
+    cfg = model.config
+    if cfg.block_type != "s3cmn":
+        return f"block_type {cfg.block_type!r} (the compiled step covers 's3cmn' blocks)"
+    if cfg.position_embedding != "none":
+        return f"position_embedding {cfg.position_embedding!r} (the compiled step covers 'none')"
+    for block in model.model.layers:
+        for sub in block.sublayers:
+            if sub.kind not in SUPPORTED + SKIPPED:
+                return f"sub-layer {sub.kind!r} (the compiled step covers {', '.join(SUPPORTED)})"
+    if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
+        return "weights that are not float32 on the CPU"
+    if any("quant" in type(m).__module__ or (isinstance(m, (nn.Linear, nn.Embedding)) and type(m) not in
+           (nn.Linear, nn.Embedding)) for m in model.modules()):
+        return "quantised or wrapped layers (int8, LoRA): the eager path runs their own kernels"
+    return ""
+
+
+# --- the decode tensors --------------------------------------------------------------------------------
+def _linear(out: dict[str, Tensor], name: str, layer: nn.Linear) -> None:
+    out[name + ".wt"] = layer.weight.t().contiguous()  # (in, out): a GEMV streams it with unit stride
+    if layer.bias is not None:
+        out[name + ".b"] = layer.bias.detach()
+
+
+def _build(model: nn.Module) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {"embed": model.model.embed_tokens.weight.detach()}
+    out["head.wt"] = model.lm_head.weight.t().contiguous()  # (E, V)
+    norm = model.model.norm
+    out["norm.w"], out["norm.b"] = norm.weight.detach(), norm.bias.detach()
+    if model.model.out_proj is not None:
+        _linear(out, "out_proj", model.model.out_proj)
+    for i, block in enumerate(model.model.layers):
+        for sub in block.sublayers:
+            if sub.kind in SKIPPED:
+                continue
+            p, mixer, ln = f"{i}.{sub.slot}", getattr(block, sub.slot), getattr(block, sub.norm)
+            out[p + ".ln.w"], out[p + ".ln.b"] = ln.weight.detach(), ln.bias.detach()
+            if block.layer_scale is not None:
+                out[p + ".scale"] = block.layer_scale[sub.slot].detach()
+            if sub.kind == "mamba":
+                for name in ("in_proj", "x_proj", "dt_proj", "out_proj"):
+                    _linear(out, f"{p}.{name}", getattr(mixer, name))
+                out[p + ".conv.w"] = mixer.conv1d.weight[:, 0].detach()  # (E, K)
+                out[p + ".conv.b"] = mixer.conv1d.bias.detach()
+                out[p + ".A"] = -torch.exp(mixer.A_log.float())  # (E, N)
+                out[p + ".D"] = mixer.D.detach()
+            elif sub.kind == "hyena":
+                _linear(out, p + ".in_proj", mixer.in_proj)
+                _linear(out, p + ".out_proj", mixer.out_proj)
+                out[p + ".short.w"] = mixer.short_filter.weight[:, 0].detach()  # (C, K)
+                out[p + ".short.b"] = mixer.short_filter.bias.detach()
+                out[p + ".taps_rev"] = mixer.filter_taps().flip(-1).contiguous()  # (N-1, D, L)
+                out[p + ".skip"] = mixer.filter_fn.bias.view(mixer.order - 1, mixer.d_model).detach()
+            elif sub.kind == "lif":
+                _linear(out, p + ".in_proj", mixer.in_proj)
+                _linear(out, p + ".out_proj", mixer.out_proj)
+                out[p + ".beta"] = mixer.decay().detach()
+                out[p + ".threshold"] = mixer.threshold.detach()
+            else:  # mlp
+                _linear(out, p + ".fc", mixer.fc)
+                _linear(out, p + ".proj", mixer.proj)
+    return out
+
+
+class DecodeTensors:
+    """The decode tensors of a model packed into one flat fp32 buffer (``flat``) and the static ``layout``
+    (name -> (offset, shape)) that views them out of it: the compiled step guards one tensor, not ~150."""
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        self.layout: dict[str, tuple[int, tuple[int, ...]]] = {}
+        offset = 0
+        for name, t in tensors.items():
+            self.layout[name] = (offset, tuple(t.shape))
+            offset += t.numel()
+        self.flat = torch.empty(offset, dtype=torch.float32)
+        for name, t in tensors.items():
+            start, shape = self.layout[name]
+            self.flat[start : start + t.numel()].view(shape).copy_(t)
+
+
+def unpack(flat: Tensor, layout: dict[str, tuple[int, tuple[int, ...]]]) -> dict[str, Tensor]:
+    """name -> a view of ``flat`` (traced: views of one graph input)."""
+    out = {}
+    for name, (start, shape) in layout.items():
+        n = 1
+        for d in shape:
+            n *= d
+        out[name] = flat[start : start + n].view(shape)
+    return out
+
+
+def decode_tensors(model: nn.Module) -> DecodeTensors:
+    """The decode tensors of ``model`` (packed), rebuilt only when a weight changes (``decode.derived``)."""
+    return derived(model, "compiled_decode_tensors", module_tensors(model), lambda: DecodeTensors(_build(model)))
+
+
+# --- the functional step -------------------------------------------------------------------------------
+def _lin(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
+    y = x @ w[name + ".wt"]
+    bias = w.get(name + ".b")
+    return y if bias is None else y + bias
+
+
+def _mamba(w: dict[str, Tensor], p: str, h: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Mamba.step_ref's numbered steps, from the decode tensors."""
+    E = w[p + ".D"].shape[0]
+    xz = _lin(w, p + ".in_proj", h)  # (B, 2E)
+    xs, z = xz[:, :E], xz[:, E:]
+    window = torch.cat([state["conv"], xs[..., None]], dim=-1)  # (B, E, K)
+    xs = F.silu((window * w[p + ".conv.w"]).sum(-1) + w[p + ".conv.b"])  # (B, E)
+    rank, n = w[p + ".dt_proj.wt"].shape[0], w[p + ".A"].shape[1]
+    dt, Bm, Cm = torch.split(_lin(w, p + ".x_proj", xs), [rank, n, n], dim=-1)
+    delta = F.softplus(_lin(w, p + ".dt_proj", dt))  # (B, E)
+    hs = torch.exp(delta[..., None] * w[p + ".A"]) * state["ssm"] + (delta * xs)[..., None] * Bm[:, None]  # (B, E, N)
+    y = ((hs * Cm[:, None]).sum(-1) + w[p + ".D"] * xs) * F.silu(z)  # (B, E)
+    return _lin(w, p + ".out_proj", y), {"conv": window[..., 1:].contiguous(), "ssm": hs}
+
+
+def _hyena(w: dict[str, Tensor], p: str, h: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Hyena.step_ref's numbered steps, from the decode tensors."""
+    taps = w[p + ".taps_rev"]  # (N-1, D, L)
+    D = taps.shape[1]
+    u = torch.cat([state["short_conv"], _lin(w, p + ".in_proj", h)[..., None]], dim=-1)  # (B, (N+1)D, K)
+    uc = (u * w[p + ".short.w"]).sum(-1) + w[p + ".short.b"]  # (B, (N+1)D)
+    *xs, v = uc.split(D, dim=1)
+    history = []
+    for o, x_i in enumerate(reversed(xs[1:])):
+        v = v * x_i
+        window = torch.cat([state["long_conv"][:, o], v[..., None]], dim=-1)  # (B, D, L)
+        history.append(window[..., 1:])
+        v = (window * taps[o]).sum(-1) + v * w[p + ".skip"][o]
+    y = _lin(w, p + ".out_proj", v * xs[0])
+    return y, {"short_conv": u[..., 1:].contiguous(), "long_conv": torch.stack(history, dim=1)}
+
+
+def _spiking(w: dict[str, Tensor], p: str, h: Tensor, state: dict[str, Tensor], steps: int,
+             zero_reset: bool) -> tuple[Tensor, dict[str, Tensor], tuple[Tensor, Tensor, Tensor]]:
+    """SpikingLayer.step_ref (lif_step_stats_ref's micro-steps), from the decode tensors; with the statistics."""
+    current = _lin(w, p + ".in_proj", h)  # (B, N)
+    beta, threshold = w[p + ".beta"], w[p + ".threshold"]
+    v, fired_sum, trace = state["v"], torch.zeros_like(current), []
+    for _ in range(steps):
+        u = beta * v + current
+        fired = u >= threshold
+        v = torch.where(fired, torch.zeros_like(u) if zero_reset else u - threshold, u)
+        fired_sum = fired_sum + fired
+        trace.append(v)
+    std, mean = torch.std_mean(torch.stack(trace), correction=0)
+    rate = fired_sum / steps
+    return _lin(w, p + ".out_proj", rate), {"v": v}, (fired_sum.sum(0), mean, std)
+
+
+def decode_step(w: dict[str, Tensor], ids: Tensor, states: list[dict[str, dict[str, Tensor]]],
+                plan: tuple[tuple[tuple[str, str], ...], ...], eps: float, spike: tuple[int, bool]
+                ) -> tuple[Tensor, list[dict[str, dict[str, Tensor]]], list[tuple[Tensor, Tensor, Tensor]]]:
+    """ids (B,) -> (logits (B, V), the new states, each spiking layer's (count (N,), mean, std)).
+
+    ``w``: the decode tensors by name; ``plan``: per block, its (slot, kind) sub-layers in order; ``spike``:
+    (micro-steps, zero reset)."""
+    x = w["embed"][ids]  # (B, D)
+    new_states, stats = [], []
+    for i, subs in enumerate(plan):
+        layer: dict[str, dict[str, Tensor]] = {}
+        for slot, kind in subs:
+            p = f"{i}.{slot}"
+            h = F.layer_norm(x, (x.shape[-1],), w[p + ".ln.w"], w[p + ".ln.b"], eps)
+            if kind == "mamba":
+                y, layer[slot] = _mamba(w, p, h, states[i][slot])
+            elif kind == "hyena":
+                y, layer[slot] = _hyena(w, p, h, states[i][slot])
+            elif kind == "lif":
+                y, layer[slot], s = _spiking(w, p, h, states[i][slot], *spike)
+                stats.append(s)
+            else:
+                y = _lin(w, p + ".proj", F.gelu(_lin(w, p + ".fc", h)))
+            scale = w.get(p + ".scale")
+            x = x + (y if scale is None else y * scale)
+        new_states.append(layer)
+    x = F.layer_norm(x, (x.shape[-1],), w["norm.w"], w["norm.b"], eps)
+    if "out_proj.wt" in w:
+        x = _lin(w, "out_proj", x)
+    return x @ w["head.wt"], new_states, stats
+
+
+class CompiledDecoder:
+    """The compiled step of one model: ``decoder(ids (B, 1), cache)`` -> (logits (B, 1, V), spike stats), the
+    cache advanced by one token. Built by ``S3CMNForCausalLM.compile_decode()``."""
+
+    def __init__(self, model: nn.Module, compile_options: dict[str, Any] | None = None) -> None:
+        reason = unsupported(model)
+        if reason:
+            raise ValueError(f"the compiled decode step does not cover this model: {reason}")
+        self.model = model
+        self.plan = tuple(tuple((sub.slot, sub.kind) for sub in block.sublayers if sub.kind not in SKIPPED)
+                          for block in model.model.layers)
+        spiking = [getattr(b, s.slot) for b in model.model.layers for s in b.sublayers if s.kind == "lif"]
+        self.spike = (spiking[0].num_spike_steps, spiking[0].reset_mode == "zero") if spiking else (1, False)
+        if any((m.num_spike_steps, m.reset_mode == "zero") != self.spike for m in spiking):
+            raise ValueError("the compiled decode step takes one spike-step count and reset mode for every layer")
+        self.eps = model.config.layer_norm_eps
+        self.layout = decode_tensors(model).layout
+        self._seen: set[tuple] = set()
+        plan, eps, spike, layout = self.plan, self.eps, self.spike, self.layout
+
+        def packed_step(flat: Tensor, ids: Tensor, states: list) -> tuple[Tensor, list, list]:
+            return decode_step(unpack(flat, layout), ids, states, plan, eps, spike)
+
+        # Dynamo keeps its compiled graphs per code object, at most recompile_limit (8) of them: a copy of the
+        # code object per decoder, so that models in one process do not share (and exhaust) one cache
+        own = types.FunctionType(packed_step.__code__.replace(), packed_step.__globals__, "packed_step",
+                                 packed_step.__defaults__, packed_step.__closure__)
+        self.step = torch.compile(own, fullgraph=True, dynamic=False, **(compile_options or {}))
+
+    def __call__(self, ids: Tensor, states: list[dict[str, dict[str, Tensor]]]) -> tuple[Tensor, list, list]:
+        """ids (B, 1) -> (logits (B, 1, V), new states, spike stats); ``states`` as ``S3CMNCache.layers``."""
+        with torch.no_grad():
+            packed = decode_tensors(self.model)
+            if packed.layout != self.layout:
+                raise RuntimeError("the model's weights changed shape since compile_decode(): compile it again")
+            # Dynamo's guards cost ~150 µs a call (the layout, the plan, every state tensor). Each input signature
+            # (batch, state shapes, strides and offsets) runs once with the guards, which compiles it; afterwards
+            # only the guards that tell the compiled signatures apart run. Should Dynamo still want to recompile
+            # (it refuses before running anything), the call is repeated with every guard.
+            # the states contiguous (the step returns them so; a prefill's are views): one compiled signature
+            # per batch size, whatever the prompt length
+            states = [{slot: {k: t.contiguous() for k, t in state.items()} for slot, state in layer.items()}
+                      for layer in states]
+            key = (ids.shape, tuple((t.shape, t.stride(), t.storage_offset()) for layer in states
+                                    for state in layer.values() for t in state.values()))
+            out = None
+            if key in self._seen:
+                try:
+                    with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                        out = self.step(packed.flat, ids[:, 0], states)
+                except RuntimeError as err:
+                    if "skip_guard_eval_unsafe" not in str(err):
+                        raise
+            if out is None:
+                out = self.step(packed.flat, ids[:, 0], states)
+                self._seen.add(key)
+            logits, new_states, stats = out
+        return logits[:, None], new_states, stats

@@ -1,0 +1,93 @@
+"""The compiled decode step (s3cmn.modeling.compiled_decode) equals the eager decode path it replaces: logits,
+every state tensor and the spike statistics, token after token, at two batch sizes; models it does not cover
+are refused with the reason. One module-scoped compile per model shape keeps the suite fast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s3cmn import S3CMNConfig, S3CMNForCausalLM
+from s3cmn.modeling.compiled_decode import unsupported
+
+
+def small_config(**overrides: object) -> S3CMNConfig:
+    """Two blocks of the tiny preset's kinds (Mamba, Hyena, LIF, MLP, a memory read), small and spiking."""
+    fields = dict(
+        vocab_size=61, hidden_dim=32, embedding_dim=32, num_layers=2, spiking_units=16, mamba_d_state=4,
+        hyena_filter_dim=8, hyena_filter_length=16, dropout=0.0, embedding_dropout=0.0, spike_threshold=0.05,
+        memory_size=64, num_clusters=4, memory_compression_dim=8,
+    )
+    return S3CMNConfig.from_preset("tiny", **{**fields, **overrides})
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[S3CMNForCausalLM, S3CMNForCausalLM]:
+    """(eager, compiled): the same weights."""
+    torch.manual_seed(0)
+    eager = S3CMNForCausalLM(small_config()).eval()
+    compiled = S3CMNForCausalLM(small_config()).eval()
+    compiled.load_state_dict(eager.state_dict())
+    return eager, compiled.compile_decode()
+
+
+def decode(model: S3CMNForCausalLM, ids: torch.Tensor, prefill: int) -> list:
+    """The outputs of a ``prefill``-token forward, then of one step per remaining token (memory not read)."""
+    with torch.no_grad():
+        outs = [model(ids[:, :prefill], use_cache=True, use_memory=False)]
+        for t in range(prefill, ids.shape[1]):
+            outs.append(model(ids[:, t : t + 1], cache=outs[-1].cache, use_cache=True, use_memory=False))
+    return outs
+
+
+def states(out) -> dict[str, torch.Tensor]:
+    return {f"{i}.{slot}.{k}": v for i, layer in enumerate(out.cache.layers) for slot, st in layer.items()
+            for k, v in st.items()}
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_compiled_steps_equal_the_eager_steps(models, batch: int) -> None:
+    eager, compiled = models
+    ids = torch.randint(0, 61, (batch, 14), generator=torch.Generator().manual_seed(batch))
+    want, got = decode(eager, ids, prefill=5), decode(compiled, ids, prefill=5)
+    assert compiled._compiled_decoder._seen  # the steps went through the compiled step
+    for w, g in zip(want[1:], got[1:], strict=True):
+        torch.testing.assert_close(g.logits, w.logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(g.spike_rate, w.spike_rate, rtol=1e-5, atol=1e-6)
+        for ws, gs in zip(w.spike_stats, g.spike_stats, strict=True):
+            torch.testing.assert_close(gs.spike_count, ws.spike_count, rtol=0, atol=0)
+            torch.testing.assert_close(gs.membrane_mean, ws.membrane_mean, rtol=1e-5, atol=1e-6)
+            assert gs.num_steps == ws.num_steps
+    want_states, got_states = states(want[-1]), states(got[-1])
+    assert got_states.keys() == want_states.keys()
+    for key, value in want_states.items():
+        torch.testing.assert_close(got_states[key], value, rtol=1e-5, atol=1e-5, msg=key)
+    # and the whole forward pass (step == forward)
+    with torch.no_grad():
+        full = eager(ids, use_memory=False).logits
+    torch.testing.assert_close(torch.cat([o.logits for o in got], 1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_a_changed_weight_reaches_the_compiled_step(models) -> None:
+    eager, compiled = models
+    ids = torch.randint(0, 61, (1, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for model in (eager, compiled):
+            model.model.layers[1].mlp.proj.weight.mul_(3.0)  # in place: the packed decode tensors are rebuilt
+    try:
+        torch.testing.assert_close(decode(compiled, ids, 4)[-1].logits, decode(eager, ids, 4)[-1].logits,
+                                   rtol=1e-5, atol=1e-5)
+    finally:
+        with torch.no_grad():
+            for model in (eager, compiled):
+                model.model.layers[1].mlp.proj.weight.div_(3.0)
+
+
+def test_what_the_compiled_step_does_not_cover_is_refused_with_the_reason() -> None:
+    assert unsupported(S3CMNForCausalLM(small_config())) == ""
+    s4d = S3CMNForCausalLM(small_config(ssm_type="s4d"))
+    assert "s4d" in unsupported(s4d)
+    with pytest.raises(ValueError, match="s4d"):
+        s4d.compile_decode()
+    assert "position_embedding" in unsupported(S3CMNForCausalLM(small_config(position_embedding="sinusoidal")))
+    assert "float32" in unsupported(S3CMNForCausalLM(small_config()).to(torch.bfloat16))
