@@ -150,36 +150,44 @@ def _lin(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
     return y if bias is None else y + bias
 
 
+def _fir(state: Tensor, x: Tensor, taps: Tensor) -> tuple[Tensor, Tensor]:
+    """state (B, C, K-1), x (B, C), taps (C, K) -> (Σ_j [state, x]_j·taps_j (B, C), the next state (B, C, K-1)).
+
+    ``window_step_ref`` without the (B, C, K) window: the kept inputs and the new one are read where they are,
+    so the compiled step copies each state once (into the next state), not twice."""
+    y = (state * taps[:, :-1]).sum(-1) + x * taps[:, -1]
+    return y, torch.cat([state[..., 1:], x[..., None]], dim=-1)
+
+
 def _mamba(w: dict[str, Tensor], p: str, h: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     """Mamba.step_ref's numbered steps, from the decode tensors."""
     E = w[p + ".D"].shape[0]
     xz = _lin(w, p + ".in_proj", h)  # (B, 2E)
     xs, z = xz[:, :E], xz[:, E:]
-    window = torch.cat([state["conv"], xs[..., None]], dim=-1)  # (B, E, K)
-    xs = F.silu((window * w[p + ".conv.w"]).sum(-1) + w[p + ".conv.b"])  # (B, E)
+    xs, conv = _fir(state["conv"], xs, w[p + ".conv.w"])
+    xs = F.silu(xs + w[p + ".conv.b"])  # (B, E)
     rank, n = w[p + ".dt_proj.wt"].shape[0], w[p + ".A"].shape[1]
     dt, Bm, Cm = torch.split(_lin(w, p + ".x_proj", xs), [rank, n, n], dim=-1)
     delta = F.softplus(_lin(w, p + ".dt_proj", dt))  # (B, E)
     hs = torch.exp(delta[..., None] * w[p + ".A"]) * state["ssm"] + (delta * xs)[..., None] * Bm[:, None]  # (B, E, N)
     y = ((hs * Cm[:, None]).sum(-1) + w[p + ".D"] * xs) * F.silu(z)  # (B, E)
-    return _lin(w, p + ".out_proj", y), {"conv": window[..., 1:].contiguous(), "ssm": hs}
+    return _lin(w, p + ".out_proj", y), {"conv": conv, "ssm": hs}
 
 
 def _hyena(w: dict[str, Tensor], p: str, h: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     """Hyena.step_ref's numbered steps, from the decode tensors."""
     taps = w[p + ".taps_rev"]  # (N-1, D, L)
     D = taps.shape[1]
-    u = torch.cat([state["short_conv"], _lin(w, p + ".in_proj", h)[..., None]], dim=-1)  # (B, (N+1)D, K)
-    uc = (u * w[p + ".short.w"]).sum(-1) + w[p + ".short.b"]  # (B, (N+1)D)
-    *xs, v = uc.split(D, dim=1)
+    uc, short = _fir(state["short_conv"], _lin(w, p + ".in_proj", h), w[p + ".short.w"])  # (B, (N+1)D)
+    *xs, v = (uc + w[p + ".short.b"]).split(D, dim=1)
     history = []
     for o, x_i in enumerate(reversed(xs[1:])):
         v = v * x_i
-        window = torch.cat([state["long_conv"][:, o], v[..., None]], dim=-1)  # (B, D, L)
-        history.append(window[..., 1:])
-        v = (window * taps[o]).sum(-1) + v * w[p + ".skip"][o]
+        y_o, window = _fir(state["long_conv"][:, o], v, taps[o])
+        history.append(window)
+        v = y_o + v * w[p + ".skip"][o]
     y = _lin(w, p + ".out_proj", v * xs[0])
-    return y, {"short_conv": u[..., 1:].contiguous(), "long_conv": torch.stack(history, dim=1)}
+    return y, {"short_conv": short, "long_conv": torch.stack(history, dim=1)}
 
 
 def _spiking(w: dict[str, Tensor], p: str, h: Tensor, state: dict[str, Tensor], steps: int,
