@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from s3cmn.data.windows import Window, sliding_windows, window_batches
 from s3cmn.nexttoken.stream import Chunk
+from s3cmn.ops.dynamic_update import dynamic_update
 from s3cmn.ops.nll import model_device, nll_float64
 
 logger = logging.getLogger(__name__)
@@ -291,16 +292,11 @@ class DynamicAdapter:
             return
         names = list(self.params)
         grads = torch.autograd.grad(loss, [self.params[n] for n in names], allow_unused=True)
-        lr, scale = self.settings.lr, self.settings.lr_scale
+        lr, scale, beta = self.settings.lr, self.settings.lr_scale, self.settings.ms_beta
         with torch.no_grad():
-            for n, g in zip(names, grads, strict=True):
-                p = self.params[n]
-                update = self.rate[n] * (self.theta0[n] - p)
-                if g is not None:
-                    if self.settings.ms_beta < 1:
-                        self.ms[n].mul_(self.settings.ms_beta).addcmul_(g, g, value=1 - self.settings.ms_beta)
-                    update -= lr * scale.get(n, 1.0) * g / (self.ms[n].sqrt() + self.eps)
-                p.add_(update)
+            for n, g in zip(names, grads, strict=True):  # one pass per tensor (ops.dynamic_update, its _ref twin)
+                dynamic_update(self.params[n], self.theta0[n], g, self.ms[n], self.rate[n], lr * scale.get(n, 1.0),
+                               beta, self.eps)
         self.steps += 1
 
 
