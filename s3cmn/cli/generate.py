@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 dynamic=args.memory == "dynamic",
                 on_text=lambda text: print(text, end="", flush=True),
             )  # fmt: skip
-        except (ValueError, OSError) as err:  # bad options, dynamic settings missing or unreadable
+        except (ValueError, OSError, RuntimeError) as err:  # bad options, dynamic settings, a failed --compile
             return fail(err)
         total_tokens += result.new_tokens
         total_seconds += result.seconds

@@ -293,7 +293,12 @@ class CompiledDecoder:
                     if "skip_guard_eval_unsafe" not in str(err):
                         raise
             if out is None:
-                out = self.step(packed.flat, ids[:, 0], states)
+                try:
+                    out = self.step(packed.flat, ids[:, 0], states)
+                except Exception as err:  # Dynamo / Inductor / the C++ compiler: say what failed and the way out
+                    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+                    raise RuntimeError(f"the compiled decode step could not be built ({type(err).__name__}: {first}); "
+                                       "decode without it (no compile_decode(), no --compile)") from err
                 self._seen.add(key)
             logits, new_states, stats = out
         return logits[:, None], new_states, stats

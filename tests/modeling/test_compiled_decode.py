@@ -91,3 +91,16 @@ def test_what_the_compiled_step_does_not_cover_is_refused_with_the_reason() -> N
         s4d.compile_decode()
     assert "position_embedding" in unsupported(S3CMNForCausalLM(small_config(position_embedding="sinusoidal")))
     assert "float32" in unsupported(S3CMNForCausalLM(small_config()).to(torch.bfloat16))
+
+
+def test_a_step_that_cannot_be_built_is_one_clear_error(monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = S3CMNForCausalLM(small_config()).eval().compile_decode()
+
+    def broken(*args):
+        raise OSError("cc1plus: fatal error: no such file\nmore lines")  # what a missing C++ compiler looks like
+
+    monkeypatch.setattr(model._compiled_decoder, "step", broken)
+    with pytest.raises(RuntimeError, match=r"could not be built \(OSError: cc1plus: fatal error: no such file\); "
+                       "decode without it"):
+        decode(model, torch.randint(0, 61, (1, 4)), prefill=3)
