@@ -31,12 +31,12 @@ def models() -> tuple[S3CMNForCausalLM, S3CMNForCausalLM]:
     return eager, compiled.compile_decode()
 
 
-def decode(model: S3CMNForCausalLM, ids: torch.Tensor, prefill: int) -> list:
-    """The outputs of a ``prefill``-token forward, then of one step per remaining token (memory not read)."""
+def decode(model: S3CMNForCausalLM, ids: torch.Tensor, prefill: int, use_memory: bool = False) -> list:
+    """The outputs of a ``prefill``-token forward, then of one step per remaining token."""
     with torch.no_grad():
-        outs = [model(ids[:, :prefill], use_cache=True, use_memory=False)]
+        outs = [model(ids[:, :prefill], use_cache=True, use_memory=use_memory)]
         for t in range(prefill, ids.shape[1]):
-            outs.append(model(ids[:, t : t + 1], cache=outs[-1].cache, use_cache=True, use_memory=False))
+            outs.append(model(ids[:, t : t + 1], cache=outs[-1].cache, use_cache=True, use_memory=use_memory))
     return outs
 
 
@@ -104,3 +104,27 @@ def test_a_step_that_cannot_be_built_is_one_clear_error(monkeypatch) -> None:
     with pytest.raises(RuntimeError, match=r"could not be built \(OSError: cc1plus: fatal error: no such file\); "
                        "decode without it"):
         decode(model, torch.randint(0, 61, (1, 4)), prefill=3)
+
+
+def test_the_memory_read_takes_the_eager_step_once_the_store_can_be_searched(models, monkeypatch) -> None:
+    eager, compiled = models
+    calls = []
+    real = compiled._compiled_decoder.__call__
+    monkeypatch.setattr(type(compiled._compiled_decoder), "__call__", lambda self, *a: calls.append(1) or real(*a))
+    ids = torch.randint(0, 61, (1, 8), generator=torch.Generator().manual_seed(5))
+    assert not any(store.searchable for _, store in compiled.memory_bank)  # empty: the read is 0
+    torch.testing.assert_close(decode(compiled, ids, 4, use_memory=True)[-1].logits,
+                               decode(eager, ids, 4, use_memory=True)[-1].logits, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 4  # compiled
+    bank = compiled.memory_bank.copy()
+    try:
+        with torch.no_grad():
+            for seed in range(8):  # fill the store until it can be searched
+                compiled(torch.randint(0, 61, (4, 48), generator=torch.Generator().manual_seed(seed)),
+                         write_memory=True)
+        assert any(store.searchable for _, store in compiled.memory_bank)
+        calls.clear()
+        decode(compiled, ids, 4, use_memory=True)
+        assert not calls  # the memory is read: the eager step
+    finally:
+        compiled.memory_bank = bank
