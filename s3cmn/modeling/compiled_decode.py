@@ -268,6 +268,12 @@ class CompiledDecoder:
                                  packed_step.__defaults__, packed_step.__closure__)
         self.step = torch.compile(own, fullgraph=True, dynamic=False, **(compile_options or {}))
 
+    def __deepcopy__(self, memo: dict) -> None:
+        return None  # a copy of the model (other weights, other tensors) decodes eagerly until compiled itself
+
+    def __reduce__(self) -> tuple:
+        return (type(None), ())  # likewise for a pickled model
+
     def __call__(self, ids: Tensor, states: list[dict[str, dict[str, Tensor]]]) -> tuple[Tensor, list, list]:
         """ids (B, 1) -> (logits (B, 1, V), new states, spike stats); ``states`` as ``S3CMNCache.layers``."""
         with torch.no_grad():

@@ -128,3 +128,13 @@ def test_the_memory_read_takes_the_eager_step_once_the_store_can_be_searched(mod
         assert not calls  # the memory is read: the eager step
     finally:
         compiled.memory_bank = bank
+
+
+def test_a_copy_of_a_compiled_model_decodes_eagerly() -> None:
+    import copy
+    import pickle
+
+    model = S3CMNForCausalLM(small_config()).eval().compile_decode()  # nothing compiles before the first step
+    assert copy.deepcopy(model)._compiled_decoder is None
+    assert pickle.loads(pickle.dumps(model))._compiled_decoder is None
+    assert model._compiled_decoder is not None
