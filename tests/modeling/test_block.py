@@ -48,7 +48,9 @@ def test_a_v1_checkpoint_loads_and_gives_its_logits(name: str) -> None:
                            if k.startswith(prefix) and not k.endswith("__logits__")}, strict=True)
     with torch.no_grad():
         logits = model(torch.arange(12).reshape(2, 6) % 61).logits
-    torch.testing.assert_close(logits, saved[f"{name}/__logits__"], rtol=0, atol=1e-6)
+    # saved on another CPU: its BLAS rounds differently (measured 1.7e-6 on an Intel Xeon against the AMD EPYC's
+    # logits); a wrong or missing weight moves the logits by orders of magnitude more
+    torch.testing.assert_close(logits, saved[f"{name}/__logits__"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -62,8 +62,8 @@ def test_fft_path_matches_direct_convolution_forward_and_backward(monkeypatch):
     monkeypatch.setattr(hyena_module, "fft_causal_conv", fft_causal_conv_ref)
     y_ref, g_ref = run()
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-5, atol=1e-5)
-    for a, b in zip(g_fast, g_ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(g_fast, g_ref, strict=True):  # float32 FFT rounding: 4.5e-5 measured on an Intel Xeon's MKL
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_step_reuses_its_taps_only_while_the_weights_keep_their_version():
