@@ -7,6 +7,8 @@ For each shape (those of the tiny and small presets at T = 512 and 2048) it time
 
 - ``selective_scan``: ``backend="chunked"`` (the PyTorch chunked scan) vs ``backend="c"`` (the C loop);
 - ``lif_scan``: ``backend="loop"`` (the Python time loops) vs ``backend="c"``;
+- dynamic evaluation's weight update over a preset's parameters (random values, the 30,522-token vocabulary):
+  ``dynamic_update_ref`` (about ten whole-tensor ops per tensor) vs ``dynamic_update`` (one C pass per tensor);
 - the LM head's loss, ``linear_cross_entropy_ref`` (the (N, V) logits, then ``F.cross_entropy``) vs
   ``linear_cross_entropy`` (row chunks, softmax in place, gradients formed in the forward), at the presets'
   training rows N = B·T = 4096, their embedding width and the 30,522-token vocabulary;
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 
 from s3cmn.evaluation.benchmarking import close_meta, fmt_load, run_meta, scan_inputs
+from s3cmn.ops.dynamic_update import dynamic_update, dynamic_update_ref
 from s3cmn.ops.lif import lif_scan
 from s3cmn.ops.linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref
 from s3cmn.ops.selective_scan import selective_scan
@@ -44,6 +47,8 @@ QUICK_SHAPES = [("tiny", 2, 256, 256, 16, 64)]
 # (preset, rows N = B·T, embedding width, vocabulary) of the LM head's loss
 HEAD_SHAPES = [("tiny", 4096, 128, 30522), ("small", 4096, 256, 30522)]
 QUICK_HEAD_SHAPES = [("tiny", 512, 128, 30522)]
+UPDATE_PRESETS = ["tiny", "small"]  # dynamic evaluation's update over each preset's parameters
+QUICK_UPDATE_PRESETS = ["tiny"]
 
 
 def scan_case(batch: int, T: int, E: int, N: int) -> Callable[[str], Callable[[], None]]:
@@ -93,6 +98,28 @@ def head_case(rows: int, width: int, vocab: int) -> Callable[[str], Callable[[],
     return make
 
 
+def update_case(preset: str, vocab: int = 30522) -> Callable[[str], Callable[[], None]]:
+    """One dynamic-evaluation update of every parameter tensor of ``preset`` (memory off), weights, MS and the
+    per-element rates as DynamicAdapter holds them (random values)."""
+    from s3cmn.model_config import S3CMNConfig
+    from s3cmn.modeling.lm import S3CMNForCausalLM
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [p.shape for p in S3CMNForCausalLM(S3CMNConfig.from_preset(preset, vocab_size=vocab,
+                                                                         use_memory=False)).parameters()]
+    tensors = [{k: torch.randn(shape, generator=g) for k in ("p", "theta0", "g")}
+               | {"ms": torch.rand(shape, generator=g) + 0.01, "rate": torch.rand(shape, generator=g) * 1e-3}
+               for shape in shapes]  # fmt: skip
+    paths = {"torch": dynamic_update_ref, "c": dynamic_update}
+
+    def make(path: str) -> Callable[[], None]:
+        def run() -> None:
+            for t in tensors:
+                paths[path](t["p"], t["theta0"], t["g"], t["ms"], t["rate"], 1e-3, 0.99, 1e-3)
+        return run
+    return make
+
+
 def interleaved(old: Callable[[], None], new: Callable[[], None], repeats: int) -> tuple[list[float], list[float]]:
     """Wall times (ms) of old and new, alternated, after one warm-up call of each."""
     old(), new()
@@ -106,7 +133,7 @@ def interleaved(old: Callable[[], None], new: Callable[[], None], repeats: int) 
 
 
 def run_all(shapes: list[tuple[str, int, int, int, int, int]], head_shapes: list[tuple[str, int, int, int]],
-            repeats: int) -> list[dict[str, Any]]:
+            repeats: int, update_presets: list[str] | None = None) -> list[dict[str, Any]]:
     rows, cases = [], []
     for preset, batch, T, E, N, units in shapes:
         cases += [
@@ -116,6 +143,9 @@ def run_all(shapes: list[tuple[str, int, int, int, int, int]], head_shapes: list
     for preset, n_rows, width, vocab in head_shapes:
         cases.append((preset, "lm_head_loss", f"N={n_rows} E={width} V={vocab}", head_case(n_rows, width, vocab),
                       "plain", "chunked"))
+    for preset in update_presets or []:
+        make = update_case(preset)
+        cases.append((preset, "dynamic_update", "every parameter, V=30522", make, "torch", "c"))
     for preset, kernel, shape, make, old, new in cases:
         t_old, t_new = interleaved(make(old), make(new), repeats)
         m_old, m_new = statistics.median(t_old), statistics.median(t_new)
@@ -148,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     meta = run_meta(args.threads, args.quick, argv)
     rows = run_all(QUICK_SHAPES if args.quick else SHAPES, QUICK_HEAD_SHAPES if args.quick else HEAD_SHAPES,
-                   2 if args.quick else args.repeats)
+                   2 if args.quick else args.repeats, QUICK_UPDATE_PRESETS if args.quick else UPDATE_PRESETS)
     close_meta(meta, start)
     result = {"meta": meta, "rows": rows}
     text = markdown(result)
