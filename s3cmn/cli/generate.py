@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "an fp32 checkpoint and --quantize none)"))  # fmt: skip
         print(f"s3cmn-generate: {report.summary()}", file=sys.stderr)
     if args.compile:
-        if args.memory == "dynamic" or (args.memory == "on" and any(m.searchable for _, m in model.memory_bank)):
+        if args.memory == "dynamic" or (args.memory == "on" and model.memory_bank.searchable):
             return fail(ValueError(f"--compile runs the model without its memory read, and --memory {args.memory} "
                                    "reads it: add --memory off"))  # fmt: skip
         try:

@@ -94,6 +94,11 @@ class MemoryBank:
             raise TypeError(f"MemoryBank layers are ints (block indices), got {layer!r}")
         self._stores[layer] = memory
 
+    @property
+    def searchable(self) -> bool:
+        """Whether any store can be searched (a read from none of them is 0)."""
+        return any(memory.searchable for memory in self._stores.values())
+
     def store(self, layer_idx: int) -> FaissMemory | None:
         """The store block ``layer_idx`` reads; None when it has none or this pass does not read."""
         return self._stores.get(layer_idx) if self.reading else None

@@ -27,7 +27,9 @@ opt-in: ``model.compile_decode()`` (``s3cmn-generate --compile``, ``bench_core``
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import types
 from typing import Any
 
@@ -72,8 +74,9 @@ def _linear(out: dict[str, Tensor], name: str, layer: nn.Linear) -> None:
 
 
 def _build(model: nn.Module) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {"embed": model.model.embed_tokens.weight.detach()}
-    out["head.wt"] = model.lm_head.weight.t().contiguous()  # (E, V)
+    out: dict[str, Tensor] = {"head.wt": model.lm_head.weight.t().contiguous()}  # (E, V)
+    if model.lm_head.weight is not model.model.embed_tokens.weight:  # tied: the step reads the head's columns
+        out["embed"] = model.model.embed_tokens.weight.detach()
     norm = model.model.norm
     out["norm.w"], out["norm.b"] = norm.weight.detach(), norm.bias.detach()
     if model.model.out_proj is not None:
@@ -116,26 +119,15 @@ class DecodeTensors:
     (name -> (offset, shape)) that views them out of it: the compiled step guards one tensor, not ~150."""
 
     def __init__(self, tensors: dict[str, Tensor]) -> None:
-        self.layout: dict[str, tuple[int, tuple[int, ...]]] = {}
-        offset = 0
-        for name, t in tensors.items():
-            self.layout[name] = (offset, tuple(t.shape))
-            offset += t.numel()
-        self.flat = torch.empty(offset, dtype=torch.float32)
-        for name, t in tensors.items():
-            start, shape = self.layout[name]
-            self.flat[start : start + t.numel()].view(shape).copy_(t)
+        starts = itertools.accumulate((t.numel() for t in tensors.values()), initial=0)  # one more: the total
+        self.layout = {name: (start, tuple(t.shape))
+                       for (name, t), start in zip(tensors.items(), starts, strict=False)}
+        self.flat = torch.cat([t.reshape(-1) for t in tensors.values()])  # fp32: unsupported() refuses others
 
 
 def unpack(flat: Tensor, layout: dict[str, tuple[int, tuple[int, ...]]]) -> dict[str, Tensor]:
     """name -> a view of ``flat`` (traced: views of one graph input)."""
-    out = {}
-    for name, (start, shape) in layout.items():
-        n = 1
-        for d in shape:
-            n *= d
-        out[name] = flat[start : start + n].view(shape)
-    return out
+    return {name: flat[start : start + math.prod(shape)].view(shape) for name, (start, shape) in layout.items()}
 
 
 def decode_tensors(model: nn.Module) -> DecodeTensors:
@@ -214,7 +206,7 @@ def decode_step(w: dict[str, Tensor], ids: Tensor, states: list[dict[str, dict[s
 
     ``w``: the decode tensors by name; ``plan``: per block, its (slot, kind) sub-layers in order; ``spike``:
     (micro-steps, zero reset)."""
-    x = w["embed"][ids]  # (B, D)
+    x = w["embed"][ids] if "embed" in w else w["head.wt"][:, ids].t()  # (B, D); tied: the head's columns
     new_states, stats = [], []
     for i, subs in enumerate(plan):
         layer: dict[str, dict[str, Tensor]] = {}

@@ -342,7 +342,7 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         return (
             cache is not None and cache.seen_tokens > 0 and input_ids.shape[1] == 1 and labels is None
             and not self.training and not torch.is_grad_enabled() and not output_hidden_states and not write_memory
-            and not (use_memory and any(store.searchable for _, store in self.memory_bank))
+            and not (use_memory and self.memory_bank.searchable)
             and input_ids.device.type == "cpu"
         )
 

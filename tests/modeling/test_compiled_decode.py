@@ -112,7 +112,7 @@ def test_the_memory_read_takes_the_eager_step_once_the_store_can_be_searched(mod
     real = compiled._compiled_decoder.__call__
     monkeypatch.setattr(type(compiled._compiled_decoder), "__call__", lambda self, *a: calls.append(1) or real(*a))
     ids = torch.randint(0, 61, (1, 8), generator=torch.Generator().manual_seed(5))
-    assert not any(store.searchable for _, store in compiled.memory_bank)  # empty: the read is 0
+    assert not compiled.memory_bank.searchable  # empty: the read is 0
     torch.testing.assert_close(decode(compiled, ids, 4, use_memory=True)[-1].logits,
                                decode(eager, ids, 4, use_memory=True)[-1].logits, rtol=1e-5, atol=1e-5)
     assert len(calls) == 4  # compiled
@@ -122,7 +122,7 @@ def test_the_memory_read_takes_the_eager_step_once_the_store_can_be_searched(mod
             for seed in range(8):  # fill the store until it can be searched
                 compiled(torch.randint(0, 61, (4, 48), generator=torch.Generator().manual_seed(seed)),
                          write_memory=True)
-        assert any(store.searchable for _, store in compiled.memory_bank)
+        assert compiled.memory_bank.searchable
         calls.clear()
         decode(compiled, ids, 4, use_memory=True)
         assert not calls  # the memory is read: the eager step
