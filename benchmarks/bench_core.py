@@ -14,7 +14,8 @@ num_attention_heads, the same vocabulary and MLP width, tied embeddings, sdpa at
   median ms/token of the round. s3cmn also runs with bf16 weights (only where the CPU has native bf16) and
   with int8 weights (``s3cmn.quantization.quantize_model``), at the
   shorter contexts, interleaved with its fp32 self (int8: ``backend="weight_only"``, int8 codes with float inputs,
-  decoded through the C int8 GEMV of ``s3cmn.ops.int8_gemv``).
+  decoded through the C int8 GEMV of ``s3cmn.ops.int8_gemv``); and its compiled step with fp32, bf16 and fp16
+  weight matrices (``compile_decode(weights=...)``: half the bytes, fp32 arithmetic, on any CPU).
 - **training** (forward + backward + fused AdamW step, for both models) at (the preset's batch, ``--short-T``)
   and (1, ``--long-T``)
   in every *native* precision (fp32; bf16 autocast where the CPU has AVX512-BF16 / AMX), one step per model per
@@ -168,8 +169,13 @@ def _record(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, into:
     return ms
 
 
-def weight_variants(model: torch.nn.Module, bf16_native: bool) -> dict[str, torch.nn.Module]:
-    """The s3cmn model with fp32, int8 and (native bf16 only) bf16 weights, each a separate copy."""
+COMPILED_WEIGHTS = ("compiled fp32", "compiled bf16", "compiled fp16")  # compile_decode(weights=...)
+WEIGHT_KINDS = ("fp32", "int8", "bf16", *COMPILED_WEIGHTS)
+
+
+def weight_variants(model: torch.nn.Module, bf16_native: bool, compiled: bool) -> dict[str, torch.nn.Module]:
+    """The s3cmn model with fp32, int8 and (native bf16 only) bf16 weights, each a separate copy; with
+    ``compiled``, also its compiled step with fp32, bf16 and fp16 weight matrices (fp32 arithmetic)."""
     import copy
 
     from s3cmn.quantization.backends import quantize_model
@@ -179,6 +185,9 @@ def weight_variants(model: torch.nn.Module, bf16_native: bool) -> dict[str, torc
     variants["int8"], _ = quantize_model(copy.deepcopy(model).eval(), backend="weight_only")  # logs what it did
     if bf16_native:
         variants["bf16"] = copy.deepcopy(model).to(torch.bfloat16).eval()
+    if compiled:
+        for kind in COMPILED_WEIGHTS:
+            variants[kind] = copy.deepcopy(model).eval().compile_decode(weights=kind.split()[1])
     return variants
 
 
@@ -245,10 +254,11 @@ def summarise(preset: str, gen: list[dict], variants: list[dict], train: list[di
                 b = g[path]["ms_per_token"]["median"] / bound_ms
                 target(f"generation ({label}) ms/token at 2048 / weight-read bound", b, "<= 2", b <= 2)
     for v in variants:
-        for kind in ("int8", "bf16"):
+        for kind, base in (("int8", "fp32"), ("bf16", "fp32"), ("compiled bf16", "compiled fp32"),
+                           ("compiled fp16", "compiled fp32")):
             if kind in v:
-                s = v["fp32"]["ms_per_token"]["median"] / v[kind]["ms_per_token"]["median"]
-                target(f"{kind} weights speed-up over fp32 at context {v['context']}", s, ">= 1.5", s >= 1.5)
+                s = v[base]["ms_per_token"]["median"] / v[kind]["ms_per_token"]["median"]
+                target(f"{kind} weights speed-up over {base} at context {v['context']}", s, ">= 1.5", s >= 1.5)
     for shape in {(m["batch"], m["seq_len"]) for m in train}:
         rows = [m for m in train if (m["batch"], m["seq_len"]) == shape]
         best = {n: max(rows, key=lambda m, n=n: m[n]["median"]) for n in ("s3cmn", "gpt2")}
@@ -285,7 +295,7 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{g['s3cmn']['ms_per_token']['median'] / gpt:.2f} | "
                          f"{comp['ms_per_token']['median'] / gpt if comp else float('nan'):.2f} | "
                          f"{ms(g['s3cmn']['prefill_tokens_per_s'], 0)} | {ms(g['gpt2']['prefill_tokens_per_s'], 0)} |")
-        kinds = [k for k in ("fp32", "int8", "bf16") if p["weights"] and k in p["weights"][0]]
+        kinds = [k for k in WEIGHT_KINDS if p["weights"] and k in p["weights"][0]]
         lines += ["", "| context | " + " | ".join(f"s3cmn {k} weights ms/token" for k in kinds) + " |",
                   "|---:|" + "---:|" * len(kinds)]
         for v in p["weights"]:
@@ -343,7 +353,7 @@ def run_preset(preset: str, args: argparse.Namespace, native: list[str], auto: s
                       "gpt2": models["gpt2"]}
     gen = measure_generation(gen_models, args.contexts, args.new_tokens, args.rounds, config.vocab_size)
     del gen_models
-    variants = weight_variants(models["s3cmn"], "bf16" in native)
+    variants = weight_variants(models["s3cmn"], "bf16" in native, args.compiled)
     weights = []
     for g in measure_generation(variants, args.weight_contexts, args.new_tokens, args.rounds, config.vocab_size):
         weights.append({"context": g["context"], **{k: g[k] for k in variants}})

@@ -154,6 +154,9 @@ def bench_core_tables(data: dict[str, Any]) -> list[Table]:
             Table(["target", "value", "result"], targets)]
 
 
+WEIGHT_KINDS = ("fp32", "int8", "bf16", "compiled fp32", "compiled bf16", "compiled fp16")  # bench_core's
+
+
 def bench_core_v2_tables(data: dict[str, Any]) -> list[Table]:
     """bench_core schema 2: interleaved medians with their spread (min-max over rounds)."""
     def med(x: dict[str, Any], digits: int) -> str:
@@ -170,7 +173,7 @@ def bench_core_v2_tables(data: dict[str, Any]) -> list[Table]:
                         med(g["s3cmn"]["prefill_tokens_per_s"], 0), med(g["gpt2"]["prefill_tokens_per_s"], 0)])
         for w in p["weights"]:
             weights.append([p["preset"], num(w["context"]),
-                            *(med(w[k]["ms_per_token"], 2) if k in w else "-" for k in ("fp32", "int8", "bf16"))])
+                            *(med(w[k]["ms_per_token"], 2) if k in w else "-" for k in WEIGHT_KINDS)])
         for t in p["training"]:
             mfu = [f"{100 * t[n]['mfu']:.1f}%" if t[n].get("mfu") is not None else "refused"
                    for n in ("s3cmn", "gpt2")]
@@ -188,8 +191,10 @@ def bench_core_v2_tables(data: dict[str, Any]) -> list[Table]:
                    "ratio eager", "ratio compiled", "s3cmn prefill tok/s", "GPT-2 prefill tok/s"], gen,
                   "Greedy generation at batch 1, fp32, interleaved rounds: median (min-max). Compiled: "
                   "`model.compile_decode()` (torch.compile of the whole one-token step; '-' where not measured)."),
-            Table(["preset", "context", "fp32 weights", "int8 weights", "bf16 weights"], weights,
-                  "s3cmn generation ms/token by weight precision (bf16 only where the CPU runs it natively)."),
+            Table(["preset", "context", *(f"{k} weights" for k in WEIGHT_KINDS)], weights,
+                  "s3cmn generation ms/token by weight precision (eager bf16 only where the CPU runs it natively; "
+                  "compiled: `compile_decode(weights=...)`, the matrices stored at that width, fp32 arithmetic; "
+                  "'-' where not measured)."),
             Table(["preset", "B x T", "precision", "s3cmn tok/s", "GPT-2 tok/s", "ratio", "s3cmn MFU", "GPT-2 MFU"],
                   train, "Training step (forward, backward, AdamW), interleaved rounds: median (min-max) tokens/s; "
                   "MFU against the best GEMM rate of the same precision measured in the same run."),

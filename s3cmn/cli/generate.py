@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true",
                         help="decode through the torch.compile'd one-token step (~2x faster a token at batch 1 after a "
                         "compile of ~30 s; fp32, with --memory off or a model without memory)")  # fmt: skip
+    parser.add_argument("--compile-weights", choices=("fp32", "bf16", "fp16"), default=None,
+                        help="with --compile: store the weight matrices at this width (bf16 / fp16: half the bytes a "
+                        "token reads, fp32 arithmetic, any CPU; the logits of the rounded weights); default fp32")
     parser.add_argument("--verbose", action="store_true", help="log at INFO level to stderr")
     return parser
 
@@ -66,12 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             return fail(ValueError("--memory dynamic adapts the fp32 weights: it cannot run on an int8 model (give "
                                    "an fp32 checkpoint and --quantize none)"))  # fmt: skip
         print(f"s3cmn-generate: {report.summary()}", file=sys.stderr)
+    if args.compile_weights and not args.compile:
+        return fail(ValueError("--compile-weights sets the compiled step's weights: add --compile"))
     if args.compile:
         if args.memory == "dynamic" or (args.memory == "on" and model.memory_bank.searchable):
             return fail(ValueError(f"--compile runs the model without its memory read, and --memory {args.memory} "
                                    "reads it: add --memory off"))  # fmt: skip
         try:
-            model.compile_decode()
+            model.compile_decode(weights=args.compile_weights or "fp32")
         except ValueError as err:  # a model the compiled step does not cover (int8, s4d, attention, ...)
             return fail(err)
     prompts = args.prompt if args.prompt else (line.rstrip("\n") for line in sys.stdin)

@@ -23,11 +23,15 @@ embedding, and memory-read sub-layers only while the memory is not read (their d
 Compiling costs tens of seconds on the first call of a (batch, model) shape, once per process (Inductor's
 on-disk cache makes later processes faster): it pays for long generations, not for a few tokens. So it is
 opt-in: ``model.compile_decode()`` (``s3cmn-generate --compile``, ``bench_core``'s compiled rows).
+
+``compile_decode(weights="bf16" | "fp16")`` stores the weight matrices at half the bytes (the vectors and all
+arithmetic stay fp32): a token reads every weight once, so where the fp32 weights do not fit the cache this
+is up to twice as fast, on any x86 CPU (the upcast is a shift or F16C, not bf16 arithmetic). Its reference is
+the eager model with those matrices rounded (:func:`rounded_weights`).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import types
@@ -39,12 +43,21 @@ from torch import Tensor, nn
 
 from s3cmn.modeling.decode import derived, module_tensors
 
-__all__ = ["CompiledDecoder", "decode_tensors", "decode_step", "unsupported"]
+__all__ = ["GEMVS", "WEIGHT_DTYPES", "CompiledDecoder", "decode_tensors", "decode_step", "rounded_weights",
+           "step_linears", "unsupported"]
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED = ("mamba", "hyena", "lif", "mlp")  # the block's mixer kinds (s3cmn.modeling.block.MIXERS)
 SKIPPED = ("memory",)  # read only when the memory is: the compiled step runs when it is not (its delta is 0)
+# how the step stores its weight matrices (every Linear weight and the vocabulary table); vectors stay fp32.
+# "bf16" / "fp16": half the bytes of fp32, read by a fused upcast-multiply-sum (arithmetic in fp32), so the
+# step needs no native bf16 arithmetic: generation reads every weight once per token, and half the bytes is
+# what makes it faster where the weights do not fit the cache.
+WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# how the step multiplies by them: "blas", x @ Wᵀ through the BLAS (fp32 only); "fused", Inductor's loop of
+# upcast-multiply-sum over W's rows, fused with the rest of the step
+GEMVS = ("auto", "blas", "fused")
 
 
 def unsupported(model: nn.Module) -> str:
@@ -67,20 +80,44 @@ def unsupported(model: nn.Module) -> str:
 
 
 # --- the decode tensors --------------------------------------------------------------------------------
-def _linear(out: dict[str, Tensor], name: str, layer: nn.Linear) -> None:
-    out[name + ".wt"] = layer.weight.t().contiguous()  # (in, out): a GEMV streams it with unit stride
+def _linear(out: dict[str, Tensor], name: str, layer: nn.Linear, dtype: torch.dtype, blas: bool) -> None:
+    if blas:
+        out[name + ".wt"] = layer.weight.t().contiguous()  # (in, out): the BLAS GEMV streams it with unit stride
+    else:
+        out[name + ".rows"] = layer.weight.detach().to(dtype)  # (out, in): each output sums one contiguous row
     if layer.bias is not None:
         out[name + ".b"] = layer.bias.detach()
 
 
-def _build(model: nn.Module) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {"head.wt": model.lm_head.weight.t().contiguous()}  # (E, V)
-    if model.lm_head.weight is not model.model.embed_tokens.weight:  # tied: the step reads the head's columns
-        out["embed"] = model.model.embed_tokens.weight.detach()
+LINEARS = {"mamba": ("in_proj", "x_proj", "dt_proj", "out_proj"), "hyena": ("in_proj", "out_proj"),
+           "lif": ("in_proj", "out_proj"), "mlp": ("fc", "proj")}  # the Linear layers of each sub-layer's step
+
+
+def step_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """The Linear layers the step multiplies by, by decode-tensor name (not the Hyena filter MLP: its taps are
+    computed once, in fp32)."""
+    out = {"out_proj": model.model.out_proj} if model.model.out_proj is not None else {}
+    for i, block in enumerate(model.model.layers):
+        for sub in block.sublayers:
+            for name in LINEARS.get(sub.kind, ()):
+                out[f"{i}.{sub.slot}.{name}"] = getattr(getattr(block, sub.slot), name)
+    return out
+
+
+def _build(model: nn.Module, dtype: torch.dtype = torch.float32, blas: bool = True) -> dict[str, Tensor]:
+    """The decode tensors; ``blas``: the matrices transposed for ``x @ wt`` (fp32 only), else as (out, in) rows
+    for the fused GEMV, in ``dtype``."""
+    head = model.lm_head.weight
+    if blas:
+        out: dict[str, Tensor] = {"head.wt": head.t().contiguous()}  # (E, V)
+    else:
+        out = {"head.rows": head.detach().to(dtype)}  # (V, E)
+    if head is not model.model.embed_tokens.weight:  # tied: the step reads the head's columns (rows)
+        out["embed" if blas else "embed.rows"] = model.model.embed_tokens.weight.detach().to(dtype)
     norm = model.model.norm
     out["norm.w"], out["norm.b"] = norm.weight.detach(), norm.bias.detach()
-    if model.model.out_proj is not None:
-        _linear(out, "out_proj", model.model.out_proj)
+    for name, layer in step_linears(model).items():
+        _linear(out, name, layer, dtype, blas)
     for i, block in enumerate(model.model.layers):
         for sub in block.sublayers:
             if sub.kind in SKIPPED:
@@ -90,54 +127,81 @@ def _build(model: nn.Module) -> dict[str, Tensor]:
             if block.layer_scale is not None:
                 out[p + ".scale"] = block.layer_scale[sub.slot].detach()
             if sub.kind == "mamba":
-                for name in ("in_proj", "x_proj", "dt_proj", "out_proj"):
-                    _linear(out, f"{p}.{name}", getattr(mixer, name))
                 out[p + ".conv.w"] = mixer.conv1d.weight[:, 0].detach()  # (E, K)
                 out[p + ".conv.b"] = mixer.conv1d.bias.detach()
                 out[p + ".A"] = -torch.exp(mixer.A_log.float())  # (E, N)
                 out[p + ".D"] = mixer.D.detach()
             elif sub.kind == "hyena":
-                _linear(out, p + ".in_proj", mixer.in_proj)
-                _linear(out, p + ".out_proj", mixer.out_proj)
                 out[p + ".short.w"] = mixer.short_filter.weight[:, 0].detach()  # (C, K)
                 out[p + ".short.b"] = mixer.short_filter.bias.detach()
                 out[p + ".taps_rev"] = mixer.filter_taps().flip(-1).contiguous()  # (N-1, D, L)
                 out[p + ".skip"] = mixer.filter_fn.bias.view(mixer.order - 1, mixer.d_model).detach()
             elif sub.kind == "lif":
-                _linear(out, p + ".in_proj", mixer.in_proj)
-                _linear(out, p + ".out_proj", mixer.out_proj)
                 out[p + ".beta"] = mixer.decay().detach()
                 out[p + ".threshold"] = mixer.threshold.detach()
-            else:  # mlp
-                _linear(out, p + ".fc", mixer.fc)
-                _linear(out, p + ".proj", mixer.proj)
     return out
 
 
+Layout = dict[str, tuple[int, int, tuple[int, ...]]]  # name -> (buffer 0 flat / 1 matrices, offset, shape)
+
+
 class DecodeTensors:
-    """The decode tensors of a model packed into one flat fp32 buffer (``flat``) and the static ``layout``
-    (name -> (offset, shape)) that views them out of it: the compiled step guards one tensor, not ~150."""
+    """The decode tensors of a model packed into two flat buffers, ``flat`` (fp32) and ``matrices`` (the rows of
+    the fused GEMV's matrices, ``*.rows``, in the weights' width; empty for the BLAS GEMV), and the static
+    ``layout`` that views them out: the compiled step guards two tensors, not ~150."""
 
-    def __init__(self, tensors: dict[str, Tensor]) -> None:
-        starts = itertools.accumulate((t.numel() for t in tensors.values()), initial=0)  # one more: the total
-        self.layout = {name: (start, tuple(t.shape))
-                       for (name, t), start in zip(tensors.items(), starts, strict=False)}
-        self.flat = torch.cat([t.reshape(-1) for t in tensors.values()])  # fp32: unsupported() refuses others
+    def __init__(self, tensors: dict[str, Tensor], dtype: torch.dtype = torch.float32) -> None:
+        buffers: tuple[list[Tensor], list[Tensor]] = ([], [])
+        self.layout: Layout = {}
+        for name, t in tensors.items():
+            which = int(name.endswith(".rows"))  # the matrices of the fused GEMV
+            self.layout[name] = (which, sum(x.numel() for x in buffers[which]), tuple(t.shape))
+            buffers[which].append(t.reshape(-1))
+        self.flat = torch.cat(buffers[0])  # unsupported() refuses weights that are not fp32
+        self.matrices = torch.cat(buffers[1]) if buffers[1] else torch.empty(0, dtype=dtype)
 
 
-def unpack(flat: Tensor, layout: dict[str, tuple[int, tuple[int, ...]]]) -> dict[str, Tensor]:
-    """name -> a view of ``flat`` (traced: views of one graph input)."""
-    return {name: flat[start : start + math.prod(shape)].view(shape) for name, (start, shape) in layout.items()}
+def unpack(flat: Tensor, matrices: Tensor, layout: Layout) -> dict[str, Tensor]:
+    """name -> a view of ``flat`` or ``matrices`` (traced: views of two graph inputs)."""
+    buffers = (flat, matrices)
+    return {name: buffers[which][start : start + math.prod(shape)].view(shape)
+            for name, (which, start, shape) in layout.items()}
 
 
-def decode_tensors(model: nn.Module) -> DecodeTensors:
-    """The decode tensors of ``model`` (packed), rebuilt only when a weight changes (``decode.derived``)."""
-    return derived(model, "compiled_decode_tensors", module_tensors(model), lambda: DecodeTensors(_build(model)))
+def decode_tensors(model: nn.Module, weights: str = "fp32", gemv: str = "blas") -> DecodeTensors:
+    """The decode tensors of ``model`` (packed, the matrices in ``weights``, laid out for ``gemv``), rebuilt
+    only when a weight changes (``decode.derived``)."""
+    if gemv == "blas" and weights != "fp32":
+        raise ValueError(f"gemv='blas' multiplies fp32 matrices: {weights} weights take gemv='fused'")
+    dtype = WEIGHT_DTYPES[weights]
+    return derived(model, f"compiled_decode_tensors.{weights}.{gemv}", module_tensors(model),
+                   lambda: DecodeTensors(_build(model, dtype, gemv == "blas"), dtype))
+
+
+def rounded_weights(model: nn.Module, weights: str) -> None:
+    """Round the weight matrices the step reads (:func:`step_linears`, the vocabulary tables) to ``weights`` and
+    back to fp32, in place: the eager reference of the compiled step with ``weights`` (the same values)."""
+    dtype = WEIGHT_DTYPES[weights]
+    layers = [*step_linears(model).values(), model.lm_head, model.model.embed_tokens]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.copy_(layer.weight.to(dtype).float())
 
 
 # --- the functional step -------------------------------------------------------------------------------
+def _gemv(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
+    """x (B, in) -> (B, out): x @ ``name.wt`` (fp32, the BLAS), or the upcast-multiply-sum of ``name.w``'s rows
+    (lower-precision weights: one fused loop that reads each weight once, never an fp32 copy of the matrix)."""
+    wt = w.get(name + ".wt")
+    return x @ wt if wt is not None else (x[:, None, :] * w[name + ".rows"].float()).sum(-1)
+
+
+def _in_features(w: dict[str, Tensor], name: str) -> int:
+    return w[name + ".wt"].shape[0] if name + ".wt" in w else w[name + ".rows"].shape[1]
+
+
 def _lin(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
-    y = x @ w[name + ".wt"]
+    y = _gemv(w, name, x)
     bias = w.get(name + ".b")
     return y if bias is None else y + bias
 
@@ -158,7 +222,7 @@ def _mamba(w: dict[str, Tensor], p: str, h: Tensor, state: dict[str, Tensor]) ->
     xs, z = xz[:, :E], xz[:, E:]
     xs, conv = _fir(state["conv"], xs, w[p + ".conv.w"])
     xs = F.silu(xs + w[p + ".conv.b"])  # (B, E)
-    rank, n = w[p + ".dt_proj.wt"].shape[0], w[p + ".A"].shape[1]
+    rank, n = _in_features(w, p + ".dt_proj"), w[p + ".A"].shape[1]
     dt, Bm, Cm = torch.split(_lin(w, p + ".x_proj", xs), [rank, n, n], dim=-1)
     delta = F.softplus(_lin(w, p + ".dt_proj", dt))  # (B, E)
     hs = torch.exp(delta[..., None] * w[p + ".A"]) * state["ssm"] + (delta * xs)[..., None] * Bm[:, None]  # (B, E, N)
@@ -206,7 +270,10 @@ def decode_step(w: dict[str, Tensor], ids: Tensor, states: list[dict[str, dict[s
 
     ``w``: the decode tensors by name; ``plan``: per block, its (slot, kind) sub-layers in order; ``spike``:
     (micro-steps, zero reset)."""
-    x = w["embed"][ids] if "embed" in w else w["head.wt"][:, ids].t()  # (B, D); tied: the head's columns
+    if "embed" in w or "embed.rows" in w:
+        x = w["embed"][ids] if "embed" in w else w["embed.rows"][ids].float()  # (B, D)
+    else:  # tied: the head's columns (BLAS layout) or rows (fused)
+        x = w["head.wt"][:, ids].t() if "head.wt" in w else w["head.rows"][ids].float()
     new_states, stats = [], []
     for i, subs in enumerate(plan):
         layer: dict[str, dict[str, Tensor]] = {}
@@ -228,18 +295,32 @@ def decode_step(w: dict[str, Tensor], ids: Tensor, states: list[dict[str, dict[s
     x = F.layer_norm(x, (x.shape[-1],), w["norm.w"], w["norm.b"], eps)
     if "out_proj.wt" in w:
         x = _lin(w, "out_proj", x)
-    return x @ w["head.wt"], new_states, stats
+    return _gemv(w, "head", x), new_states, stats
 
 
 class CompiledDecoder:
     """The compiled step of one model: ``decoder(ids (B, 1), cache)`` -> (logits (B, 1, V), spike stats), the
     cache advanced by one token. Built by ``S3CMNForCausalLM.compile_decode()``."""
 
-    def __init__(self, model: nn.Module, compile_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, model: nn.Module, compile_options: dict[str, Any] | None = None, weights: str = "fp32",
+                 gemv: str = "auto") -> None:
         reason = unsupported(model)
         if reason:
             raise ValueError(f"the compiled decode step does not cover this model: {reason}")
-        self.model = model
+        if weights not in WEIGHT_DTYPES:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHT_DTYPES)}, got {weights!r}")
+        if weights == "fp16":
+            layers = [*step_linears(model).values(), model.lm_head, model.model.embed_tokens]
+            largest, limit = max(float(m.weight.detach().abs().max()) for m in layers), torch.finfo(torch.float16).max
+            if largest > limit:
+                raise ValueError(f"a weight of {largest:.3g} overflows fp16 (largest {limit:g}): use weights='bf16'")
+        if gemv not in GEMVS:
+            raise ValueError(f"gemv must be one of {', '.join(GEMVS)}, got {gemv!r}")
+        if gemv == "blas" and weights != "fp32":
+            raise ValueError(f"gemv='blas' multiplies fp32 matrices: {weights} weights take gemv='fused' (or 'auto')")
+        if gemv == "auto":
+            gemv = "blas" if weights == "fp32" else "fused"
+        self.model, self.weights, self.gemv = model, weights, gemv
         self.plan = tuple(tuple((sub.slot, sub.kind) for sub in block.sublayers if sub.kind not in SKIPPED)
                           for block in model.model.layers)
         spiking = [getattr(b, s.slot) for b in model.model.layers for s in b.sublayers if s.kind == "lif"]
@@ -247,12 +328,12 @@ class CompiledDecoder:
         if any((m.num_spike_steps, m.reset_mode == "zero") != self.spike for m in spiking):
             raise ValueError("the compiled decode step takes one spike-step count and reset mode for every layer")
         self.eps = model.config.layer_norm_eps
-        self.layout = decode_tensors(model).layout
+        self.layout = decode_tensors(model, weights, gemv).layout
         self._seen: set[tuple] = set()
         plan, eps, spike, layout = self.plan, self.eps, self.spike, self.layout
 
-        def packed_step(flat: Tensor, ids: Tensor, states: list) -> tuple[Tensor, list, list]:
-            return decode_step(unpack(flat, layout), ids, states, plan, eps, spike)
+        def packed_step(flat: Tensor, matrices: Tensor, ids: Tensor, states: list) -> tuple[Tensor, list, list]:
+            return decode_step(unpack(flat, matrices, layout), ids, states, plan, eps, spike)
 
         # Dynamo keeps its compiled graphs per code object, at most recompile_limit (8) of them: a copy of the
         # code object per decoder, so that models in one process do not share (and exhaust) one cache
@@ -269,7 +350,7 @@ class CompiledDecoder:
     def __call__(self, ids: Tensor, states: list[dict[str, dict[str, Tensor]]]) -> tuple[Tensor, list, list]:
         """ids (B, 1) -> (logits (B, 1, V), new states, spike stats); ``states`` as ``S3CMNCache.layers``."""
         with torch.no_grad():
-            packed = decode_tensors(self.model)
+            packed = decode_tensors(self.model, self.weights, self.gemv)
             if packed.layout != self.layout:
                 raise RuntimeError("the model's weights changed shape since compile_decode(): compile it again")
             # Dynamo's guards cost ~150 µs a call (the layout, the plan, every state tensor). Each input signature
@@ -286,13 +367,13 @@ class CompiledDecoder:
             if key in self._seen:
                 try:
                     with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                        out = self.step(packed.flat, ids[:, 0], states)
+                        out = self.step(packed.flat, packed.matrices, ids[:, 0], states)
                 except RuntimeError as err:
                     if "skip_guard_eval_unsafe" not in str(err):
                         raise
             if out is None:
                 try:
-                    out = self.step(packed.flat, ids[:, 0], states)
+                    out = self.step(packed.flat, packed.matrices, ids[:, 0], states)
                 except Exception as err:  # Dynamo / Inductor / the C++ compiler: say what failed and the way out
                     first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
                     raise RuntimeError(f"the compiled decode step could not be built ({type(err).__name__}: {first}); "

@@ -324,16 +324,20 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------------------------------------------
     _compiled_decoder: Any = None
 
-    def compile_decode(self, compile_options: dict[str, Any] | None = None) -> S3CMNForCausalLM:
+    def compile_decode(self, compile_options: dict[str, Any] | None = None, weights: str = "fp32",
+                       gemv: str = "auto") -> S3CMNForCausalLM:
         """Decode one token at a time through a ``torch.compile``d step of the whole model
         (:mod:`s3cmn.modeling.compiled_decode`): the same logits and states as the eager step within fp32
         rounding, ~2x faster at batch 1, after a compile of tens of seconds on the first token of each batch
-        size. Raises ValueError for a model it does not cover (the reason says which part). Returns self."""
+        size. ``weights`` "bf16" / "fp16": the weight matrices stored at half the bytes (arithmetic in fp32),
+        the logits of the model with those matrices rounded. Raises ValueError for a model it does not cover
+        (the reason says which part). Returns self."""
         from s3cmn.modeling.compiled_decode import CompiledDecoder
 
         options = {"options": {"cpp_wrapper": True}} if compile_options is None else compile_options
-        self._compiled_decoder = CompiledDecoder(self, options)
-        logger.info("decode: compiled step (torch.compile, %s)", options)
+        self._compiled_decoder = CompiledDecoder(self, options, weights, gemv)
+        logger.info("decode: compiled step (torch.compile, %s), %s weight matrices, %s GEMV", options, weights,
+                    self._compiled_decoder.gemv)
         return self
 
     def _takes_compiled_step(self, input_ids: Tensor, cache: S3CMNCache | None, labels: Tensor | None,

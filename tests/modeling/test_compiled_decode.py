@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from s3cmn import S3CMNConfig, S3CMNForCausalLM
-from s3cmn.modeling.compiled_decode import unsupported
+from s3cmn.modeling.compiled_decode import decode_tensors, rounded_weights, unsupported
 
 
 def small_config(**overrides: object) -> S3CMNConfig:
@@ -66,6 +66,55 @@ def test_compiled_steps_equal_the_eager_steps(models, batch: int) -> None:
     with torch.no_grad():
         full = eager(ids, use_memory=False).logits
     torch.testing.assert_close(torch.cat([o.logits for o in got], 1), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("weights", "batch"), [("bf16", 1), ("bf16", 2), ("fp16", 1), ("fp32", 1)])
+def test_the_fused_gemv_equals_the_eager_model_with_its_weights_rounded(weights: str, batch: int) -> None:
+    torch.manual_seed(0)
+    eager = S3CMNForCausalLM(small_config()).eval()
+    compiled = S3CMNForCausalLM(small_config()).eval()
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile_decode(weights=weights, gemv="fused")
+    packed = decode_tensors(compiled, weights, "fused")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[weights]
+    assert packed.matrices.dtype == dtype and packed.matrices.numel() > packed.flat.numel()  # the matrices
+    ids = torch.randint(0, 61, (batch, 12), generator=torch.Generator().manual_seed(7))
+    got = decode(compiled, ids, prefill=4)
+    assert compiled._compiled_decoder._seen
+    # the reference: the prefill with the fp32 weights (the prompt is read eagerly, as by the compiled model),
+    # then the eager steps with the matrices rounded (the values the compiled step reads)
+    with torch.no_grad():
+        want = [eager(ids[:, :4], use_cache=True)]
+        rounded_weights(eager, weights)
+        for t in range(4, ids.shape[1]):
+            want.append(eager(ids[:, t : t + 1], cache=want[-1].cache, use_cache=True))
+    # the fused GEMV sums in another order than the BLAS (~1e-6 a GEMV); rounding the weights moves the
+    # logits ~1e-3, so a step that read unrounded (or wrongly rounded) weights fails
+    tol = 2e-5
+    for w, g in zip(want[1:], got[1:], strict=True):
+        torch.testing.assert_close(g.logits, w.logits, rtol=0, atol=tol)
+        for ws, gs in zip(w.spike_stats, g.spike_stats, strict=True):
+            torch.testing.assert_close(gs.spike_count, ws.spike_count, rtol=0, atol=0)
+    for key, value in states(want[-1]).items():
+        torch.testing.assert_close(states(got[-1])[key], value, rtol=0, atol=tol, msg=key)
+    if weights == "fp32":
+        return
+    with torch.no_grad():  # the rounding is real: the fp32 model's logits are further off than the tolerance
+        fp32 = S3CMNForCausalLM(small_config()).eval()
+        fp32.load_state_dict(compiled.state_dict())
+        assert (fp32(ids).logits[:, -1] - got[-1].logits[:, 0]).abs().max() > 3 * tol
+
+
+def test_weights_that_overflow_fp16_or_an_unknown_width_are_refused() -> None:
+    model = S3CMNForCausalLM(small_config()).eval()
+    with pytest.raises(ValueError, match="weights must be one of fp32, bf16, fp16"):
+        model.compile_decode(weights="int4")
+    with pytest.raises(ValueError, match="gemv='blas' multiplies fp32 matrices"):
+        model.compile_decode(weights="bf16", gemv="blas")
+    with torch.no_grad():
+        model.model.layers[0].mlp.fc.weight[0, 0] = 1e5
+    with pytest.raises(ValueError, match="overflows fp16.*use weights='bf16'"):
+        model.compile_decode(weights="fp16")
 
 
 def test_a_changed_weight_reaches_the_compiled_step(models) -> None:

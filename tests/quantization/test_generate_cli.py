@@ -102,3 +102,7 @@ def test_compile_generates_the_eager_text_and_refuses_what_it_does_not_cover(che
     assert code == 2 and out == "" and last.startswith("s3cmn-generate: error: ") and "quantised" in last
     code, out, err = run([*argv, "--compile", "--memory", "dynamic"], capsys)
     assert code == 2 and "--memory off" in err and err.count("\n") == 1
+    code, out, err = run([*argv, "--compile-weights", "bf16"], capsys)
+    assert code == 2 and "add --compile" in err and err.count("\n") == 1
+    code, half, err = run([*argv, "--compile", "--compile-weights", "bf16"], capsys)
+    assert code == 0 and "6 tokens in" in err and half.strip()  # greedy text of the rounded weights
