@@ -235,8 +235,12 @@ def subset_parameters(model: nn.Module, subset: str) -> dict[str, nn.Parameter]:
 
 
 def ms_scale(ms: dict[str, Tensor], eps_rel: float) -> tuple[Tensor, float]:
-    """The mean RMS over every parameter's held-out MS (the decay's and the floor's unit) and the floor eps."""
-    mean = torch.cat([v.flatten() for v in ms.values()]).float().sqrt().mean().clamp_min(1e-30)
+    """The mean RMS over every parameter's held-out MS (the decay's and the floor's unit) and the floor eps.
+
+    Summed in float64, by parameter name: the same settings give the same bits however the MS dict is ordered
+    (a loaded ``dynamic_ms.safetensors`` comes back sorted by name, a fitted one in the model's order)."""
+    rms = torch.cat([ms[name].flatten().double() for name in sorted(ms)]).sqrt()
+    mean = rms.mean().float().clamp_min(1e-30)
     return mean, float(eps_rel * mean)
 
 

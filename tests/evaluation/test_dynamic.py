@@ -133,6 +133,18 @@ def test_settings_round_trip_through_save_and_load(model_and_ms, tmp_path):
     assert torch.equal(a, b)
 
 
+def test_the_step_scale_does_not_depend_on_the_order_of_the_ms():
+    from s3cmn.nexttoken.dynamic import ms_scale
+
+    g = torch.Generator().manual_seed(1)
+    # mixed scales, large enough that an fp32 mean in another order rounds differently (it did before the fix, on
+    # 1 and 2 threads)
+    ms = {f"p{i}": torch.rand(200000 + 37 * i, generator=g) * 10.0 ** (i % 9 - 4) for i in range(12)}
+    backwards = dict(reversed(ms.items()))  # as a loaded safetensors file hands them back: another order
+    assert ms_scale(ms, 0.1)[1] == ms_scale(backwards, 0.1)[1]
+    assert torch.equal(ms_scale(ms, 0.1)[0], ms_scale(backwards, 0.1)[0])
+
+
 def test_bad_settings_name_the_field():
     with pytest.raises(ValueError, match="decay"):
         DynamicSettings(decay=1.5)
