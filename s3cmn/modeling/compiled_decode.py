@@ -43,8 +43,8 @@ from torch import Tensor, nn
 
 from s3cmn.modeling.decode import derived, module_tensors
 
-__all__ = ["GEMVS", "WEIGHT_DTYPES", "CompiledDecoder", "decode_tensors", "decode_step", "rounded_weights",
-           "step_linears", "unsupported"]
+__all__ = ["GEMVS", "WEIGHT_DTYPES", "CompiledDecoder", "decode_tensors", "decode_step", "matrix_layers",
+           "rounded_weights", "step_linears", "unsupported"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +96,18 @@ LINEARS = {"mamba": ("in_proj", "x_proj", "dt_proj", "out_proj"), "hyena": ("in_
 def step_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """The Linear layers the step multiplies by, by decode-tensor name (not the Hyena filter MLP: its taps are
     computed once, in fp32)."""
-    out = {"out_proj": model.model.out_proj} if model.model.out_proj is not None else {}
+    out = {name: getattr(model.model, name) for name in ("in_proj", "out_proj")  # embedding <-> hidden width
+           if getattr(model.model, name) is not None}
     for i, block in enumerate(model.model.layers):
         for sub in block.sublayers:
             for name in LINEARS.get(sub.kind, ()):
                 out[f"{i}.{sub.slot}.{name}"] = getattr(getattr(block, sub.slot), name)
     return out
+
+
+def matrix_layers(model: nn.Module) -> list[nn.Module]:
+    """Every layer whose weight matrix the step reads: :func:`step_linears`, the head and the embedding."""
+    return [*step_linears(model).values(), model.lm_head, model.model.embed_tokens]
 
 
 def _build(model: nn.Module, dtype: torch.dtype = torch.float32, blas: bool = True) -> dict[str, Tensor]:
@@ -182,18 +188,22 @@ def rounded_weights(model: nn.Module, weights: str) -> None:
     """Round the weight matrices the step reads (:func:`step_linears`, the vocabulary tables) to ``weights`` and
     back to fp32, in place: the eager reference of the compiled step with ``weights`` (the same values)."""
     dtype = WEIGHT_DTYPES[weights]
-    layers = [*step_linears(model).values(), model.lm_head, model.model.embed_tokens]
     with torch.no_grad():
-        for layer in layers:
+        for layer in matrix_layers(model):
             layer.weight.copy_(layer.weight.to(dtype).float())
 
 
 # --- the functional step -------------------------------------------------------------------------------
 def _gemv(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
-    """x (B, in) -> (B, out): x @ ``name.wt`` (fp32, the BLAS), or the upcast-multiply-sum of ``name.w``'s rows
+    """x (B, in) -> (B, out): x @ ``name.wt`` (fp32, the BLAS), or the upcast-multiply-sum of ``name.rows``
     (lower-precision weights: one fused loop that reads each weight once, never an fp32 copy of the matrix)."""
     wt = w.get(name + ".wt")
     return x @ wt if wt is not None else (x[:, None, :] * w[name + ".rows"].float()).sum(-1)
+
+
+def _has(w: dict[str, Tensor], name: str) -> bool:
+    """Whether the step has the Linear ``name`` (in either layout)."""
+    return name + ".wt" in w or name + ".rows" in w
 
 
 def _in_features(w: dict[str, Tensor], name: str) -> int:
@@ -270,10 +280,16 @@ def decode_step(w: dict[str, Tensor], ids: Tensor, states: list[dict[str, dict[s
 
     ``w``: the decode tensors by name; ``plan``: per block, its (slot, kind) sub-layers in order; ``spike``:
     (micro-steps, zero reset)."""
-    if "embed" in w or "embed.rows" in w:
-        x = w["embed"][ids] if "embed" in w else w["embed.rows"][ids].float()  # (B, D)
-    else:  # tied: the head's columns (BLAS layout) or rows (fused)
-        x = w["head.wt"][:, ids].t() if "head.wt" in w else w["head.rows"][ids].float()
+    if "embed" in w:  # (B, D)
+        x = w["embed"][ids]
+    elif "embed.rows" in w:
+        x = w["embed.rows"][ids].float()
+    elif "head.wt" in w:  # tied: the head's columns (BLAS layout) or rows (fused)
+        x = w["head.wt"][:, ids].t()
+    else:
+        x = w["head.rows"][ids].float()
+    if _has(w, "in_proj"):  # embedding_dim != hidden_dim
+        x = _lin(w, "in_proj", x)
     new_states, stats = [], []
     for i, subs in enumerate(plan):
         layer: dict[str, dict[str, Tensor]] = {}
@@ -293,7 +309,7 @@ def decode_step(w: dict[str, Tensor], ids: Tensor, states: list[dict[str, dict[s
             x = x + (y if scale is None else y * scale)
         new_states.append(layer)
     x = F.layer_norm(x, (x.shape[-1],), w["norm.w"], w["norm.b"], eps)
-    if "out_proj.wt" in w:
+    if _has(w, "out_proj"):
         x = _lin(w, "out_proj", x)
     return _gemv(w, "head", x), new_states, stats
 
@@ -310,14 +326,12 @@ class CompiledDecoder:
         if weights not in WEIGHT_DTYPES:
             raise ValueError(f"weights must be one of {', '.join(WEIGHT_DTYPES)}, got {weights!r}")
         if weights == "fp16":
-            layers = [*step_linears(model).values(), model.lm_head, model.model.embed_tokens]
-            largest, limit = max(float(m.weight.detach().abs().max()) for m in layers), torch.finfo(torch.float16).max
+            limit = torch.finfo(torch.float16).max
+            largest = max(float(m.weight.detach().abs().max()) for m in matrix_layers(model))
             if largest > limit:
                 raise ValueError(f"a weight of {largest:.3g} overflows fp16 (largest {limit:g}): use weights='bf16'")
         if gemv not in GEMVS:
             raise ValueError(f"gemv must be one of {', '.join(GEMVS)}, got {gemv!r}")
-        if gemv == "blas" and weights != "fp32":
-            raise ValueError(f"gemv='blas' multiplies fp32 matrices: {weights} weights take gemv='fused' (or 'auto')")
         if gemv == "auto":
             gemv = "blas" if weights == "fp32" else "fused"
         self.model, self.weights, self.gemv = model, weights, gemv

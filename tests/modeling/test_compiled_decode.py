@@ -68,16 +68,21 @@ def test_compiled_steps_equal_the_eager_steps(models, batch: int) -> None:
     torch.testing.assert_close(torch.cat([o.logits for o in got], 1), full, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(("weights", "batch"), [("bf16", 1), ("bf16", 2), ("fp16", 1), ("fp32", 1)])
-def test_the_fused_gemv_equals_the_eager_model_with_its_weights_rounded(weights: str, batch: int) -> None:
+# the fp32 cases: embedding_dim < hidden_dim, so the step also runs the model's in_proj and out_proj
+@pytest.mark.parametrize(("weights", "gemv", "batch", "overrides"),
+                         [("bf16", "fused", 1, {}), ("bf16", "fused", 2, {}), ("fp16", "fused", 1, {}),
+                          ("fp32", "fused", 1, {"embedding_dim": 24}), ("fp32", "blas", 1, {"embedding_dim": 24})])
+def test_the_gemv_equals_the_eager_model_with_its_weights_rounded(weights: str, gemv: str, batch: int,
+                                                                   overrides: dict) -> None:
     torch.manual_seed(0)
-    eager = S3CMNForCausalLM(small_config()).eval()
-    compiled = S3CMNForCausalLM(small_config()).eval()
+    eager = S3CMNForCausalLM(small_config(**overrides)).eval()
+    compiled = S3CMNForCausalLM(small_config(**overrides)).eval()
     compiled.load_state_dict(eager.state_dict())
-    compiled.compile_decode(weights=weights, gemv="fused")
-    packed = decode_tensors(compiled, weights, "fused")
+    compiled.compile_decode(weights=weights, gemv=gemv)
+    packed = decode_tensors(compiled, weights, gemv)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[weights]
-    assert packed.matrices.dtype == dtype and packed.matrices.numel() > packed.flat.numel()  # the matrices
+    if gemv == "fused":  # the matrices, in their own buffer
+        assert packed.matrices.dtype == dtype and packed.matrices.numel() > packed.flat.numel()
     ids = torch.randint(0, 61, (batch, 12), generator=torch.Generator().manual_seed(7))
     got = decode(compiled, ids, prefill=4)
     assert compiled._compiled_decoder._seen
@@ -100,7 +105,7 @@ def test_the_fused_gemv_equals_the_eager_model_with_its_weights_rounded(weights:
     if weights == "fp32":
         return
     with torch.no_grad():  # the rounding is real: the fp32 model's logits are further off than the tolerance
-        fp32 = S3CMNForCausalLM(small_config()).eval()
+        fp32 = S3CMNForCausalLM(small_config(**overrides)).eval()
         fp32.load_state_dict(compiled.state_dict())
         assert (fp32(ids).logits[:, -1] - got[-1].logits[:, 0]).abs().max() > 3 * tol
 
