@@ -154,7 +154,8 @@ def bench_core_tables(data: dict[str, Any]) -> list[Table]:
             Table(["target", "value", "result"], targets)]
 
 
-WEIGHT_KINDS = ("fp32", "int8", "bf16", "compiled fp32", "compiled bf16", "compiled fp16")  # bench_core's
+# bench_core's
+WEIGHT_KINDS = ("fp32", "int8", "bf16", "compiled fp32", "compiled fp32 fused", "compiled bf16", "compiled fp16")
 
 
 def bench_core_v2_tables(data: dict[str, Any]) -> list[Table]:
@@ -194,6 +195,7 @@ def bench_core_v2_tables(data: dict[str, Any]) -> list[Table]:
             Table(["preset", "context", *(f"{k} weights" for k in WEIGHT_KINDS)], weights,
                   "s3cmn generation ms/token by weight precision (eager bf16 only where the CPU runs it natively; "
                   "compiled: `compile_decode(weights=...)`, the matrices stored at that width, fp32 arithmetic; "
+                  "compiled fp32 through the BLAS GEMV, the others through the fused GEMV; "
                   "'-' where not measured)."),
             Table(["preset", "B x T", "precision", "s3cmn tok/s", "GPT-2 tok/s", "ratio", "s3cmn MFU", "GPT-2 MFU"],
                   train, "Training step (forward, backward, AdamW), interleaved rounds: median (min-max) tokens/s; "

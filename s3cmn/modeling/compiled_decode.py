@@ -12,7 +12,8 @@ tensors:
   never modified, as in the eager path);
 
 and hands it to ``torch.compile(fullgraph=True, dynamic=False)``: Inductor fuses the element-wise chains and
-the state updates into C++ loops and calls the BLAS for the GEMVs, one Python call per token.
+the state updates into C++ loops, and (``gemv="fused"``, the default) the GEMVs too: one upcast-multiply-sum
+loop over each matrix's rows (``gemv="blas"``: x @ Wᵀ through the BLAS instead); one Python call per token.
 
 The eager decode path stays the readable reference (``S3CMNForCausalLM.forward`` with a cache, T == 1); the
 compiled step must equal it within fp32 rounding (tests/modeling/test_compiled_decode.py). What it supports:
@@ -43,8 +44,8 @@ from torch import Tensor, nn
 
 from s3cmn.modeling.decode import derived, module_tensors
 
-__all__ = ["GEMVS", "WEIGHT_DTYPES", "CompiledDecoder", "decode_tensors", "decode_step", "matrix_layers",
-           "rounded_weights", "step_linears", "unsupported"]
+__all__ = ["GEMVS", "INDUCTOR_OPTIONS", "WEIGHT_DTYPES", "CompiledDecoder", "decode_tensors", "decode_step",
+           "matrix_layers", "rounded_weights", "step_linears", "unsupported"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,17 @@ SKIPPED = ("memory",)  # read only when the memory is: the compiled step runs wh
 # what makes it faster where the weights do not fit the cache.
 WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # how the step multiplies by them: "blas", x @ Wᵀ through the BLAS (fp32 only); "fused", Inductor's loop of
-# upcast-multiply-sum over W's rows, fused with the rest of the step
+# upcast-multiply-sum over W's rows, fused with the rest of the step. "auto" is "fused": with INDUCTOR_OPTIONS
+# it was faster than the BLAS on the AVX2-only AMD EPYC for fp32 weights too (benchmarks/bench_core.py's
+# "compiled fp32 blas" row), as it reads each weight once in one loop with no per-call dispatch.
 GEMVS = ("auto", "blas", "fused")
+# Inductor's options for the step. cpp_wrapper: the graph's calls made from C++, not Python.
+# realize_opcount_threshold 0: every intermediate vector is written once before it is read. Otherwise
+# Inductor inlines the pointwise chain that makes a GEMV's input (embedding row, residual adds, LayerNorm)
+# into the GEMV's loop over rows: the chain is recomputed for every output row, ~10 ops per weight instead of
+# one multiply-add (seen in the generated code, TORCH_LOGS=output_code). Measured on the AVX2 EPYC, same run:
+# the fused step 15-27% faster per token.
+INDUCTOR_OPTIONS = {"cpp_wrapper": True, "realize_opcount_threshold": 0}
 
 
 def unsupported(model: nn.Module) -> str:
@@ -333,7 +343,7 @@ class CompiledDecoder:
         if gemv not in GEMVS:
             raise ValueError(f"gemv must be one of {', '.join(GEMVS)}, got {gemv!r}")
         if gemv == "auto":
-            gemv = "blas" if weights == "fp32" else "fused"
+            gemv = "fused"
         self.model, self.weights, self.gemv = model, weights, gemv
         self.plan = tuple(tuple((sub.slot, sub.kind) for sub in block.sublayers if sub.kind not in SKIPPED)
                           for block in model.model.layers)

@@ -332,9 +332,9 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         size. ``weights`` "bf16" / "fp16": the weight matrices stored at half the bytes (arithmetic in fp32),
         the logits of the model with those matrices rounded. Raises ValueError for a model it does not cover
         (the reason says which part). Returns self."""
-        from s3cmn.modeling.compiled_decode import CompiledDecoder
+        from s3cmn.modeling.compiled_decode import INDUCTOR_OPTIONS, CompiledDecoder
 
-        options = {"options": {"cpp_wrapper": True}} if compile_options is None else compile_options
+        options = {"options": dict(INDUCTOR_OPTIONS)} if compile_options is None else compile_options
         self._compiled_decoder = CompiledDecoder(self, options, weights, gemv)
         logger.info("decode: compiled step (torch.compile, %s), %s weight matrices, %s GEMV", options, weights,
                     self._compiled_decoder.gemv)

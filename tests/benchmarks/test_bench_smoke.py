@@ -55,7 +55,7 @@ def test_quick_run_writes_well_formed_json(bench: ModuleType, tmp_path: Path, ca
         for name in ("s3cmn", "s3cmn_compiled", "gpt2"):  # eager and compiled decode steps, and GPT-2
             assert _spread(g[name]["ms_per_token"]) and _spread(g[name]["prefill_tokens_per_s"])
     (w,) = p["weights"]
-    assert {"fp32", "int8", "compiled fp32", "compiled bf16", "compiled fp16"} <= w.keys()
+    assert {"fp32", "int8", "compiled fp32", "compiled fp32 fused", "compiled bf16", "compiled fp16"} <= w.keys()
     assert ("bf16" in w) == ("bf16" in m["native_precisions"])
     assert [(t["batch"], t["seq_len"], t["dtype"]) for t in p["training"]] == [
         (2, 64, d) for d in m["native_precisions"]] + [(1, 32, d) for d in m["native_precisions"]]
