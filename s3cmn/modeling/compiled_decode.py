@@ -280,13 +280,16 @@ def _spiking(w: dict[str, Tensor], p: str, h: Tensor, state: dict[str, Tensor], 
         trace.append(v)
     std, mean = torch.std_mean(torch.stack(trace), correction=0)
     rate = fired_sum / steps
-    return _lin(w, p + ".out_proj", rate), {"v": v}, (fired_sum.sum(0), mean, std)
+    count = fired_sum.sum(0)  # (N,)
+    firing = count.sum() / (current.shape[0] * steps * count.numel())  # SpikeStats.firing_rate
+    return _lin(w, p + ".out_proj", rate), {"v": v}, (count, firing, mean, std)
 
 
 def decode_step(w: dict[str, Tensor], ids: Tensor, states: list[dict[str, dict[str, Tensor]]],
                 plan: tuple[tuple[tuple[str, str], ...], ...], eps: float, spike: tuple[int, bool]
-                ) -> tuple[Tensor, list[dict[str, dict[str, Tensor]]], list[tuple[Tensor, Tensor, Tensor]]]:
-    """ids (B,) -> (logits (B, V), the new states, each spiking layer's (count (N,), mean, std)).
+                ) -> tuple[Tensor, list[dict[str, dict[str, Tensor]]], list[tuple[Tensor, ...]], Tensor | None]:
+    """ids (B,) -> (logits (B, V), the new states, each spiking layer's (count (N,), firing rate, mean, std),
+    their mean firing rate (None without spiking layers)): the statistics in the graph, not as eager ops.
 
     ``w``: the decode tensors by name; ``plan``: per block, its (slot, kind) sub-layers in order; ``spike``:
     (micro-steps, zero reset)."""
@@ -321,12 +324,13 @@ def decode_step(w: dict[str, Tensor], ids: Tensor, states: list[dict[str, dict[s
     x = F.layer_norm(x, (x.shape[-1],), w["norm.w"], w["norm.b"], eps)
     if _has(w, "out_proj"):
         x = _lin(w, "out_proj", x)
-    return _gemv(w, "head", x), new_states, stats
+    spike_rate = torch.stack([s[1] for s in stats]).mean() if stats else None
+    return _gemv(w, "head", x), new_states, stats, spike_rate
 
 
 class CompiledDecoder:
-    """The compiled step of one model: ``decoder(ids (B, 1), cache)`` -> (logits (B, 1, V), spike stats), the
-    cache advanced by one token. Built by ``S3CMNForCausalLM.compile_decode()``."""
+    """The compiled step of one model: ``decoder(ids (B, 1), states)`` -> (logits (B, 1, V), the new states, spike
+    stats, mean firing rate). Built by ``S3CMNForCausalLM.compile_decode()``."""
 
     def __init__(self, model: nn.Module, compile_options: dict[str, Any] | None = None, weights: str = "fp32",
                  gemv: str = "auto") -> None:
@@ -356,7 +360,7 @@ class CompiledDecoder:
         self._seen: set[tuple] = set()
         plan, eps, spike, layout = self.plan, self.eps, self.spike, self.layout
 
-        def packed_step(flat: Tensor, matrices: Tensor, ids: Tensor, states: list) -> tuple[Tensor, list, list]:
+        def packed_step(flat: Tensor, matrices: Tensor, ids: Tensor, states: list) -> tuple[Any, ...]:
             return decode_step(unpack(flat, matrices, layout), ids, states, plan, eps, spike)
 
         # Dynamo keeps its compiled graphs per code object, at most recompile_limit (8) of them: a copy of the
@@ -371,8 +375,9 @@ class CompiledDecoder:
     def __reduce__(self) -> tuple:
         return (type(None), ())  # likewise for a pickled model
 
-    def __call__(self, ids: Tensor, states: list[dict[str, dict[str, Tensor]]]) -> tuple[Tensor, list, list]:
-        """ids (B, 1) -> (logits (B, 1, V), new states, spike stats); ``states`` as ``S3CMNCache.layers``."""
+    def __call__(self, ids: Tensor, states: list[dict[str, dict[str, Tensor]]]) -> tuple[Any, ...]:
+        """ids (B, 1) -> (logits (B, 1, V), new states, each spiking layer's (count, firing rate, mean, std), their
+        mean firing rate); ``states`` as ``S3CMNCache.layers``."""
         with torch.no_grad():
             packed = decode_tensors(self.model, self.weights, self.gemv)
             if packed.layout != self.layout:
@@ -403,5 +408,5 @@ class CompiledDecoder:
                     raise RuntimeError(f"the compiled decode step could not be built ({type(err).__name__}: {first}); "
                                        "decode without it (no compile_decode(), no --compile)") from err
                 self._seen.add(key)
-            logits, new_states, stats = out
-        return logits[:, None], new_states, stats
+            logits, new_states, stats, spike_rate = out
+        return logits[:, None], new_states, stats, spike_rate

@@ -352,15 +352,11 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
 
     def _compiled_step(self, input_ids: Tensor, cache: S3CMNCache, logits_to_keep: int,
                        use_cache: bool) -> S3CMNCausalLMOutput:
-        logits, states, stats = self._compiled_decoder(input_ids, cache.layers)
+        logits, states, stats, spike_rate = self._compiled_decoder(input_ids, cache.layers)
         cache.layers = states
         cache.seen_tokens += 1
-        steps, batch = self._compiled_decoder.spike[0], input_ids.shape[0]
-        spike_stats = [
-            SpikeStats(count, batch * steps, count.sum() / (batch * steps * count.numel()), mean, std)
-            for count, mean, std in stats
-        ]
-        spike_rate = torch.stack([s.firing_rate for s in spike_stats]).mean() if spike_stats else None
+        steps = self._compiled_decoder.spike[0] * input_ids.shape[0]
+        spike_stats = [SpikeStats(count, steps, rate, mean, std) for count, rate, mean, std in stats]
         return S3CMNCausalLMOutput(logits=logits, cache=cache if use_cache else None, spike_stats=spike_stats or None,
                                    spike_rate=spike_rate)
 

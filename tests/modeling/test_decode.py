@@ -118,3 +118,27 @@ def test_module_tensors_lists_every_parameter_and_buffer() -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.Linear(4, 2, bias=False)))
     expected = {id(t) for t in [*model.parameters(), *model.buffers()]}
     assert {id(t) for t in module_tensors(model)} == expected and len(module_tensors(model)) == len(expected)
+
+
+def test_module_tensors_sees_every_change_of_the_tree_after_it_was_kept() -> None:
+    """The walk is kept between calls: a submodule set, appended or replaced, and a parameter or buffer replaced
+    in any way (even straight in the dict), must each show in the next call."""
+    from s3cmn.modeling.decode import module_tensors
+
+    def same(model: nn.Module) -> bool:
+        expected = [*model.parameters(), *model.buffers()]
+        got = module_tensors(model)
+        return {id(t) for t in got} == {id(t) for t in expected} and len(got) == len(expected)
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ModuleList([nn.Linear(4, 4)]))
+    assert same(model)
+    model[1].append(nn.Linear(4, 2))  # add_module
+    assert same(model)
+    model[0] = nn.Linear(3, 4)  # setattr of a module
+    assert same(model)
+    model[0].weight = nn.Parameter(torch.zeros(4, 3))  # setattr of a parameter
+    assert same(model)
+    model[0]._parameters["bias"] = nn.Parameter(torch.zeros(4))  # straight in the dict
+    assert same(model)
+    model[1][0].register_buffer("scale", torch.ones(4))
+    assert same(model)
