@@ -154,7 +154,7 @@ def bench_core_tables(data: dict[str, Any]) -> list[Table]:
             Table(["target", "value", "result"], targets)]
 
 
-# bench_core's
+# bench_core's weight variants, in table order
 WEIGHT_KINDS = ("fp32", "int8", "bf16", "compiled fp32", "compiled fp32 fused", "compiled bf16", "compiled fp16")
 
 

@@ -59,7 +59,7 @@ WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.fl
 # how the step multiplies by them: "blas", x @ Wᵀ through the BLAS (fp32 only); "fused", Inductor's loop of
 # upcast-multiply-sum over W's rows, fused with the rest of the step. "auto" is "fused": with INDUCTOR_OPTIONS
 # it was faster than the BLAS on the AVX2-only AMD EPYC for fp32 weights too (benchmarks/bench_core.py's
-# "compiled fp32 blas" row), as it reads each weight once in one loop with no per-call dispatch.
+# "compiled fp32" (BLAS) and "compiled fp32 fused" rows), as it reads each weight once with no per-call dispatch.
 GEMVS = ("auto", "blas", "fused")
 # Inductor's options for the step. cpp_wrapper: the graph's calls made from C++, not Python.
 # realize_opcount_threshold 0: every intermediate vector is written once before it is read. Otherwise
