@@ -71,6 +71,7 @@ from s3cmn.evaluation.tuning import parse_grid, tune, tuning_markdown  # noqa: E
 from s3cmn.model_config import S3CMNConfig  # noqa: E402
 from s3cmn.presets import preset_training  # noqa: E402
 from s3cmn.training.checkpoint import remove_checkpoint  # noqa: E402
+from s3cmn.utils.precision import cpu_model_name  # noqa: E402
 
 logger = logging.getLogger("compare")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -197,7 +198,8 @@ def train_run(kind: str, seed: int, lr: float, args: argparse.Namespace, referen
               "train_seconds": curve[-1]["elapsed_s"] if curve else 0.0, "train_cpu_seconds": train_cpu_s,
               "train_tokens_per_s": result.tokens_per_s, "train_tokens_per_s_median": statistics.median(steady),
               "final_train_loss": result.train_loss, "curve": curve, "validations": validations,
-              "best_step": best and best["step"], "best_val_loss": best and best["loss"]}
+              "best_step": best and best["step"], "best_val_loss": best and best["loss"],
+              "machine": {"cpu": cpu_model_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
     write_json_atomic(run_dir / RECORD, {"key": key, "record": record})
     return record, model
 

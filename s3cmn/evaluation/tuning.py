@@ -72,15 +72,26 @@ def tune(models: list[str], grid: list[float], seed: int, validation: str,
         for model in models:
             record = train(model, rate)
             runs.append({"model": model, "lr": rate, "best_val_loss": record["best_val_loss"],
-                         "best_step": record["best_step"], "run_dir": record["run_dir"]})
+                         "best_step": record["best_step"], "run_dir": record["run_dir"],
+                         "machine": machine_name(record)})
     losses = {model: {r["lr"]: math.inf if r["best_val_loss"] is None else r["best_val_loss"] for r in runs
                       if r["model"] == model} for model in models}
     chosen = choose_rates(losses, grid)
     for run in runs:
         if run["lr"] != chosen[run["model"]]["lr"]:
             discard(run)
+    machines = sorted({run["machine"] for run in runs})
+    if len(machines) > 1:
+        logger.warning("the grid's runs were trained on %d machines (%s): the same seed's loss differs between "
+                       "CPUs, so a close choice may be the machine's", len(machines), "; ".join(machines))
     return {"grid": grid, "seed": seed, "selected_on": "validation", "validation": validation,
-            "test_scored_while_tuning": False, "chosen": chosen, "runs": runs}
+            "test_scored_while_tuning": False, "chosen": chosen, "runs": runs, "machines": machines}
+
+
+def machine_name(record: dict[str, Any]) -> str:
+    """The CPU a run trained on, as its record names it (``unknown`` for records written before it was kept)."""
+    machine = record.get("machine") or {}
+    return f"{machine['cpu']} ({machine['cpu_capability']})" if machine.get("cpu") else "unknown"
 
 
 def tuning_markdown(tuning: dict[str, Any]) -> list[str]:
@@ -98,4 +109,9 @@ def tuning_markdown(tuning: dict[str, Any]) -> list[str]:
                  for r in grid]
         flag = f" ({EDGE_ADVICE})" if chosen["at_edge"] else ""
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {chosen['lr']:g}{flag} |")
+    machines = tuning.get("machines") or []
+    if len(machines) > 1:
+        lines += ["", f"**Mixed machines.** The grid's runs were trained on {len(machines)} CPUs "
+                  f"({'; '.join(machines)}). The same seed's validation loss differs between CPUs (floating-point "
+                  "order), so a choice closer than that difference may be the machine's, not the rate's."]
     return lines + [""]

@@ -58,3 +58,17 @@ def test_tune_trains_every_pair_discards_the_losers_and_reports_them() -> None:
     assert tuning["test_scored_while_tuning"] is False and len(tuning["runs"]) == 6
     md = "\n".join(tuning_markdown(tuning))
     assert "held-out text" in md and md.count(EDGE_ADVICE) == 1 and "| b | **3.000** | 3.500 | – |" in md
+    assert tuning["machines"] == ["unknown"] and "Mixed machines" not in md  # records without a machine
+
+
+def test_a_grid_trained_on_several_cpus_is_flagged_in_the_report(caplog: pytest.LogCaptureFixture) -> None:
+    cpus = {1e-3: "CPU A", 3e-3: "CPU B", 6e-3: "CPU A"}
+
+    def train(model: str, lr: float) -> dict:
+        return {"best_val_loss": lr, "best_step": 1, "run_dir": f"runs/{model}-lr{lr:g}",
+                "machine": {"cpu": cpus[lr], "cpu_capability": "AVX2"}}
+
+    tuning = tune(["a"], GRID, 0, "held-out text", train, lambda run: None)
+    assert tuning["machines"] == ["CPU A (AVX2)", "CPU B (AVX2)"]
+    assert "2 machines" in caplog.text
+    assert "**Mixed machines.** The grid's runs were trained on 2 CPUs" in "\n".join(tuning_markdown(tuning))
