@@ -33,9 +33,17 @@ lossless: newlines and capitals are predicted and counted), ``bert`` (bert-base-
 
     python benchmarks/compare.py --quick --out results/compare-quick     # 1 seed, 1k tokens, 4 x 64 (< 1 min)
     python benchmarks/compare.py --out results/compare                   # 2 seeds, 512k tokens per run
-    python benchmarks/compare.py --max-tokens 100000000 --max-time 600 --out results/compare-time   # equal time
+    python benchmarks/compare.py --equal-time 600 --lr-from results/compare/tiny-wikitext2-tuned \
+        --out results/compare/tiny-wikitext2-equal-time      # equal wall-clock, rates from a tuned comparison
     python benchmarks/compare.py --corpus python --out results/compare-python
     python benchmarks/compare.py --lr-grid 1e-3,3e-3,6e-3 --out results/compare-tuned   # a rate per model
+
+Equal wall-clock (``--equal-time SECONDS``): every model trains for the seconds given, on this machine, at its
+fastest native precision. Its training tokens/s is measured first with the real training loop (``calibrate``;
+kept in ``calibration.json`` so a rerun reuses it), and its token budget is that rate times the seconds, so each
+model gets a whole cosine schedule and its ``--evals`` validations spread over its own budget. Validation time
+is not counted. ``--lr-from DIR`` takes each model's rate from a tuned comparison (chosen there on its
+validation text, at its token budget; the report says which).
 
 Seeds run seed-major (every model at seed 0, then every model at seed 1), so a change in the machine's load
 spreads over the models instead of hitting one. Writes ``compare.json``, ``compare.md`` and
@@ -143,6 +151,7 @@ def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConf
     it (once); the run's record. With ``resume`` (default ``--resume``) a run saved with the same settings is
     reused; one trained but not yet scored (a tuning run) is scored from the ``best`` checkpoint it kept."""
     lr = args.lr if lr is None else lr
+    args = model_args(args, kind)
     name = f"{kind}-seed{seed}" + (f"-lr{lr:g}" if args.lr_grid else "")
     run_dir = out / "runs" / name
     key = run_key(args, lr)
@@ -237,8 +246,107 @@ def remove_checkpoints(run_dir: Path) -> None:
         remove_checkpoint(run_dir / name)
 
 
+# ------------------------------------------------------------------------------------------------------
+# equal wall-clock and reused rates
+
+CALIBRATION = "calibration.json"
+CALIBRATION_STEPS = 24  # optimiser steps per measurement (the first is the warm-up, left out of the median)
+
+
+def model_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
+    """``args`` for one model: under ``--equal-time`` its own token budget and precision (the calibration's),
+    and no wall-clock limit (the budget ends the run; its validations add to its wall time, not its budget)."""
+    if not args.equal_time:
+        return args
+    mine = args.calibration["models"][kind]
+    return argparse.Namespace(**{**vars(args), "max_tokens": mine["max_tokens"], "precision": mine["precision"],
+                                 "max_time": 0.0, "calibration": None})
+
+
+def precisions() -> list[str]:
+    """The training precisions this CPU runs natively: fp32, and bf16 where the CPU has it (an emulated bf16 is
+    ~100x slower and never the fastest)."""
+    from s3cmn.utils.precision import cpu_bf16_support
+
+    return ["no", "bf16"] if cpu_bf16_support().native else ["no"]
+
+
+def calibration_key(args: argparse.Namespace) -> dict[str, Any]:
+    keep = ("corpus", "preset", "override", "batch_size", "seq_len", "threads", "tokenizer", "equal_time", "data_dir",
+            "shared_data")
+    return json.loads(json.dumps({**{k: getattr(args, k) for k in keep}, "cpu": cpu_model_name(),
+                                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}))
+
+
+def calibrate(args: argparse.Namespace, reference: S3CMNConfig, data: dict[str, torch.Tensor],
+              out: Path) -> dict[str, Any]:
+    """Equal wall-clock (``--equal-time T``): each model's token budget is what it trains in T seconds here, at
+    its fastest precision. Its training tokens/s is measured with the real loop (``fit``, CALIBRATION_STEPS steps
+    on the training blocks, no validation), for each native precision, twice in alternating model order; the
+    mean of the two medians, times T, rounded down to whole steps, is its budget. Saved as ``calibration.json``
+    in ``out`` and reused by a rerun with the same settings on the same CPU, so finished runs stay valid."""
+    import tempfile
+
+    from s3cmn.training import fit
+    from s3cmn.training.loop import seed_everything
+
+    key = calibration_key(args)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = read_record(out / CALIBRATION)
+    if saved is not None and saved.get("key") == key:
+        logger.info("equal time: reusing the calibration in %s", out / CALIBRATION)
+        return saved["record"]
+    if saved is not None:
+        logger.info("equal time: %s was measured with other settings or on another CPU: measuring again",
+                    out / CALIBRATION)
+    kinds, rates = list(args.models), {}
+    blocks = data["train"][: CALIBRATION_STEPS * args.batch_size]
+    for round_ in range(2):
+        for kind in kinds if round_ == 0 else kinds[::-1]:
+            for precision in precisions():
+                with tempfile.TemporaryDirectory(dir=out) as tmp:
+                    margs = argparse.Namespace(**{**vars(args), "precision": precision, "evals": 1,
+                                                  "max_tokens": CALIBRATION_STEPS * args.batch_size * args.seq_len})
+                    training = training_config(margs, 0, args.lr or 1e-3, Path(tmp) / "run", blocks.shape[0])
+                    seed_everything(0)
+                    model = build_model(kind, reference, positions=args.seq_len)
+                    fit(model, blocks, None, training)
+                    log = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+                rate = statistics.median(r["tokens_per_s"] for r in log if r["kind"] == "train" and r["step"] > 1)
+                rates.setdefault(kind, {}).setdefault(precision, []).append(rate)
+                logger.info("equal time: %s at %s trains %.0f tokens/s", kind, precision, rate)
+    tokens_per_step = args.batch_size * args.seq_len
+    models = {}
+    for kind in kinds:
+        mean = {p: statistics.fmean(v) for p, v in rates[kind].items()}
+        fastest = max(mean, key=lambda p: mean[p])
+        steps = max(1, int(mean[fastest] * args.equal_time // tokens_per_step))
+        models[kind] = {"precision": fastest, "tokens_per_s": mean[fastest], "measured": rates[kind],
+                        "max_tokens": steps * tokens_per_step}
+    record = {"seconds": args.equal_time, "steps_per_measurement": CALIBRATION_STEPS, "models": models,
+              "date": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": list(os.getloadavg())}
+    write_json_atomic(out / CALIBRATION, {"key": key, "record": record})
+    return record
+
+
+def rates_from(path: str, models: list[str]) -> dict[str, Any]:
+    """Each model's rate as a tuned comparison chose it (``--lr-from``: its compare.json's tuning)."""
+    file = Path(path) / "compare.json" if Path(path).is_dir() else Path(path)
+    try:
+        tuning = json.loads(file.read_text(encoding="utf-8"))["tuning"]
+        chosen = {kind: tuning["chosen"][kind]["lr"] for kind in models}
+    except FileNotFoundError:
+        raise SystemExit(f"--lr-from {path}: {file} not found: give a folder written by compare.py --lr-grid") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"--lr-from {path}: {file} holds no tuned rate for every model ({err!r}): give a "
+                         "comparison run with --lr-grid and the same --models") from None
+    return {"path": str(file), "chosen": chosen, "validation": tuning.get("validation"),
+            "max_tokens": json.loads(file.read_text(encoding="utf-8"))["settings"]["max_tokens"]}
+
+
 RECORD = "record.json"  # a run's record and the settings it ran with (a rerun reuses it); "eval" once scored
-NOT_IN_KEY = ("out", "threads", "seeds", "models", "resume", "lr_grid")  # settings that do not change one run
+# settings that do not change one run (under --equal-time the calibration sets max_tokens and precision, in the key)
+NOT_IN_KEY = ("out", "threads", "seeds", "models", "resume", "lr_grid", "calibration", "lr_from")
 
 
 def run_key(args: argparse.Namespace, lr: float) -> dict[str, Any]:
@@ -308,15 +416,22 @@ def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
     corpus = {"wikitext2": "WikiText-2", "python": "Python standard library"}[s["corpus"]]
     lossless = "lossless" if s["lossless_tokenizer"] else "LOSSY: decode(encode(text)) != text"
+    lr_from, calibration = s.get("lr_from"), s.get("calibration")
+    rate = ("tuned per model (below)" if s["lr_grid"] else
+            f"per model from the tuned comparison {lr_from['path']} (chosen on its validation text at "
+            f"{lr_from['max_tokens']:,} tokens: " + ", ".join(f"{k} {v:g}" for k, v in lr_from["chosen"].items()) + ")"
+            if lr_from else s["lr"] or "preset")
+    budget = (f"equal wall-clock: {s['equal_time']:.0f} s of training per run, each model's token budget its "
+              "training tokens/s measured here times that (calibration below)" if calibration else
+              f"budget {s['max_tokens']:,} tokens or {s['max_time']:.0f} s")
+    precision = "each model's fastest (below)" if calibration else s["precision"]
     lines = [
         f"{corpus}, trained on {s['data']['train']}; checkpoint (best of {s['evals']} validations) selected on "
         f"{s['data']['validation']} ({s['valid_tokens']:,} tokens); test scored once, on "
         f"{'the first' if s['eval_truncated'] else 'all'} {s['eval_tokens_scored']:,} tokens of "
         f"{s['data']['test']} ({s['eval_words']:,} words, "
         f"{s['eval_bytes']:,} bytes); tokenizer {s['tokenizer']} ({lossless}, V = {s['vocab_size']:,}); "
-        f"lr {'tuned per model (below)' if s['lr_grid'] else s['lr'] or 'preset'}; "
-        f"budget {s['max_tokens']:,} tokens or "
-        f"{s['max_time']:.0f} s, batch {s['batch_size']} x {s['seq_len']}, precision {s['precision']}, "
+        f"lr {rate}; {budget}, batch {s['batch_size']} x {s['seq_len']}, precision {precision}, "
         f"{result['meta']['threads']} threads; seeds {s['seeds']}; mean ± std over seeds.",
         "",
         "| model | params (non-emb.) | / s3cmn | stopped by | train tokens | train tok/s | train CPU s | best val loss "
@@ -345,6 +460,18 @@ def markdown(result: dict[str, Any]) -> str:
         f"{kind}: {d['matched']} ({solved[kind]} = {d[solved[kind]]:g})" for kind, d in result["descriptions"].items()
         if kind in solved) + ".",
               ""]
+    if calibration:
+        lines += [f"Equal wall-clock calibration: each model's training tokens/s with the training loop "
+                  f"({calibration['steps_per_measurement']} steps, the first left out, twice in alternating model "
+                  f"order, the mean of the medians) at each precision this CPU runs natively; the fastest sets the "
+                  f"budget = tokens/s x {calibration['seconds']:.0f} s, in whole steps.", "",
+                  "| model | measured tokens/s | precision used | token budget |", "| --- | --- | --- | ---: |"]
+        for kind, c in calibration["models"].items():
+            measured = "; ".join(f"{'fp32' if p == 'no' else p}: " + ", ".join(f"{v:,.0f}" for v in values)
+                                 for p, values in c["measured"].items())
+            lines.append(f"| {kind} | {measured} | {'fp32' if c['precision'] == 'no' else c['precision']} | "
+                         f"{c['max_tokens']:,} |")
+        lines.append("")
     if result["tuning"]:
         lines += tuning_markdown(result["tuning"])
     lines += [fmt_load(result["meta"]) + f"; wall time {result['meta']['wall_s']:.0f} s.", ""]
@@ -413,6 +540,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "the rate of lowest validation loss (never looking at the test split), then every seed "
                         "runs at it and is scored on the test split once (replaces --lr)")
     p.add_argument("--precision", choices=("no", "bf16"), default="no", help="training autocast (no = fp32)")
+    p.add_argument("--equal-time", type=float, default=0.0, metavar="SECONDS",
+                   help="equal wall-clock: each model trains for what it does in SECONDS on this machine, at its "
+                        "fastest native precision (measured first; replaces --max-tokens and --precision)")
+    p.add_argument("--lr-from", default=None, metavar="DIR",
+                   help="each model's rate as the tuned comparison in DIR chose it (compare.py --lr-grid)")
     p.add_argument("--data-dir", default=None, help="folder with wiki.{train,valid,test}.raw (real train split)")
     p.add_argument("--shared-data", default=str(SHARED_DATA), help="the shared data folder (offline default)")
     p.add_argument("--corpus", choices=CORPORA, default="wikitext2",
@@ -428,8 +560,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "settings is reused, so an interrupted comparison, or one seed added later, resumes)")
     p.add_argument("--valid-tokens", type=int, default=65536, help="use the first N validation tokens (0 = all)")
     args = p.parse_args(argv)
-    if args.lr_grid and args.lr:
-        p.error("--lr and --lr-grid exclude each other: the grid chooses each model's rate")
+    if sum(map(bool, (args.lr_grid, args.lr, args.lr_from))) > 1:
+        p.error("--lr, --lr-grid and --lr-from exclude each other: give one way to set the rates")
+    if args.equal_time < 0 or not math.isfinite(args.equal_time):
+        p.error(f"--equal-time {args.equal_time} must be a positive number of seconds")
     quick = args.quick
     args.seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1])
     args.max_tokens = args.max_tokens if args.max_tokens is not None else (1024 if quick else 524288)
@@ -466,12 +600,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **parse_overrides(args.override), "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id})
 
+    lr_from = rates_from(args.lr_from, args.models) if args.lr_from else None
+    args.calibration = calibrate(args, reference, data, out) if args.equal_time else None
     tuning = None
     if args.lr_grid:  # the first seed, every rate, the test split not scored; discarded runs lose their checkpoints
         tuning = tune(args.models, args.lr_grid, args.seeds[0], corpus.source["validation"],
                       lambda kind, lr: run_one(kind, args.seeds[0], args, reference, data, text, out, lr, scored=False),
                       lambda run: remove_checkpoints(Path(run["run_dir"])))
-    lrs = {kind: tuning["chosen"][kind]["lr"] if tuning else args.lr for kind in args.models}
+    lrs = {kind: tuning["chosen"][kind]["lr"] if tuning else lr_from["chosen"][kind] if lr_from else args.lr
+           for kind in args.models}
     # The first seed's run at the chosen rate is the tuning run (trained above even under --no-resume): scored now.
     runs = [run_one(kind, seed, args, reference, data, text, out, lr=lrs[kind],
                     resume=args.resume or bool(tuning and seed == args.seeds[0]))
@@ -486,7 +623,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "max_time": args.max_time, "batch_size": args.batch_size, "seq_len": args.seq_len,
                      "evals": args.evals, "eval_batches": args.eval_batches,
                      "precision": args.precision, "seeds": args.seeds, "preset": args.preset, "lr": args.lr,
-                     "lr_grid": args.lr_grid,
+                     "lr_grid": args.lr_grid, "lr_from": lr_from, "equal_time": args.equal_time or None,
+                     "calibration": args.calibration,
                      "overrides": parse_overrides(args.override), "eval_tokens_scored": text.num_tokens,
                      "eval_words": text.words, "eval_bytes": text.bytes, "eval_truncated": text.truncated},
         "descriptions": {r["model"]: r["description"] for r in runs},

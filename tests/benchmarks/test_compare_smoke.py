@@ -259,3 +259,37 @@ def test_a_run_stopped_by_a_signal_is_not_a_result_and_is_retrained(
     with caplog.at_level("INFO"):
         (again,) = compare.main(argv)["runs"]
     assert "was interrupted (signal SIGTERM): retraining" in caplog.text and again["stopped"] == "tokens"
+
+
+def test_equal_time_gives_each_model_its_calibrated_budget_and_reuses_the_calibration(
+        tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compare = load("compare")
+    monkeypatch.setattr(compare, "CALIBRATION_STEPS", 3)
+    tuned = tmp_path / "tuned" / "compare.json"  # what a --lr-grid comparison leaves (only the fields read)
+    tuned.parent.mkdir()
+    tuned.write_text(json.dumps({"tuning": {"chosen": {"lstm": {"lr": 3e-3}, "mamba": {"lr": 6e-3}},
+                                            "validation": "held-out text"}, "settings": {"max_tokens": 4096}}))
+    argv = ["--quick", "--out", str(tmp_path / "equal"), "--threads", "1", "--shared-data", str(shared_data),
+            "--models", "lstm", "mamba", "--equal-time", "1.5", "--lr-from", str(tuned.parent), "--eval-tokens", "32",
+            "--valid-tokens", "256",
+            "--batch-size", "2", "--seq-len", "32", "--override", *TOY]
+    result = compare.main(argv)
+    calibration = result["settings"]["calibration"]
+    assert calibration == json.loads((tmp_path / "equal" / "calibration.json").read_text())["record"]
+    for run in result["runs"]:  # each model: its own budget (its tokens/s x 1.5 s, whole steps), the tuned rate
+        mine = calibration["models"][run["model"]]
+        assert run["train_tokens"] == mine["max_tokens"] == max(1, int(mine["tokens_per_s"] * 1.5 // 64)) * 64
+        assert run["lr"] == {"lstm": 3e-3, "mamba": 6e-3}[run["model"]]
+        assert mine["precision"] in ("no", "bf16") and positive(mine["tokens_per_s"])
+    md = (tmp_path / "equal" / "compare.md").read_text(encoding="utf-8")
+    assert "equal wall-clock: 2 s of training per run" in md and "lstm 0.003, mamba 0.006" in md
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a rerun measured or trained again")
+
+    monkeypatch.setattr(compare, "build_model", no_training)  # the same command again: calibration and runs reused
+    assert compare.main(argv)["settings"]["calibration"] == calibration
+    with pytest.raises(SystemExit, match="holds no tuned rate for every model"):
+        compare.main([*argv[:-len(TOY) - 1], "--models", "gpt2"])
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--lr", "1e-3", "--lr-from", str(tuned.parent)])
