@@ -11,7 +11,18 @@ import pytest
 import torch
 
 from s3cmn.run_config import TaskConfig
-from s3cmn.tasks.adapt import LRS, STEPS, SUBSETS, adapt, adapted_rollout, unseen_report, unseen_splits, unseen_task
+from s3cmn.tasks.adapt import (
+    LOSSES,
+    LRS,
+    STEPS,
+    SUBSETS,
+    adapt,
+    adapted_rollout,
+    observed_rollout_loss,
+    unseen_report,
+    unseen_splits,
+    unseen_task,
+)
 from s3cmn.tasks.baselines import GRUBaseline
 from s3cmn.tasks.metrics import rollout
 from s3cmn.tasks.models import DynamicsS3CMN
@@ -35,7 +46,8 @@ def _trained_models(task: TaskConfig) -> list[torch.nn.Module]:
 
 
 @pytest.mark.parametrize("which", [0, 1])
-def test_the_adaptation_sees_only_the_observed_steps(unseen: TaskConfig, which: int) -> None:
+@pytest.mark.parametrize("loss", LOSSES)
+def test_the_adaptation_sees_only_the_observed_steps(unseen: TaskConfig, which: int, loss: str) -> None:
     model = _trained_models(unseen)[which]
     data = unseen_splits(unseen, 0).test
     states, actions = data.states[:1].clone(), data.actions[:1].clone()
@@ -43,8 +55,8 @@ def test_the_adaptation_sees_only_the_observed_steps(unseen: TaskConfig, which: 
     c = unseen.context_steps
     changed_s[:, c:] += 1.0  # everything the rollout predicts
     changed_a[:, c:] -= 1.0
-    a = adapt(model, states, actions, c, 1e-2, 5).state_dict()
-    b = adapt(model, changed_s, changed_a, c, 1e-2, 5).state_dict()
+    a = adapt(model, states, actions, c, 1e-2, 5, loss=loss).state_dict()
+    b = adapt(model, changed_s, changed_a, c, 1e-2, 5, loss=loss).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], v) for k, v in model.state_dict().items())  # it did adapt
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -71,6 +83,26 @@ def test_zero_steps_is_the_frozen_rollout(unseen: TaskConfig) -> None:
     torch.testing.assert_close(adapted_rollout(model, data, c, h, 1e-3, 0), frozen, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("which", [0, 1])
+def test_the_rollout_loss_is_the_scored_rollout_inside_the_observed_steps(unseen: TaskConfig, which: int) -> None:
+    model = _trained_models(unseen)[which]
+    data = unseen_splits(unseen, 0).test
+    c, warm = unseen.context_steps, unseen.context_steps // 2
+    predicted = rollout(model, data.states, data.actions, warm, c - warm)  # the metric's rollout, step() by step()
+    expected = ((predicted - data.states[:, warm:c]) / model.delta_std).pow(2).mean()
+    with torch.enable_grad():
+        value = observed_rollout_loss(model, data.states, data.actions, c)
+        value.backward()
+    torch.testing.assert_close(value.detach(), expected, atol=1e-6, rtol=1e-5)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.head.parameters())
+    with torch.no_grad():  # and it adapts: the observed rollout's error falls
+        after = observed_rollout_loss(adapt(model, data.states[:1], data.actions[:1], c, 3e-3, 20, loss="rollout"),
+                                      data.states[:1], data.actions[:1], c)
+        assert float(after) < 0.5 * float(observed_rollout_loss(model, data.states[:1], data.actions[:1], c))
+    with pytest.raises(ValueError, match="loss"):
+        adapt(model, data.states[:1], data.actions[:1], c, 1e-3, 1, loss="two_step")
+
+
 def test_adapting_lowers_the_loss_on_the_observed_steps(unseen: TaskConfig) -> None:
     model = _trained_models(unseen)[0]
     data = unseen_splits(unseen, 0).test
@@ -82,15 +114,21 @@ def test_adapting_lowers_the_loss_on_the_observed_steps(unseen: TaskConfig) -> N
     assert after < 0.5 * before
 
 
-def test_the_report_chooses_on_validation_and_scores_the_test_once(unseen: TaskConfig) -> None:
+def test_the_report_chooses_on_validation_and_scores_the_test_once(unseen: TaskConfig,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import s3cmn.tasks.adapt as module
+
+    assert len(LRS) >= 5 and len(STEPS) >= 3 and set(LOSSES) == {"one_step", "rollout"}  # the grid in use
+    monkeypatch.setattr(module, "LRS", (1e-3, 1e-2))  # a smaller grid of the same shape: the rule is under test
+    monkeypatch.setattr(module, "STEPS", (5,))
     model = _trained_models(unseen)[1]
     report = unseen_report(model, unseen, 0)
-    assert len(report["grid"]) == len(SUBSETS) * len(LRS) * len(STEPS)
+    assert len(report["grid"]) == len(LOSSES) * len(SUBSETS) * 2 * 1
     best = min(report["grid"], key=lambda g: g["validation_rollout_rmse"])
-    assert report["chosen"] == {"subset": best["subset"], "lr": best["lr"], "steps": best["steps"]}
+    assert report["chosen"] == {k: best[k] for k in ("loss", "subset", "lr", "steps")}
     splits = unseen_splits(unseen, 0)
     c, h = unseen.context_steps, unseen.horizon
-    expected = adapted_rollout(model, splits.test, c, h, best["lr"], best["steps"], best["subset"])
+    expected = adapted_rollout(model, splits.test, c, h, best["lr"], best["steps"], best["subset"], best["loss"])
     truth = splits.test.states[:, c : c + h]
     rmse = float((expected - truth).pow(2).mean(dim=(0, 2)).sqrt().mean())
     assert report["adapted"]["rollout_rmse"] == pytest.approx(rmse, rel=1e-6)

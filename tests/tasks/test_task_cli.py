@@ -26,7 +26,12 @@ _run = run_main
                                                   (["--preset", "robotics-pendulum-unseen", "--train-trajectories", "8",
                                                     "--validation-trajectories", "2", "--test-trajectories", "3",
                                                     "--trajectory-length", "30", "--horizon", "10"], "dynamics-gru")])
-def test_train_then_eval_a_task(tmp_path: Path, capsys, flags: list[str], baseline: str) -> None:
+def test_train_then_eval_a_task(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, flags: list[str],
+                                baseline: str) -> None:
+    import s3cmn.tasks.adapt as adapt
+
+    monkeypatch.setattr(adapt, "LRS", (1e-3,))  # the unseen pendulum's adaptation grid, cut to its shape
+    monkeypatch.setattr(adapt, "STEPS", (5,))  # (the choice rule is tests/tasks/test_adapt.py's)
     out_dir = tmp_path / "run"
     code, out, err = _run(train_main, [*flags, *TINY_FLAGS, "--output-dir", str(out_dir),
                                        "--save-config", str(tmp_path / "settings.json")], capsys)
