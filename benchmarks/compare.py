@@ -356,6 +356,42 @@ def run_key(args: argparse.Namespace, lr: float) -> dict[str, Any]:
     return json.loads(json.dumps(dict(sorted(settings.items()))))
 
 
+TUNING = "tuning.json"  # the grid's choice, saved when the grid completes and reused by every rerun
+
+
+def tuning_key(args: argparse.Namespace) -> dict[str, Any]:
+    """What a grid's choice depends on: one run's settings (its rate aside), the grid, the models, the seed."""
+    return json.loads(json.dumps({**run_key(args, 0.0), "lr": None, "lr_grid": args.lr_grid,
+                                  "models": list(args.models), "seed": args.seeds[0]}))
+
+
+def saved_choice(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The tuning this grid chose when it completed (``tuning.json`` with the same key), or None.
+
+    The choice is made once. A run retrained afterwards (a final run whose checkpoint was gone, on another CPU)
+    changes its record, and recomputing the choice from the records would then move it and retrain the seeds
+    already run at the old rate. For a folder written before ``tuning.json`` was kept, the tuning of its
+    ``compare.json`` is taken when that comparison ran the same grid, models, seed and budget."""
+    try:
+        saved = json.loads((out / TUNING).read_text(encoding="utf-8"))
+        return saved["tuning"] if saved.get("key") == tuning_key(args) else None
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        logger.warning("%s is unreadable (%s): the grid's choice is made again", out / TUNING, err)
+        return None
+    try:
+        result = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+        s, tuning = result["settings"], result["tuning"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if tuning is None or set(tuning["chosen"]) != set(args.models) or tuning.get("seed") != args.seeds[0]:
+        return None
+    fields = ("lr_grid", "corpus", "preset", "max_tokens", "batch_size", "seq_len", "precision")
+    same = all(s.get(f) == getattr(args, f) for f in fields) and s.get("overrides") == parse_overrides(args.override)
+    return tuning if same else None
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
     """A finished run's saved record, or None when absent or unreadable (then the run is trained again)."""
     try:
@@ -602,11 +638,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     lr_from = rates_from(args.lr_from, args.models) if args.lr_from else None
     args.calibration = calibrate(args, reference, data, out) if args.equal_time else None
-    tuning = None
-    if args.lr_grid:  # the first seed, every rate, the test split not scored; discarded runs lose their checkpoints
+    tuning = saved_choice(out, args) if args.lr_grid and args.resume else None
+    if tuning is not None:
+        logger.info("learning rates: reusing the grid's choice %s (made when the grid completed)",
+                    {kind: c["lr"] for kind, c in tuning["chosen"].items()})
+    elif args.lr_grid:  # the first seed, every rate, the test split not scored; discarded runs lose their checkpoints
         tuning = tune(args.models, args.lr_grid, args.seeds[0], corpus.source["validation"],
                       lambda kind, lr: run_one(kind, args.seeds[0], args, reference, data, text, out, lr, scored=False),
                       lambda run: remove_checkpoints(Path(run["run_dir"])))
+        write_json_atomic(out / TUNING, {"key": tuning_key(args), "tuning": tuning})
     lrs = {kind: tuning["chosen"][kind]["lr"] if tuning else lr_from["chosen"][kind] if lr_from else args.lr
            for kind in args.models}
     # The first seed's run at the chosen rate is the tuning run (trained above even under --no-resume): scored now.
