@@ -426,10 +426,14 @@ def render_source(source: Source) -> list[str]:
     return lines
 
 
+WORKING_STATE = ("tuning.json", "calibration.json")  # a comparison's saved choices, reused by its reruns
+
+
 def kept(path: Path, results: Path) -> bool:
-    """Whether a file under ``results`` is a committed result: not inside a ``runs/`` folder (the working
-    folders of a comparison in progress, ignored by git)."""
-    return "runs" not in path.relative_to(results).parts[:-1]
+    """Whether a file under ``results`` is a result to show: not inside a ``runs/`` folder (the working
+    folders of a comparison in progress, ignored by git) and not one of a comparison's saved choices (its
+    compare.json reports them)."""
+    return "runs" not in path.relative_to(results).parts[:-1] and path.name not in WORKING_STATE
 
 
 def render_page(results: Path = RESULTS) -> str:
