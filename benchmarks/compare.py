@@ -353,6 +353,8 @@ def run_key(args: argparse.Namespace, lr: float) -> dict[str, Any]:
     """The settings one run's result depends on, its own peak rate ``lr`` included (a saved run is reused only
     when they are all equal)."""
     settings = {**{k: v for k, v in vars(args).items() if k not in NOT_IN_KEY}, "lr": lr}
+    if not settings.get("equal_time"):  # off: the key of a run from before --equal-time existed, still valid
+        settings.pop("equal_time", None)
     return json.loads(json.dumps(dict(sorted(settings.items()))))
 
 

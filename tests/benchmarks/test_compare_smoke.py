@@ -305,3 +305,11 @@ def test_equal_time_gives_each_model_its_calibrated_budget_and_reuses_the_calibr
         compare.main([*argv[:-len(TOY) - 1], "--models", "gpt2"])
     with pytest.raises(SystemExit):
         compare.parse_args(["--lr", "1e-3", "--lr-from", str(tuned.parent)])
+
+
+def test_a_run_key_without_equal_time_is_the_key_runs_had_before_the_option() -> None:
+    compare = load("compare")
+    plain = compare.run_key(compare.parse_args(["--quick"]), 3e-3)
+    timed = compare.run_key(compare.parse_args(["--quick", "--equal-time", "60"]), 3e-3)
+    assert "equal_time" not in plain and timed["equal_time"] == 60.0  # runs saved before it existed stay valid
+    assert {k: v for k, v in timed.items() if k != "equal_time"} == plain
