@@ -376,7 +376,10 @@ def saved_choice(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
     ``compare.json`` is taken when that comparison ran the same grid, models, seed and budget."""
     try:
         saved = json.loads((out / TUNING).read_text(encoding="utf-8"))
-        return saved["tuning"] if saved.get("key") == tuning_key(args) else None
+        if saved.get("key") == tuning_key(args):
+            return saved["tuning"]
+        logger.warning("%s was chosen with other settings: the grid's choice is made again", out / TUNING)
+        return None
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
