@@ -62,17 +62,10 @@ def observed_rollout_loss(model: nn.Module, states: torch.Tensor, actions: torch
     """The ``rollout`` adaptation loss: observe ``states[:, :context // 2]``, then feed each prediction back
     (``forward`` one step at a time, differentiable) up to time ``context - 1``; the mean squared error of those
     predictions against ``states[:, context // 2 : context]``, in units of the state change's std. Reads
-    nothing from time ``context`` on. The same predictions as :func:`s3cmn.tasks.metrics.rollout` over that
-    span."""
+    nothing from time ``context`` on: :func:`s3cmn.tasks.metrics.rollout` over that span, differentiable."""
     warm = max(1, context // 2)
-    out = model(states[:, :warm], actions[:, :warm])  # predictions of times 1 .. warm
-    s, cache = out.next_states[:, -1], out.cache  # (B, S): time `warm`
-    predicted = [s]
-    for t in range(warm + 1, context):
-        out = model(s[:, None], actions[:, t - 1 : t], cache)  # the action applied after time t-1
-        s, cache = out.next_states[:, -1], out.cache
-        predicted.append(s)
-    error = (torch.stack(predicted, dim=1) - states[:, warm:context]) / model.delta_std  # (B, context - warm, S)
+    predicted = rollout(model, states[:, :context], actions[:, :context], warm, context - warm, differentiable=True)
+    error = (predicted - states[:, warm:context]) / model.delta_std  # (B, context - warm, S)
     return error.pow(2).mean()
 
 

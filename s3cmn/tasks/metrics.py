@@ -58,19 +58,27 @@ def one_step_rmse(model: nn.Module, data: Trajectories) -> float:
     return float((out.next_states - data.states[:, 1:]).pow(2).mean().sqrt())
 
 
-@torch.no_grad()
-def rollout(model: nn.Module, states: Tensor, actions: Tensor, context: int, horizon: int) -> Tensor:
+def rollout(model: nn.Module, states: Tensor, actions: Tensor, context: int, horizon: int,
+            differentiable: bool = False) -> Tensor:
     """Open-loop prediction: observe ``context`` steps (one ``forward``), then feed each prediction back with
     ``step``. states (B, L, S), actions (B, L, A) -> predicted states (B, horizon, S) of times
-    context .. context + horizon - 1."""
-    model.eval()
-    out = model(states[:, :context], actions[:, :context])  # (B, context, S): predictions of times 1..context
-    s, cache = out.next_states[:, -1], out.cache  # (B, S): time `context`
-    predicted = [s]
-    for k in range(1, horizon):
-        out = model.step(s, actions[:, context + k - 1], cache)  # the action applied after time context+k-1
-        s, cache = out.next_states, out.cache  # (B, S)
-        predicted.append(s)
+    context .. context + horizon - 1. ``differentiable`` feeds them back through ``forward`` one step at a time
+    instead (the same predictions, with a graph to train through)."""
+    with torch.set_grad_enabled(differentiable):
+        model.eval()
+        out = model(states[:, :context], actions[:, :context])  # (B, context, S): predictions of times 1..context
+        s, cache = out.next_states[:, -1], out.cache  # (B, S): time `context`
+        predicted = [s]
+        for k in range(1, horizon):
+            action = actions[:, context + k - 1]  # the action applied after time context+k-1
+            if differentiable:
+                out = model(s[:, None], action[:, None], cache)
+                s = out.next_states[:, -1]
+            else:
+                out = model.step(s, action, cache)
+                s = out.next_states  # (B, S)
+            cache = out.cache
+            predicted.append(s)
     return torch.stack(predicted, dim=1)  # (B, horizon, S)
 
 
