@@ -176,6 +176,11 @@ def run_one(kind: str, seed: int, args: argparse.Namespace, reference: S3CMNConf
     return score_run(record, model, args, text, run_dir, key) if scored else record
 
 
+def this_cpu() -> dict[str, str]:
+    """The CPU a run trained (or a calibration measured) on: its model name and torch's capability level."""
+    return {"cpu": cpu_model_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def train_run(kind: str, seed: int, lr: float, args: argparse.Namespace, reference: S3CMNConfig,
               data: dict[str, torch.Tensor], run_dir: Path, key: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """Train from scratch; the record (no test scores yet) and the model holding its best weights. The record is
@@ -208,7 +213,7 @@ def train_run(kind: str, seed: int, lr: float, args: argparse.Namespace, referen
               "train_tokens_per_s": result.tokens_per_s, "train_tokens_per_s_median": statistics.median(steady),
               "final_train_loss": result.train_loss, "curve": curve, "validations": validations,
               "best_step": best and best["step"], "best_val_loss": best and best["loss"],
-              "machine": {"cpu": cpu_model_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
+              "machine": this_cpu()}
     write_json_atomic(run_dir / RECORD, {"key": key, "record": record})
     return record, model
 
@@ -274,8 +279,7 @@ def precisions() -> list[str]:
 def calibration_key(args: argparse.Namespace) -> dict[str, Any]:
     keep = ("corpus", "preset", "override", "batch_size", "seq_len", "threads", "tokenizer", "equal_time", "data_dir",
             "shared_data")
-    return json.loads(json.dumps({**{k: getattr(args, k) for k in keep}, "cpu": cpu_model_name(),
-                                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}))
+    return json.loads(json.dumps({**{k: getattr(args, k) for k in keep}, **this_cpu()}))
 
 
 def calibrate(args: argparse.Namespace, reference: S3CMNConfig, data: dict[str, torch.Tensor],
@@ -333,15 +337,17 @@ def rates_from(path: str, models: list[str]) -> dict[str, Any]:
     """Each model's rate as a tuned comparison chose it (``--lr-from``: its compare.json's tuning)."""
     file = Path(path) / "compare.json" if Path(path).is_dir() else Path(path)
     try:
-        tuning = json.loads(file.read_text(encoding="utf-8"))["tuning"]
+        result = json.loads(file.read_text(encoding="utf-8"))
+        tuning = result["tuning"]
         chosen = {kind: tuning["chosen"][kind]["lr"] for kind in models}
+        max_tokens = result["settings"]["max_tokens"]
     except FileNotFoundError:
         raise SystemExit(f"--lr-from {path}: {file} not found: give a folder written by compare.py --lr-grid") from None
     except (ValueError, KeyError, TypeError) as err:
         raise SystemExit(f"--lr-from {path}: {file} holds no tuned rate for every model ({err!r}): give a "
                          "comparison run with --lr-grid and the same --models") from None
     return {"path": str(file), "chosen": chosen, "validation": tuning.get("validation"),
-            "max_tokens": json.loads(file.read_text(encoding="utf-8"))["settings"]["max_tokens"]}
+            "max_tokens": max_tokens}
 
 
 RECORD = "record.json"  # a run's record and the settings it ran with (a rerun reuses it); "eval" once scored
@@ -372,29 +378,17 @@ def saved_choice(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
 
     The choice is made once. A run retrained afterwards (a final run whose checkpoint was gone, on another CPU)
     changes its record, and recomputing the choice from the records would then move it and retrain the seeds
-    already run at the old rate. For a folder written before ``tuning.json`` was kept, the tuning of its
-    ``compare.json`` is taken when that comparison ran the same grid, models, seed and budget."""
+    already run at the old rate."""
     try:
         saved = json.loads((out / TUNING).read_text(encoding="utf-8"))
         if saved.get("key") == tuning_key(args):
             return saved["tuning"]
         logger.warning("%s was chosen with other settings: the grid's choice is made again", out / TUNING)
-        return None
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         logger.warning("%s is unreadable (%s): the grid's choice is made again", out / TUNING, err)
-        return None
-    try:
-        result = json.loads((out / "compare.json").read_text(encoding="utf-8"))
-        s, tuning = result["settings"], result["tuning"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if tuning is None or set(tuning["chosen"]) != set(args.models) or tuning.get("seed") != args.seeds[0]:
-        return None
-    fields = ("lr_grid", "corpus", "preset", "max_tokens", "batch_size", "seq_len", "precision")
-    same = all(s.get(f) == getattr(args, f) for f in fields) and s.get("overrides") == parse_overrides(args.override)
-    return tuning if same else None
+    return None
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

@@ -228,17 +228,13 @@ def test_compare_lr_grid_killed_while_scoring_resumes_without_retraining(
     assert trained == [] and positive(run["eval"]["default"]["token_perplexity"])
     assert not list(Path(run["run_dir"]).glob("best*"))
 
-    # The choice is made once: a record changed later (a run retrained on another CPU) does not move it, and
-    # a folder written before tuning.json was kept takes the choice of its compare.json
+    # The choice is made once: a record changed later (a run retrained on another CPU) does not move it
     other = next(p for p in (tmp_path / "runs").glob("gpt2-seed0-lr*") if str(p) != run["run_dir"])
     saved = json.loads((other / "record.json").read_text())
     saved["record"]["best_val_loss"] = run["best_val_loss"] - 1.0
     (other / "record.json").write_text(json.dumps(saved))
-    for keep in (True, False):
-        if not keep:
-            (tmp_path / "tuning.json").unlink()
-        (again,) = compare.main(argv)["runs"]
-        assert again["lr"] == run["lr"] and trained == []
+    (again,) = compare.main(argv)["runs"]
+    assert again["lr"] == run["lr"] and trained == []
 
 
 def test_a_run_stopped_by_a_signal_is_not_a_result_and_is_retrained(
