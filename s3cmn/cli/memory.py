@@ -192,13 +192,21 @@ def fit_dynamic_settings(args: argparse.Namespace, model: Any, text: Any, window
     dynamic = fit_dynamic(model, text.stream, window["context_length"], window["stride"], readouts=readouts,
                           datastore=store, document_starts=starts, fitted_on=fitted_on,
                           grid_tokens=args.dynamic_grid_tokens, windows_per_step=args.dynamic_windows_per_step,
-                          lrs=args.dynamic_lrs or LRS, meta=_meta_options(args))  # fmt: skip
+                          lrs=args.dynamic_lrs or LRS, meta=_meta_options(args), min_speed=args.dynamic_min_speed,
+                          batch_size=args.batch_size)  # fmt: skip
     out = dynamic.save(args.out.parent if args.out else dynamic_path(args.checkpoint))
     grid = dynamic.fit["grid_nll_per_token"]
     print(f"dynamic evaluation fitted on {args.text} (grid on its first {dynamic.fit['grid_tokens']:,} tokens) -> "
           f"{out}\n  lr {dynamic.lr:g}, decay {dynamic.decay:g}, subset {dynamic.subset}, reset at documents "
           f"{dynamic.reset_at_documents}, {dynamic.windows_per_step} window(s) per step: grid NLL/token "
           f"{grid['off']:.4f} -> {grid['dynamic']:.4f}")  # fmt: skip
+    floor = dynamic.fit.get("speed_floor")
+    if floor:
+        chosen = [t for t in dynamic.fit["trials"] if t.get("lr") == dynamic.lr and t.get("subset") == dynamic.subset
+                  and t["windows_per_step"] == dynamic.windows_per_step]  # fmt: skip
+        print(f"  speed floor {floor['min_speed']:g}x the fixed-weights pass ({max(floor['off_tokens_per_s']):,.0f} "
+              f"tokens/s): {'met' if floor['met'] else 'NOT met by any grid point'}; the chosen point scored "
+              f"{chosen[0]['tokens_per_s']:,.0f} tokens/s on the grid text")  # fmt: skip
     if dynamic.fit["lr_at_grid_edge"]:
         print(f"  warning: lr {dynamic.lr:g} is at the edge of the grid "
               f"{dynamic.fit['grid']['lr']}: widen it with --dynamic-lrs")  # fmt: skip
@@ -229,6 +237,29 @@ def _rates(text: str) -> list[float]:
         return parse_grid(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _counts(text: str) -> list[int]:
+    """``--dynamic-windows-per-step 1,4,8``: whole numbers >= 1."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated whole numbers >= 1, e.g. 1,4,8")
+    return values
+
+
+def _fraction(text: str) -> float:
+    """``--dynamic-min-speed 0.3``: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a fraction of the fixed-weights pass's speed in [0, 1), "
+                                         "e.g. 0.3")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,8 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
                              help="also fit dynamic evaluation (lr, decay, subset, reset; lambdas with it on)")
             cmd.add_argument("--dynamic-grid-tokens", type=int, default=8192,
                              help="held-out tokens each dynamic grid point is scored on (0 = all)")
-            cmd.add_argument("--dynamic-windows-per-step", type=int, default=1,
-                             help="windows scored per dynamic-evaluation update")
+            cmd.add_argument("--dynamic-windows-per-step", type=_counts, default=[1],
+                             help="windows scored per dynamic-evaluation update; comma-separated values are a grid "
+                                  "(e.g. 1,4,8: fewer updates, each on more text, faster)")
+            cmd.add_argument("--dynamic-min-speed", type=_fraction, default=0.0,
+                             help="only choose settings whose scored tokens/s is at least this fraction of the "
+                                  "fixed-weights pass's (e.g. 0.3; timed in the fit, on this machine; 0 = any)")
             cmd.add_argument("--dynamic-lrs", type=_rates, default=None,
                              help="comma-separated step sizes of the dynamic grid (default 1e-5 to 1e-2)")
             cmd.add_argument("--dynamic-meta", action="store_true",

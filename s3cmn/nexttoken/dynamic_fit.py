@@ -8,7 +8,11 @@ keeps the trained model's keys.
 Fitting (:func:`fit_dynamic`, never on the scored text), a coordinate search of the held-out NLL per token:
 
 1. MS: the mean squared chunk gradient of every parameter over the held-out text, at the trained weights;
-2. subset x lr (decay 0) on the first ``grid_tokens`` tokens of the held-out text (each point is one pass);
+2. windows per update x subset x lr (decay 0) on the first ``grid_tokens`` tokens of the held-out text (each
+   point is one pass; the MS of step 1 is measured for each windows-per-update value, as its steps see it).
+   With ``min_speed`` > 0 only points whose scored tokens/s is at least that fraction of the fixed-weights
+   pass's (the ``off`` read-out, ``batch_size`` windows per forward, timed on the same text in the same fit)
+   can be chosen: dynamic evaluation trades perplexity for speed as the user asks;
 3. decay at the best subset and lr; 4. the document reset on / off at the best point (WikiText articles only);
 5. with ``meta`` (:class:`.dynamic_meta.MetaOptions`): the held-out text is split, the grid (1-4) and the
    meta-learned per-tensor step sizes (:func:`.dynamic_meta.meta_fit`, from the grid's point) are both fitted on
@@ -45,7 +49,7 @@ from s3cmn.nexttoken.fit import (
 )
 from s3cmn.nexttoken.fitted import ReadoutSettings
 from s3cmn.nexttoken.readout import StreamCache
-from s3cmn.nexttoken.stream import Chunk, ReadoutScores, score_readouts
+from s3cmn.nexttoken.stream import Chunk, ReadoutScores, lm_chunks, score_readouts
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +134,20 @@ def _refit_lambdas(data: FitData, readouts: ReadoutSettings) -> tuple[dict[str, 
 def fit_dynamic(model: nn.Module, stream: Tensor, context_length: int, stride: int, *,
                 readouts: ReadoutSettings | None = None, datastore: NextTokenDatastore | None = None,
                 document_starts: Tensor | None = None, fitted_on: dict[str, Any] | None = None,
-                grid_tokens: int = 8192, windows_per_step: int = 1, lrs: Sequence[float] = LRS,
+                grid_tokens: int = 8192, windows_per_step: int | Sequence[int] = 1, lrs: Sequence[float] = LRS,
                 decays: Sequence[float] = DECAYS, subsets: Sequence[str] = GRID_SUBSETS,
-                meta: MetaOptions | None = None, compare_fraction: float = 0.25) -> DynamicSettings:
-    """Fit lr, decay, the subset and the document reset on the held-out ``stream`` (N + 1,) (module docstring);
-    ``meta``: also meta-learn per-tensor step sizes and keep whichever wins on the held-out tail;
-    ``readouts`` / ``datastore``: the static read-outs, whose lambdas are refitted with dynamic on."""
+                meta: MetaOptions | None = None, compare_fraction: float = 0.25, min_speed: float = 0.0,
+                batch_size: int = 8) -> DynamicSettings:
+    """Fit lr, decay, the subset, the windows per update and the document reset on the held-out ``stream``
+    (N + 1,) (module docstring); ``windows_per_step``: one value or the values to try; ``min_speed``: the
+    fraction of the fixed-weights pass's tokens/s (at ``batch_size`` windows per forward) a chosen point must
+    reach (0 = any); ``meta``: also meta-learn per-tensor step sizes and keep whichever wins on the held-out
+    tail; ``readouts`` / ``datastore``: the static read-outs, whose lambdas are refitted with dynamic on."""
+    windows = [windows_per_step] if isinstance(windows_per_step, int) else list(windows_per_step)
+    if not windows or min(windows) < 1:
+        raise ValueError(f"windows_per_step = {windows_per_step}: give one or more counts >= 1")
+    if not 0 <= min_speed < 1:
+        raise ValueError(f"min_speed = {min_speed} must be in [0, 1): a fraction of the fixed-weights pass's speed")
     start = time.perf_counter()
     fit_stream, compare_stream = stream, None
     if meta is not None:
@@ -147,7 +159,7 @@ def fit_dynamic(model: nn.Module, stream: Tensor, context_length: int, stride: i
                              f"and a comparison part of at least one window ({context_length} tokens) each")
         fit_stream, compare_stream = stream[: cut + 1], stream[cut:]
     chosen, fit = _grid(model, fit_stream, context_length, stride, document_starts, fitted_on, grid_tokens,
-                        windows_per_step, lrs, decays, subsets)  # fmt: skip
+                        windows, lrs, decays, subsets, min_speed, batch_size)  # fmt: skip
     if meta is not None:
         chosen, fit["meta"] = _meta_or_grid(model, fit_stream, compare_stream, context_length, stride, chosen, meta,
                                             document_starts)  # fmt: skip
@@ -161,43 +173,74 @@ def fit_dynamic(model: nn.Module, stream: Tensor, context_length: int, stride: i
     return dataclasses.replace(chosen, fit=fit)
 
 
+def static_tokens_per_s(model: nn.Module, stream: Tensor, context_length: int, stride: int,
+                        batch_size: int) -> float:
+    """Scored tokens/s of the fixed-weights LM pass (the ``off`` read-out) over ``stream``: the speed
+    ``min_speed`` is a fraction of."""
+    start, count = time.perf_counter(), 0
+    for chunk in lm_chunks(model, stream, context_length, stride, batch_size):
+        count += chunk.targets.numel()
+    return count / (time.perf_counter() - start)
+
+
 def _grid(model: nn.Module, stream: Tensor, context_length: int, stride: int, document_starts: Tensor | None,
-          fitted_on: dict[str, Any] | None, grid_tokens: int, windows_per_step: int, lrs: Sequence[float],
-          decays: Sequence[float], subsets: Sequence[str]) -> tuple[DynamicSettings, dict[str, Any]]:
+          fitted_on: dict[str, Any] | None, grid_tokens: int, windows: Sequence[int], lrs: Sequence[float],
+          decays: Sequence[float], subsets: Sequence[str], min_speed: float = 0.0,
+          batch_size: int = 8) -> tuple[DynamicSettings, dict[str, Any]]:  # fmt: skip
     """Steps 1-4 of the module docstring: the MS over ``stream``, the grid on its first ``grid_tokens``."""
     grid_stream = stream[: grid_tokens + 1] if grid_tokens > 0 else stream
-    ms = gradient_ms(model, stream, context_length, stride, windows_per_step)
-    base = DynamicSettings(windows_per_step=windows_per_step, ms=ms, fitted_on=dict(fitted_on or {}),
-                           context_length=context_length, stride=stride)  # fmt: skip
+    bases = {k: DynamicSettings(windows_per_step=k, ms=gradient_ms(model, stream, context_length, stride, k),
+                                fitted_on=dict(fitted_on or {}), context_length=context_length, stride=stride)
+             for k in windows}  # fmt: skip
+    static = [static_tokens_per_s(model, grid_stream, context_length, stride, batch_size)] if min_speed else []
     trials: list[dict[str, Any]] = []
 
-    def trial(**change: Any) -> float:
-        settings = dataclasses.replace(base, **change)
+    def trial(k: int, **change: Any) -> float:
+        settings = dataclasses.replace(bases[k], **change)
         t0 = time.perf_counter()
         nll = dynamic_nll(model, grid_stream, context_length, stride, settings, document_starts)
-        trials.append({**change, "nll_per_token": nll, "seconds": time.perf_counter() - t0})
-        logger.info("dynamic fit: %s -> held-out NLL/token %.4f", change, nll)
+        seconds = time.perf_counter() - t0
+        trials.append({"windows_per_step": k, **change, "nll_per_token": nll, "seconds": seconds,
+                       "tokens_per_s": (grid_stream.numel() - 1) / seconds})
+        logger.info("dynamic fit: %s, %d window(s) per step -> held-out NLL/token %.4f (%.0f tokens/s)", change, k,
+                    nll, trials[-1]["tokens_per_s"])  # fmt: skip
         return nll
 
-    off = trial(lr=0.0)
-    best = min(((trial(subset=s, lr=lr), {"subset": s, "lr": lr}) for s in subsets for lr in lrs),
-               key=lambda t: t[0])  # fmt: skip
-    point = dict(best[1])  # every decay at the best subset and lr (decay 0)
-    for decay in decays:
-        nll = trial(**point, decay=decay)
-        best = min(best, (nll, {**point, "decay": decay}), key=lambda t: t[0])
+    off = trial(windows[0], lr=0.0)
+    points = [(trial(k, subset=s, lr=lr), {"windows": k, "subset": s, "lr": lr}, len(trials) - 1)
+              for k in windows for s in subsets for lr in lrs]  # fmt: skip
+    floor: dict[str, Any] = {}
+    if min_speed:
+        static.append(static_tokens_per_s(model, grid_stream, context_length, stride, batch_size))
+        needed = min_speed * max(static)  # the faster of two timings, before and after the grid: the stricter floor
+        fast = [p for p in points if trials[p[2]]["tokens_per_s"] >= needed]
+        floor = {"min_speed": min_speed, "off_tokens_per_s": static, "needed_tokens_per_s": needed,
+                 "met": bool(fast)}  # fmt: skip
+        if not fast:
+            logger.warning("dynamic fit: no grid point reaches %.2fx the fixed-weights pass's %.0f tokens/s (the "
+                           "fastest: %.0f): the best of all is kept; try more windows per step or a smaller "
+                           "subset", min_speed, max(static), max(t["tokens_per_s"] for t in trials))  # fmt: skip
+        points = fast or points
+    nll, best, _ = min(points, key=lambda p: p[0])
+    k = best.pop("windows")
+    for decay in decays:  # every decay at the best windows, subset and lr (decay 0)
+        value = trial(k, **best, decay=decay)
+        if value < nll:
+            nll, best = value, {**best, "decay": decay}
     if document_starts is not None and len(document_starts) > 0 and bool((document_starts < grid_stream.numel()).any()):
-        nll = trial(**best[1], reset_at_documents=True)
-        best = min(best, (nll, {**best[1], "reset_at_documents": True}), key=lambda t: t[0])
-    edge = len(lrs) > 1 and best[1]["lr"] in (min(lrs), max(lrs))
+        value = trial(k, **best, reset_at_documents=True)
+        if value < nll:
+            nll, best = value, {**best, "reset_at_documents": True}
+    edge = len(lrs) > 1 and best["lr"] in (min(lrs), max(lrs))
     if edge:
-        logger.warning("dynamic fit: lr %g is at the edge of the grid %s: widen it (--dynamic-lrs)", best[1]["lr"],
+        logger.warning("dynamic fit: lr %g is at the edge of the grid %s: widen it (--dynamic-lrs)", best["lr"],
                        list(lrs))  # fmt: skip
     fit: dict[str, Any] = {"grid_tokens": int(grid_stream.numel() - 1), "tokens": int(stream.numel() - 1),
-                           "grid_nll_per_token": {"off": off, "dynamic": best[0]}, "trials": trials,
-                           "grid": {"lr": list(lrs), "decay": [0.0, *decays], "subset": list(subsets)},
-                           "lr_at_grid_edge": edge}  # fmt: skip
-    return dataclasses.replace(base, **best[1]), fit
+                           "grid_nll_per_token": {"off": off, "dynamic": nll}, "trials": trials,
+                           "grid": {"lr": list(lrs), "decay": [0.0, *decays], "subset": list(subsets),
+                                    "windows_per_step": list(windows)},
+                           "lr_at_grid_edge": edge, **({"speed_floor": floor} if floor else {})}  # fmt: skip
+    return dataclasses.replace(bases[k], **best), fit
 
 
 def _meta_or_grid(model: nn.Module, fit_stream: Tensor, compare_stream: Tensor, context_length: int, stride: int,

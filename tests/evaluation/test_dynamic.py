@@ -180,6 +180,34 @@ def test_fit_picks_a_step_that_helps_on_repetitive_text(model_and_ms):
     assert settings.ms.keys() == dict(model.named_parameters()).keys()
 
 
+def test_fit_tries_each_windows_per_step_with_its_own_ms_and_keeps_only_points_above_the_speed_floor(
+        model_and_ms, monkeypatch, caplog):
+    import s3cmn.nexttoken.dynamic_fit as dynamic_fit
+    from s3cmn.nexttoken.dynamic import gradient_ms
+
+    model, _ = model_and_ms
+    half = random_stream(64, seed=8)
+    stream = torch.cat([torch.tensor([0]), half, half, half])
+    grid = dict(grid_tokens=0, windows_per_step=(1, 2), lrs=(1e-3, 3e-2), decays=(), subsets=("all", "head"))
+    free = fit_dynamic(model, stream, CONTEXT, STRIDE, **grid)
+    assert {t["windows_per_step"] for t in free.fit["trials"]} == {1, 2} and "speed_floor" not in free.fit
+    ms = gradient_ms(model, stream, CONTEXT, STRIDE, free.windows_per_step)  # the MS of the chosen windows count
+    assert all(torch.equal(ms[n], free.ms[n]) for n in ms)
+    # a floor every point meets changes nothing; a floor none meets keeps the best of all, and says so
+    monkeypatch.setattr(dynamic_fit, "static_tokens_per_s", lambda *args: 1e-9)
+    met = fit_dynamic(model, stream, CONTEXT, STRIDE, min_speed=0.5, **grid)
+    assert met.fit["speed_floor"]["met"] and (met.lr, met.subset, met.windows_per_step) == (
+        free.lr, free.subset, free.windows_per_step)
+    monkeypatch.setattr(dynamic_fit, "static_tokens_per_s", lambda *args: 1e12)
+    missed = fit_dynamic(model, stream, CONTEXT, STRIDE, min_speed=0.5, **grid)
+    assert not missed.fit["speed_floor"]["met"] and "no grid point reaches" in caplog.text
+    assert missed.fit["grid_nll_per_token"] == free.fit["grid_nll_per_token"]
+    with pytest.raises(ValueError, match="min_speed"):
+        fit_dynamic(model, stream, CONTEXT, STRIDE, min_speed=1.5, **grid)
+    with pytest.raises(ValueError, match="windows_per_step"):
+        fit_dynamic(model, stream, CONTEXT, STRIDE, **{**grid, "windows_per_step": (0,)})
+
+
 def test_document_starts_are_the_wikitext_article_headings(bert_tokenizer, wikitext_dir):
     from s3cmn.data import encode_text
     from s3cmn.nexttoken.dynamic import document_starts
@@ -215,8 +243,9 @@ def test_fit_and_eval_the_dynamic_modes_end_to_end(tiny_checkpoint, wikitext_dir
     flags = ["--context-length", "32", "--stride", "16", "--no-progress"]
     assert memory_main(["build", str(ckpt), "--text", str(train), *flags]) == 0
     assert memory_main(["fit", str(ckpt), "--text", str(heldout), "--dynamic", "--dynamic-grid-tokens", "48",
-                        "--dynamic-windows-per-step", "2", *flags]) == 0  # fmt: skip
-    assert "dynamic evaluation fitted on" in capsys.readouterr().out
+                        "--dynamic-windows-per-step", "2,1", "--dynamic-min-speed", "0.01", *flags]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "dynamic evaluation fitted on" in out and "speed floor 0.01x" in out
     dynamic = load_dynamic(ckpt)
     assert dynamic.fitted_on["path"] == str(heldout.resolve()) and dynamic.cache_lam is not None
     assert dynamic.knn_lam is not None and dynamic.combined is not None
@@ -240,3 +269,13 @@ def test_fit_and_eval_the_dynamic_modes_end_to_end(tiny_checkpoint, wikitext_dir
         with pytest.raises(SystemExit):  # the fit text, or a part of it, is refused as a scored text
             eval_main([str(ckpt), "--test-file", str(scored), "--memory", "dynamic", "--no-progress", *flags[:4]])
         assert why in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--dynamic-windows-per-step", "0"), ("--dynamic-windows-per-step", "1,x"),
+                                         ("--dynamic-min-speed", "1.5"), ("--dynamic-min-speed", "fast")])
+def test_bad_dynamic_fit_flags_are_refused_with_the_fix(flag, value, capsys):
+    from s3cmn.cli.memory import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "ckpt", "--text", "x.raw", "--dynamic", flag, value])
+    assert "e.g." in capsys.readouterr().err
