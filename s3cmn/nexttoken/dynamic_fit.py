@@ -161,8 +161,9 @@ def fit_dynamic(model: nn.Module, stream: Tensor, context_length: int, stride: i
     chosen, fit = _grid(model, fit_stream, context_length, stride, document_starts, fitted_on, grid_tokens,
                         windows, lrs, decays, subsets, min_speed, batch_size)  # fmt: skip
     if meta is not None:
+        needed = fit["speed_floor"]["needed_tokens_per_s"] if fit.get("speed_floor", {}).get("met") else 0.0
         chosen, fit["meta"] = _meta_or_grid(model, fit_stream, compare_stream, context_length, stride, chosen, meta,
-                                            document_starts)  # fmt: skip
+                                            document_starts, needed)  # fmt: skip
         fit["meta"]["compare_fraction"] = compare_fraction
     if readouts is not None and readouts.cache is not None:  # 6. the read-outs' weights with dynamic on
         chunks = dynamic_chunks(model, stream, context_length, stride, chosen, document_starts)
@@ -244,21 +245,28 @@ def _grid(model: nn.Module, stream: Tensor, context_length: int, stride: int, do
 
 
 def _meta_or_grid(model: nn.Module, fit_stream: Tensor, compare_stream: Tensor, context_length: int, stride: int,
-                  grid: DynamicSettings, options: MetaOptions,
-                  document_starts: Tensor | None) -> tuple[DynamicSettings, dict[str, Any]]:  # fmt: skip
+                  grid: DynamicSettings, options: MetaOptions, document_starts: Tensor | None,
+                  needed_tokens_per_s: float = 0.0) -> tuple[DynamicSettings, dict[str, Any]]:  # fmt: skip
     """Step 5: meta-learn from the grid's point on ``fit_stream``, score off / grid / meta on ``compare_stream``
     (neither fit saw it; document resets as each setting says, the starts shifted to its positions) and keep
-    the lower."""
+    the lower; under a speed floor (``needed_tokens_per_s``) the meta-learned steps, which adapt every tensor,
+    are kept only if they score that fast."""
     learned = meta_fit(model, fit_stream, context_length, stride, grid, options)
     offset = fit_stream.numel() - 1
     starts = None if document_starts is None else document_starts[document_starts > offset] - offset
-    scores = {name: dynamic_nll(model, compare_stream, context_length, stride, settings, starts)
-              for name, settings in (("off", dataclasses.replace(grid, lr=0.0)), ("grid", grid), ("meta", learned))}
-    kept = "meta" if scores["meta"] <= scores["grid"] else "grid"
-    logger.info("dynamic fit, held-out comparison (%d tokens): off %.4f, grid %.4f, meta-learned %.4f -> %s",
-                compare_stream.numel() - 1, scores["off"], scores["grid"], scores["meta"], kept)  # fmt: skip
+    scores, speed = {}, {}
+    for name, settings in (("off", dataclasses.replace(grid, lr=0.0)), ("grid", grid), ("meta", learned)):
+        t0 = time.perf_counter()
+        scores[name] = dynamic_nll(model, compare_stream, context_length, stride, settings, starts)
+        speed[name] = (compare_stream.numel() - 1) / (time.perf_counter() - t0)
+    fast_enough = speed["meta"] >= needed_tokens_per_s
+    kept = "meta" if scores["meta"] <= scores["grid"] and fast_enough else "grid"
+    logger.info("dynamic fit, held-out comparison (%d tokens): off %.4f, grid %.4f, meta-learned %.4f (%.0f "
+                "tokens/s%s) -> %s", compare_stream.numel() - 1, scores["off"], scores["grid"], scores["meta"],
+                speed["meta"], "" if fast_enough else ", under the speed floor", kept)  # fmt: skip
     report = {**learned.fit["meta"], "compare_tokens": int(compare_stream.numel() - 1),
-              "fit_tokens": int(fit_stream.numel() - 1), "compare_nll_per_token": scores, "kept": kept,
+              "fit_tokens": int(fit_stream.numel() - 1), "compare_nll_per_token": scores,
+              "compare_tokens_per_s": speed, "kept": kept,
               "learned": {"decay": learned.decay, "lr_scale": learned.lr_scale}}  # fmt: skip
     return (learned if kept == "meta" else grid), report
 

@@ -96,6 +96,22 @@ def test_the_fit_compares_grid_and_meta_on_text_neither_saw(model_and_ms):
         fit_dynamic(model, stream[:50], CONTEXT, STRIDE, meta=MetaOptions())
 
 
+def test_under_a_speed_floor_meta_learned_steps_slower_than_it_are_not_kept(model_and_ms):
+    from s3cmn.nexttoken.dynamic_fit import _meta_or_grid
+
+    model, ms = model_and_ms
+    half = random_stream(48, seed=10)
+    stream = torch.cat([torch.tensor([0]), half, half, half, half])
+    grid = DynamicSettings(lr=1e-3, windows_per_step=2, ms=ms, context_length=CONTEXT, stride=STRIDE)
+    options = MetaOptions(epochs=1, unroll=2, meta_lr=0.5)
+    for needed, may_keep_meta in ((0.0, True), (1e12, False)):  # no floor; a floor nothing reaches
+        _, report = _meta_or_grid(model, stream[:97], stream[96:], CONTEXT, STRIDE, grid, options, None, needed)
+        assert all(v > 0 for v in report["compare_tokens_per_s"].values())
+        scores = report["compare_nll_per_token"]
+        expected = "meta" if may_keep_meta and scores["meta"] <= scores["grid"] else "grid"
+        assert report["kept"] == expected
+
+
 def test_bad_options_name_the_field():
     with pytest.raises(ValueError, match="unroll"):
         MetaOptions(unroll=0)
