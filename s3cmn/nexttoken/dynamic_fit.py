@@ -194,6 +194,9 @@ def _grid(model: nn.Module, stream: Tensor, context_length: int, stride: int, do
                                 fitted_on=dict(fitted_on or {}), context_length=context_length, stride=stride)
              for k in windows}  # fmt: skip
     static = [static_tokens_per_s(model, grid_stream, context_length, stride, batch_size)] if min_speed else []
+    if static:
+        logger.info("dynamic fit: the fixed-weights pass scores %.0f tokens/s (%d windows per forward): the floor "
+                    "is %.0f", static[0], batch_size, min_speed * static[0])  # fmt: skip
     trials: list[dict[str, Any]] = []
 
     def trial(k: int, **change: Any) -> float:
@@ -222,12 +225,13 @@ def _grid(model: nn.Module, stream: Tensor, context_length: int, stride: int, do
                            "fastest: %.0f): the best of all is kept; try more windows per step or a smaller "
                            "subset", min_speed, max(static), max(t["tokens_per_s"] for t in trials))  # fmt: skip
         points = fast or points
-    nll, best, _ = min(points, key=lambda p: p[0])
-    k = best.pop("windows")
+    nll, point, _ = min(points, key=lambda p: p[0])
+    k = point.pop("windows")
+    best = dict(point)
     for decay in decays:  # every decay at the best windows, subset and lr (decay 0)
-        value = trial(k, **best, decay=decay)
+        value = trial(k, **point, decay=decay)
         if value < nll:
-            nll, best = value, {**best, "decay": decay}
+            nll, best = value, {**point, "decay": decay}
     if document_starts is not None and len(document_starts) > 0 and bool((document_starts < grid_stream.numel()).any()):
         value = trial(k, **best, reset_at_documents=True)
         if value < nll:

@@ -208,6 +208,20 @@ def test_fit_tries_each_windows_per_step_with_its_own_ms_and_keeps_only_points_a
         fit_dynamic(model, stream, CONTEXT, STRIDE, **{**grid, "windows_per_step": (0,)})
 
 
+def test_every_decay_is_tried_at_the_grid_point_even_when_an_earlier_one_wins(model_and_ms, monkeypatch):
+    import s3cmn.nexttoken.dynamic_fit as dynamic_fit
+
+    model, _ = model_and_ms
+    stream = torch.cat([torch.tensor([0]), random_stream(96, seed=8)])
+    # a held-out NLL that falls with the step size and the decay: each decay beats the one before it
+    monkeypatch.setattr(dynamic_fit, "dynamic_nll", lambda m, s, c, st, settings, starts=None: 5.0 - settings.lr
+                        - settings.decay)  # fmt: skip
+    settings = fit_dynamic(model, stream, CONTEXT, STRIDE, grid_tokens=0, lrs=(1e-3, 1e-2), decays=(1e-3, 1e-2, 0.1),
+                           subsets=("head",))  # fmt: skip
+    assert (settings.lr, settings.decay) == (1e-2, 0.1)
+    assert [t.get("decay") for t in settings.fit["trials"] if "decay" in t] == [1e-3, 1e-2, 0.1]
+
+
 def test_document_starts_are_the_wikitext_article_headings(bert_tokenizer, wikitext_dir):
     from s3cmn.data import encode_text
     from s3cmn.nexttoken.dynamic import document_starts
