@@ -202,11 +202,9 @@ def fit_dynamic_settings(args: argparse.Namespace, model: Any, text: Any, window
           f"{grid['off']:.4f} -> {grid['dynamic']:.4f}")  # fmt: skip
     floor = dynamic.fit.get("speed_floor")
     if floor:
-        chosen = [t for t in dynamic.fit["trials"] if t.get("lr") == dynamic.lr and t.get("subset") == dynamic.subset
-                  and t["windows_per_step"] == dynamic.windows_per_step]  # fmt: skip
         print(f"  speed floor {floor['min_speed']:g}x the fixed-weights pass ({max(floor['off_tokens_per_s']):,.0f} "
               f"tokens/s): {'met' if floor['met'] else 'NOT met by any grid point'}; the chosen point scored "
-              f"{chosen[0]['tokens_per_s']:,.0f} tokens/s on the grid text")  # fmt: skip
+              f"{floor['chosen_tokens_per_s']:,.0f} tokens/s on the grid text")  # fmt: skip
     if dynamic.fit["lr_at_grid_edge"]:
         print(f"  warning: lr {dynamic.lr:g} is at the edge of the grid "
               f"{dynamic.fit['grid']['lr']}: widen it with --dynamic-lrs")  # fmt: skip

@@ -199,49 +199,61 @@ def _grid(model: nn.Module, stream: Tensor, context_length: int, stride: int, do
                     "is %.0f", static[0], batch_size, min_speed * static[0])  # fmt: skip
     trials: list[dict[str, Any]] = []
 
-    def trial(k: int, **change: Any) -> float:
+    def trial(k: int, **change: Any) -> tuple[float, float]:
+        """One pass at windows ``k`` with ``change``: (held-out NLL per token, scored tokens/s)."""
         settings = dataclasses.replace(bases[k], **change)
         t0 = time.perf_counter()
         nll = dynamic_nll(model, grid_stream, context_length, stride, settings, document_starts)
         seconds = time.perf_counter() - t0
+        speed = (grid_stream.numel() - 1) / seconds
         trials.append({"windows_per_step": k, **change, "nll_per_token": nll, "seconds": seconds,
-                       "tokens_per_s": (grid_stream.numel() - 1) / seconds})
+                       "tokens_per_s": speed})  # fmt: skip
         logger.info("dynamic fit: %s, %d window(s) per step -> held-out NLL/token %.4f (%.0f tokens/s)", change, k,
-                    nll, trials[-1]["tokens_per_s"])  # fmt: skip
-        return nll
+                    nll, speed)  # fmt: skip
+        return nll, speed
 
-    off = trial(windows[0], lr=0.0)
-    points = [(trial(k, subset=s, lr=lr), {"windows": k, "subset": s, "lr": lr}, len(trials) - 1)
+    off, _ = trial(windows[0], lr=0.0)
+    points = [(*trial(k, subset=s, lr=lr), {"windows": k, "subset": s, "lr": lr})
               for k in windows for s in subsets for lr in lrs]  # fmt: skip
     floor: dict[str, Any] = {}
+    needed = 0.0
     if min_speed:
         static.append(static_tokens_per_s(model, grid_stream, context_length, stride, batch_size))
         needed = min_speed * max(static)  # the faster of two timings, before and after the grid: the stricter floor
-        fast = [p for p in points if trials[p[2]]["tokens_per_s"] >= needed]
+        fast = [p for p in points if p[1] >= needed]
         floor = {"min_speed": min_speed, "off_tokens_per_s": static, "needed_tokens_per_s": needed,
                  "met": bool(fast)}  # fmt: skip
         if not fast:
             logger.warning("dynamic fit: no grid point reaches %.2fx the fixed-weights pass's %.0f tokens/s (the "
                            "fastest: %.0f): the best of all is kept; try more windows per step or a smaller "
                            "subset", min_speed, max(static), max(t["tokens_per_s"] for t in trials))  # fmt: skip
+            needed = 0.0  # nothing is fast enough: the later steps are not held to the floor either
         points = fast or points
-    nll, point, _ = min(points, key=lambda p: p[0])
+    nll, speed, point = min(points, key=lambda p: p[0])
     k = point.pop("windows")
     best = dict(point)
+
+    def better(value: float, value_speed: float) -> bool:
+        """A decay or reset trial replaces the best point only if it scores lower and meets the floor."""
+        return value < nll and value_speed >= needed
+
     for decay in decays:  # every decay at the best windows, subset and lr (decay 0)
-        value = trial(k, **point, decay=decay)
-        if value < nll:
-            nll, best = value, {**point, "decay": decay}
+        value, value_speed = trial(k, **point, decay=decay)
+        if better(value, value_speed):
+            nll, speed, best = value, value_speed, {**point, "decay": decay}
     if document_starts is not None and len(document_starts) > 0 and bool((document_starts < grid_stream.numel()).any()):
-        value = trial(k, **best, reset_at_documents=True)
-        if value < nll:
-            nll, best = value, {**best, "reset_at_documents": True}
+        value, value_speed = trial(k, **best, reset_at_documents=True)
+        if better(value, value_speed):
+            nll, speed, best = value, value_speed, {**best, "reset_at_documents": True}
+    if floor:
+        floor["chosen_tokens_per_s"] = speed
     edge = len(lrs) > 1 and best["lr"] in (min(lrs), max(lrs))
     if edge:
         logger.warning("dynamic fit: lr %g is at the edge of the grid %s: widen it (--dynamic-lrs)", best["lr"],
                        list(lrs))  # fmt: skip
     fit: dict[str, Any] = {"grid_tokens": int(grid_stream.numel() - 1), "tokens": int(stream.numel() - 1),
                            "grid_nll_per_token": {"off": off, "dynamic": nll}, "trials": trials,
+                           "chosen_tokens_per_s": speed,
                            "grid": {"lr": list(lrs), "decay": [0.0, *decays], "subset": list(subsets),
                                     "windows_per_step": list(windows)},
                            "lr_at_grid_edge": edge, **({"speed_floor": floor} if floor else {})}  # fmt: skip

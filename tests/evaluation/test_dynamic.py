@@ -222,6 +222,34 @@ def test_every_decay_is_tried_at_the_grid_point_even_when_an_earlier_one_wins(mo
     assert [t.get("decay") for t in settings.fit["trials"] if "decay" in t] == [1e-3, 1e-2, 0.1]
 
 
+def test_a_decay_that_scores_lower_but_under_the_speed_floor_is_not_chosen(model_and_ms, monkeypatch):
+    import types
+
+    import s3cmn.nexttoken.dynamic_fit as dynamic_fit
+
+    model, _ = model_and_ms
+    stream = torch.cat([torch.tensor([0]), random_stream(96, seed=8)])
+    tokens = stream.numel() - 1
+    clock = [0.0]
+
+    def nll(m, s, c, st, settings, starts=None):  # decays score lower but take 100x as long
+        clock[0] += 100.0 if settings.decay else 1.0
+        return 5.0 - settings.lr - settings.decay
+
+    monkeypatch.setattr(dynamic_fit, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(dynamic_fit, "dynamic_nll", nll)
+    monkeypatch.setattr(dynamic_fit, "static_tokens_per_s", lambda *args: float(tokens))  # the floor: tokens / 2 s
+    settings = fit_dynamic(model, stream, CONTEXT, STRIDE, grid_tokens=0, lrs=(1e-3, 1e-2), decays=(1e-3, 1e-2),
+                           subsets=("head",), min_speed=0.5)  # fmt: skip
+    assert (settings.lr, settings.decay) == (1e-2, 0.0)
+    floor = settings.fit["speed_floor"]
+    assert floor["met"] and floor["chosen_tokens_per_s"] == settings.fit["chosen_tokens_per_s"] == tokens / 1.0
+    # without the floor the faster-scoring decay wins, and its own speed is the one reported
+    free = fit_dynamic(model, stream, CONTEXT, STRIDE, grid_tokens=0, lrs=(1e-3, 1e-2), decays=(1e-3, 1e-2),
+                       subsets=("head",))  # fmt: skip
+    assert free.decay == 1e-2 and free.fit["chosen_tokens_per_s"] == tokens / 100.0
+
+
 def test_document_starts_are_the_wikitext_article_headings(bert_tokenizer, wikitext_dir):
     from s3cmn.data import encode_text
     from s3cmn.nexttoken.dynamic import document_starts
