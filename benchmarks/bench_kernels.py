@@ -12,6 +12,9 @@ For each shape (those of the tiny and small presets at T = 512 and 2048) it time
 - the LM head's loss, ``linear_cross_entropy_ref`` (the (N, V) logits, then ``F.cross_entropy``) vs
   ``linear_cross_entropy`` (row chunks, softmax in place, gradients formed in the forward), at the presets'
   training rows N = B·T = 4096, their embedding width and the 30,522-token vocabulary;
+- dropout (p = 0.1, forward + backward) of one (B, T, D) activation of each training shape: ``F.dropout``
+  (PyTorch's sequential generator, a stored mask) vs ``s3cmn.ops.dropout.dropout`` (the hashed mask, regenerated
+  in backward);
 
 interleaved (old, new, old, new, ...) so that both see the same load, and reports the median of the repeats
 and their ratio. On a shared machine the ratio within one run is the figure to trust, not the milliseconds.
@@ -31,6 +34,7 @@ from typing import Any
 import torch
 
 from s3cmn.evaluation.benchmarking import close_meta, fmt_load, run_meta, scan_inputs
+from s3cmn.ops.dropout import dropout
 from s3cmn.ops.dynamic_update import dynamic_update, dynamic_update_ref
 from s3cmn.ops.lif import lif_scan
 from s3cmn.ops.linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref
@@ -98,6 +102,19 @@ def head_case(rows: int, width: int, vocab: int) -> Callable[[str], Callable[[],
     return make
 
 
+def dropout_case(batch: int, T: int, width: int) -> Callable[[str], Callable[[], None]]:
+    """fwd + bwd of dropout (p = 0.1) on one (B, T, D) activation."""
+    x = torch.randn(batch, T, width, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    grad = torch.ones_like(x)
+
+    def make(backend: str) -> Callable[[], None]:
+        def run() -> None:
+            x.grad = None
+            dropout(x, 0.1, backend=backend).backward(grad)  # type: ignore[arg-type]
+        return run
+    return make
+
+
 def update_case(preset: str, vocab: int = 30522) -> Callable[[str], Callable[[], None]]:
     """One dynamic-evaluation update of every parameter tensor of ``preset`` (memory off), weights, MS and the
     per-element rates as DynamicAdapter holds them (random values)."""
@@ -139,6 +156,7 @@ def run_all(shapes: list[tuple[str, int, int, int, int, int]], head_shapes: list
         cases += [
             (preset, "selective_scan", f"B={batch} E={E} N={N} T={T}", scan_case(batch, T, E, N), "chunked", "c"),
             (preset, "lif_scan", f"B={batch} T={T} N={units}", lif_case(batch, T, units), "loop", "c"),
+            (preset, "dropout", f"B={batch} T={T} D={E // 2}", dropout_case(batch, T, E // 2), "torch", "c"),
         ]
     for preset, n_rows, width, vocab in head_shapes:
         cases.append((preset, "lm_head_loss", f"N={n_rows} E={width} V={vocab}", head_case(n_rows, width, vocab),

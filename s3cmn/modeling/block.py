@@ -39,6 +39,7 @@ from s3cmn.modeling.population import PopulationLIFLayer
 from s3cmn.modeling.reservoir import CausalSelfAttention, TimeAwareReservoir
 from s3cmn.modeling.s4d import S4DMixer
 from s3cmn.modeling.spiking import LIFLayer
+from s3cmn.ops.dropout import Dropout
 
 if TYPE_CHECKING:
     from s3cmn.memory.bank import MemoryBank
@@ -113,7 +114,7 @@ class S3CMNBlock(nn.Module):
     def __init__(self, config: S3CMNConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.sublayers: list[SubLayer] = []
         reads_memory_here = layer_idx in config.memory_layer_indices()
         repeats: Counter[str] = Counter()

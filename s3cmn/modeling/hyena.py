@@ -30,6 +30,7 @@ from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.decode import derived, linear, module_tensors
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.decode_step import window_step
+from s3cmn.ops.dropout import Dropout
 from s3cmn.ops.fftconv import fft_causal_conv
 
 __all__ = ["ExponentialModulation", "HyenaFilter", "HyenaOperator", "PositionalEmbedding", "Sin"]
@@ -149,7 +150,7 @@ class HyenaOperator(nn.Module):
         # depthwise, causal: applied to [history, u] without padding (see _short_conv)
         self.short_filter = nn.Conv1d(inner, inner, self.short_kernel, groups=inner)
         self.filter_fn = HyenaFilter(D * (self.order - 1), config.hyena_filter_dim, self.filter_length)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.out_proj = nn.Linear(D, D)
 
     def init_state(self, batch: int, like: Tensor) -> MixerState:

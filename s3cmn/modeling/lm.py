@@ -19,6 +19,7 @@ from s3cmn.modeling.cache import S3CMNCache
 from s3cmn.modeling.decode import linear
 from s3cmn.modeling.outputs import S3CMNCausalLMOutput, S3CMNModelOutput
 from s3cmn.modeling.spiking import SpikeStats
+from s3cmn.ops.dropout import Dropout
 from s3cmn.ops.linear_cross_entropy import linear_cross_entropy
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class S3CMNModel(S3CMNPreTrainedModel):
         self.embed_positions = (
             nn.Embedding(config.max_position_embeddings, E) if config.position_embedding == "learned" else None
         )
-        self.embed_dropout = nn.Dropout(config.embedding_dropout)
+        self.embed_dropout = Dropout(config.embedding_dropout)
         self.in_proj = nn.Linear(E, D) if E != D else None
         # every layout, LiquidLM's reservoir one included, is an S3CMNBlock (config.resolved_block_mixers())
         self.layers = nn.ModuleList(S3CMNBlock(config, i) for i in range(config.num_layers))

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.decode import linear
 from s3cmn.modeling.mixer import MixerOutput, MixerState
+from s3cmn.ops.dropout import Dropout
 
 
 class MLP(nn.Module):
@@ -20,7 +21,7 @@ class MLP(nn.Module):
         inner = int(config.mlp_ratio * config.hidden_dim)
         self.fc = nn.Linear(config.hidden_dim, inner)
         self.proj = nn.Linear(inner, config.hidden_dim)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.layer_idx = layer_idx
 
     def init_state(self, batch: int, like: Tensor) -> MixerState:

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.cross_modal import causal_attention, merge_heads, split_heads
 from s3cmn.modeling.mixer import MixerOutput, MixerState
+from s3cmn.ops.dropout import Dropout
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class TimeAwareReservoir(nn.Module):
         self.ripple_amplitude = nn.Parameter(torch.full((K,), RIPPLE_INIT_AMPLITUDE))
         self.ripple_amplitude._no_weight_decay = True
         self.readout = nn.Linear(R, D)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def ripples(self, positions: Tensor) -> Tensor:
         """Σ_k A_k sin(ω_k p + φ_k): positions (B, T) -> (B, T, R)."""
@@ -150,7 +151,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout_p = config.attention_dropout
         self.qkv = nn.Linear(D, 3 * D)
         self.proj = nn.Linear(D, D)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
 
     def init_state(self, batch: int, like: Tensor) -> MixerState:
         """The empty key/value cache."""

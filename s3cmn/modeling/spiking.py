@@ -36,6 +36,7 @@ from s3cmn.model_config import S3CMNConfig
 from s3cmn.modeling.decode import derived, linear
 from s3cmn.modeling.mixer import MixerOutput, MixerState
 from s3cmn.ops.decode_step import lif_step_stats
+from s3cmn.ops.dropout import Dropout
 from s3cmn.ops.lif import lif_scan
 
 __all__ = ["LIFLayer", "SpikeStats"]
@@ -119,7 +120,7 @@ class LIFLayer(nn.Module):
             self.threshold = nn.Parameter(threshold)
             self.threshold._no_weight_decay = True  # decay would pull θ toward 0 (firing on any current)
         self.out_proj = nn.Linear(N, D)  # W_out: read-out of the spikes
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def decay(self) -> Tensor:
         """β (N,): ε + (1 − 2ε)·sigmoid(beta_logit) when learned (in (0, 1)), else the fixed buffer."""

@@ -21,7 +21,8 @@ def test_quick_run_times_every_kernel_pair(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(module, "QUICK_HEAD_SHAPES", [("tiny", 64, 16, 1000)])  # the harness, not the head's size
     out = tmp_path / "kernels.json"
     result = module.main(["--quick", "--threads", "1", "--out", str(out)])
-    assert {r["kernel"] for r in result["rows"]} == {"selective_scan", "lif_scan", "lm_head_loss", "dynamic_update"}
+    assert {r["kernel"] for r in result["rows"]} == {"selective_scan", "lif_scan", "dropout", "lm_head_loss",
+                                                    "dynamic_update"}
     for row in result["rows"]:
         assert all(math.isfinite(t) and t > 0 for t in row["old_times_ms"] + row["new_times_ms"])
         assert math.isclose(row["speedup"], row["old_ms"] / row["new_ms"])
