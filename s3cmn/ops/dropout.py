@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from s3cmn.ops.cpu_kernel import EXACT, KernelUnavailable, load_kernel, parallel_ranges, why_unavailable
 
@@ -123,6 +124,7 @@ class _HashDropout(torch.autograd.Function):
         return _apply_c(lib, x, p, seed)
 
     @staticmethod
+    @once_differentiable  # the C pass has no graph: a second derivative is an error, not a silent zero
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         return _apply_c(ctx.lib, grad, ctx.p, ctx.seed), None, None, None
 
