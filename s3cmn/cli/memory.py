@@ -204,7 +204,7 @@ def fit_dynamic_settings(args: argparse.Namespace, model: Any, text: Any, window
     if floor:
         print(f"  speed floor {floor['min_speed']:g}x the fixed-weights pass ({max(floor['off_tokens_per_s']):,.0f} "
               f"tokens/s): {'met' if floor['met'] else 'NOT met by any grid point'}; the chosen point scored "
-              f"{floor['chosen_tokens_per_s']:,.0f} tokens/s on the grid text")  # fmt: skip
+              f"{dynamic.fit['chosen_tokens_per_s']:,.0f} tokens/s on the grid text")  # fmt: skip
     if dynamic.fit["lr_at_grid_edge"]:
         print(f"  warning: lr {dynamic.lr:g} is at the edge of the grid "
               f"{dynamic.fit['grid']['lr']}: widen it with --dynamic-lrs")  # fmt: skip

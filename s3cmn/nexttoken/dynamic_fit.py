@@ -245,8 +245,6 @@ def _grid(model: nn.Module, stream: Tensor, context_length: int, stride: int, do
         value, value_speed = trial(k, **best, reset_at_documents=True)
         if better(value, value_speed):
             nll, speed, best = value, value_speed, {**best, "reset_at_documents": True}
-    if floor:
-        floor["chosen_tokens_per_s"] = speed
     edge = len(lrs) > 1 and best["lr"] in (min(lrs), max(lrs))
     if edge:
         logger.warning("dynamic fit: lr %g is at the edge of the grid %s: widen it (--dynamic-lrs)", best["lr"],

@@ -243,7 +243,7 @@ def test_a_decay_that_scores_lower_but_under_the_speed_floor_is_not_chosen(model
                            subsets=("head",), min_speed=0.5)  # fmt: skip
     assert (settings.lr, settings.decay) == (1e-2, 0.0)
     floor = settings.fit["speed_floor"]
-    assert floor["met"] and floor["chosen_tokens_per_s"] == settings.fit["chosen_tokens_per_s"] == tokens / 1.0
+    assert floor["met"] and settings.fit["chosen_tokens_per_s"] == tokens / 1.0
     # without the floor the faster-scoring decay wins, and its own speed is the one reported
     free = fit_dynamic(model, stream, CONTEXT, STRIDE, grid_tokens=0, lrs=(1e-3, 1e-2), decays=(1e-3, 1e-2),
                        subsets=("head",))  # fmt: skip
