@@ -145,10 +145,14 @@ def _kernel_for(x: Tensor, backend: Backend) -> ctypes.CDLL | None:
     return lib
 
 
-def dropout(x: Tensor, p: float, training: bool = True, backend: Backend = "auto") -> Tensor:
-    """``F.dropout(x, p, training)`` with the hashed mask of the module docstring (``backend`` as it says)."""
+def _check_p(p: float) -> None:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+
+
+def dropout(x: Tensor, p: float, training: bool = True, backend: Backend = "auto") -> Tensor:
+    """``F.dropout(x, p, training)`` with the hashed mask of the module docstring (``backend`` as it says)."""
+    _check_p(p)
     if not training or p == 0.0:
         return x
     lib = _kernel_for(x, backend)
@@ -163,8 +167,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5, backend: Backend = "auto") -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        _check_p(p)  # at construction, so a bad setting fails before training starts
         self.p, self.backend = p, backend
 
     def forward(self, x: Tensor) -> Tensor:
