@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -33,9 +34,13 @@ from s3cmn.utils.precision import cpu_model_name
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CACHE_DIR", "EXACT", "FAST_MATH", "KernelUnavailable", "load_kernel", "num_workers", "parallel_ranges", "ptr",
-    "why_unavailable",
+    "Backend", "CACHE_DIR", "EXACT", "FAST_MATH", "KernelUnavailable", "load_kernel", "num_workers", "parallel_ranges",
+    "ptr", "why_unavailable",
 ]
+
+Backend = Literal["auto", "c", "torch"]
+"""A kernel's ``backend`` argument: "c" (the C kernel, or an error saying why not), "torch" (the PyTorch path),
+"auto" (the C kernel where it loads and takes the tensors, else PyTorch)."""
 
 CACHE_DIR = Path.home() / ".cache" / "s3cmn" / "kernels"
 CFLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c99")

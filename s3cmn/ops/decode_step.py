@@ -18,20 +18,17 @@ modified: every result is a new tensor, so a state can be stepped from twice (be
 from __future__ import annotations
 
 import ctypes
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from s3cmn.ops.cpu_kernel import EXACT, FAST_MATH, KernelUnavailable, load_kernel, why_unavailable
+from s3cmn.ops.cpu_kernel import EXACT, FAST_MATH, Backend, KernelUnavailable, load_kernel, why_unavailable
 
 __all__ = [
     "decode_kernel", "lif_step_stats", "lif_step_stats_ref", "ssm_step", "ssm_step_ref", "window_step",
     "window_step_ref",
 ]
-
-Backend = Literal["auto", "c", "torch"]
 
 SOURCE = r"""
 #include <math.h>

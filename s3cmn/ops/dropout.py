@@ -20,18 +20,15 @@ inside ``torch.compile``, where the kernel cannot be traced); a missing kernel i
 from __future__ import annotations
 
 import ctypes
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from s3cmn.ops.cpu_kernel import EXACT, KernelUnavailable, load_kernel, parallel_ranges, why_unavailable
+from s3cmn.ops.cpu_kernel import EXACT, Backend, KernelUnavailable, load_kernel, parallel_ranges, why_unavailable
 
 __all__ = ["Dropout", "dropout", "dropout_kernel", "dropout_ref", "keep_threshold"]
-
-Backend = Literal["auto", "c", "torch"]
 
 SOURCE = r"""
 #include <stdint.h>

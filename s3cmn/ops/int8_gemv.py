@@ -13,12 +13,11 @@ split across :func:`~s3cmn.ops.cpu_kernel.parallel_ranges` threads when the weig
 from __future__ import annotations
 
 import ctypes
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from s3cmn.ops.cpu_kernel import FAST_MATH, KernelUnavailable, load_kernel, parallel_ranges, why_unavailable
+from s3cmn.ops.cpu_kernel import FAST_MATH, Backend, KernelUnavailable, load_kernel, parallel_ranges, why_unavailable
 
 __all__ = ["int8_gemv", "int8_gemv_kernel", "int8_gemv_ref", "unpack_linear_dynamic"]
 
@@ -45,8 +44,6 @@ void int8_gemv(int B, int R, int C, int r0, int r1, const float *x, const int8_t
 _INT, _PTR = ctypes.c_int, ctypes.c_void_p
 SIGNATURES = {"int8_gemv": [_INT] * 5 + [_PTR] * 6}
 PARALLEL_MIN_WEIGHTS = 2**21  # split rows across threads only above 2M weights (the LM head, not a block's layer)
-
-Backend = Literal["auto", "c", "torch"]
 
 
 def int8_gemv_kernel() -> ctypes.CDLL | None:
