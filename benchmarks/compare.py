@@ -593,7 +593,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="retrain runs already finished in --out (default: a run whose record.json has the same "
                         "settings is reused, so an interrupted comparison, or one seed added later, resumes)")
-    p.add_argument("--valid-tokens", type=int, default=65536, help="use the first N validation tokens (0 = all)")
+    p.add_argument("--valid-tokens", type=int, default=None,
+                   help="use the first N validation tokens (default 65536; quick 1024; 0 = all)")
     args = p.parse_args(argv)
     if sum(map(bool, (args.lr_grid, args.lr, args.lr_from))) > 1:
         p.error("--lr, --lr-grid and --lr-from exclude each other: give one way to set the rates")
@@ -604,6 +605,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.max_tokens = args.max_tokens if args.max_tokens is not None else (1024 if quick else 524288)
     args.max_time = args.max_time if args.max_time is not None else (10.0 if quick else 7200.0)
     args.eval_tokens = args.eval_tokens if args.eval_tokens is not None else (1024 if quick else 0)
+    args.valid_tokens = args.valid_tokens if args.valid_tokens is not None else (1024 if quick else 65536)
     args.evals = args.evals if args.evals is not None else (2 if quick else 8)
     args.batch_size = args.batch_size or 4
     args.seq_len = args.seq_len or (64 if quick else preset_training(args.preset).get("sequence_length", 128))
