@@ -120,14 +120,33 @@ def collect_chunks(chunks: Iterable[Chunk], cache: StreamCache | None, datastore
                    cat(parts["cache"]), cat(parts["knn"]))  # fmt: skip
 
 
-def restrict(nb: Neighbours, pos: Tensor, window: int | None, k: int) -> Neighbours:
-    """The ``k`` nearest of the retrieved entries within ``window`` positions (lists are sorted by distance)."""
+def _kept(nb: Neighbours, pos: Tensor, window: int | None, k: int) -> Tensor:
+    """(N, K) bool: the ``k`` nearest of the retrieved entries within ``window`` positions (lists are sorted by
+    distance)."""
     keep = nb.hit
     if window is not None:
         keep = keep & (pos[:, None] - nb.positions <= window)
     rank = torch.cumsum(keep.long(), -1)  # 1-based rank among the kept entries
-    keep = keep & (rank <= k)
+    return keep & (rank <= k)
+
+
+def restrict_ref(nb: Neighbours, pos: Tensor, window: int | None, k: int) -> Neighbours:
+    """:func:`restrict` at the full width K: the entries not kept are masked (distance inf, value -1) in place."""
+    keep = _kept(nb, pos, window, k)
     return Neighbours(nb.distances.masked_fill(~keep, math.inf), nb.values.masked_fill(~keep, -1))
+
+
+def restrict(nb: Neighbours, pos: Tensor, window: int | None, k: int) -> Neighbours:
+    """The ``k`` nearest of the retrieved entries within ``window`` positions, in min(k, K) columns: each row's
+    kept entries moved to its front in their order, the rest masked (distance inf, value -1). The same read-out
+    as :func:`restrict_ref`; the grid search scores many small k, and each then costs k columns, not K."""
+    keep = _kept(nb, pos, window, k)
+    width = min(k, keep.shape[1])
+    # a stable sort of "not kept" puts each row's kept columns first, in their (distance) order
+    cols = torch.sort((~keep).to(torch.uint8), dim=-1, stable=True).indices[:, :width]  # (N, width)
+    kept = keep.gather(1, cols)
+    return Neighbours(nb.distances.gather(1, cols).masked_fill(~kept, math.inf),
+                      nb.values.gather(1, cols).masked_fill(~kept, -1))  # fmt: skip
 
 
 def target_prob(nb: Neighbours, targets: Tensor, temperature: float) -> tuple[Tensor, Tensor]:

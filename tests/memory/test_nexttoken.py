@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from s3cmn.nexttoken.datastore import NextTokenDatastore, choose_index
+from s3cmn.nexttoken.fit import restrict, restrict_ref, target_prob
 from s3cmn.nexttoken.fitted import CacheSettings, KnnSettings, ReadoutSettings
 from s3cmn.nexttoken.readout import (
     Component,
@@ -88,6 +89,25 @@ def test_cache_neighbours_fast_equals_reference_and_is_causal():
     assert torch.equal(fast.values, ref.values)
     age = query_pos[:, None] - fast.positions
     assert bool(((age >= 1) & (age <= 6))[fast.hit].all())  # never itself, never later, never beyond the window
+
+
+@pytest.mark.parametrize(("window", "k"), [(None, 1), (None, 5), (None, 64), (7, 3), (20, 12), (1000, 64)])
+def test_restricted_neighbours_fast_equals_reference(window, k):
+    # sorted by distance, as retrieved; a cache's positions, so a window drops some hits in the middle of a row
+    nb = _neighbours(200, 48, 11, seed=3)
+    order = nb.distances.argsort(-1)
+    pos = torch.arange(1000, 1200)
+    entry_pos = pos[:, None] - torch.randint(1, 40, (200, 48), generator=torch.Generator().manual_seed(4))
+    nb = Neighbours(nb.distances.gather(1, order), nb.values.gather(1, order), entry_pos)
+    targets = torch.randint(0, 11, (200,), generator=torch.Generator().manual_seed(5))
+    fast, ref = restrict(nb, pos, window, k), restrict_ref(nb, pos, window, k)
+    assert fast.distances.shape == (200, min(k, 48))
+    assert torch.equal(fast.hit.sum(-1), ref.hit.sum(-1)) and bool((ref.hit.sum(-1) <= k).all())
+    for temperature in (0.1, 1.0, 30.0):
+        p_fast, hit_fast = target_prob(fast, targets, temperature)
+        p_ref, hit_ref = target_prob(ref, targets, temperature)
+        torch.testing.assert_close(p_fast, p_ref, rtol=1e-12, atol=1e-15)
+        assert torch.equal(hit_fast, hit_ref)
 
 
 def test_stream_cache_is_chunking_invariant():
