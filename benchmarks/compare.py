@@ -612,6 +612,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def kept_meta(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]], since: float) -> dict[str, Any]:
+    """The report's meta: this invocation's, unless it trained, scored and calibrated nothing (no record and no
+    calibration written since ``since``, a ``time.time()``), when the meta of the report already in ``out``
+    stays: its machine, load and wall time are those of the runs, and a rerun that only rewrites the report must
+    not replace them with its own."""
+    written = [Path(r["run_dir"]) / RECORD for r in runs] + [out / CALIBRATION]
+    if any(path.is_file() and path.stat().st_mtime >= since for path in written):
+        return meta
+    try:
+        old = json.loads((out / "compare.json").read_text(encoding="utf-8"))["meta"]
+    except (OSError, ValueError, KeyError, TypeError):  # no report yet (or an unreadable one): this invocation's
+        return meta
+    logger.info("every run was reused: keeping the report's meta from %s (%s)", old.get("date"), old.get("command"))
+    return old
+
+
 def grid_arg(text: str) -> list[float]:
     try:
         return parse_grid(text)
@@ -625,7 +641,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    start = time.perf_counter()
+    start, since = time.perf_counter(), time.time()
     meta = run_meta(args.threads, args.quick, argv, precision="fp32" if args.precision == "no" else args.precision)
     out = Path(args.out)
     corpus = load_data(args)
@@ -655,6 +671,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     resume=args.resume or bool(tuning and seed == args.seeds[0]))
             for seed in args.seeds for kind in args.models]
     close_meta(meta, start)
+    meta = kept_meta(out, meta, runs, since)
     result = {
         "meta": meta,
         "settings": {"corpus": corpus.name, "data": corpus.source, "selection": corpus.selection,

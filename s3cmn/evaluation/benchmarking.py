@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from s3cmn.memory.persist import atomic_write
+
 
 def run_meta(threads: int, quick: bool, argv: list[str] | None, precision: str = "fp32") -> dict[str, Any]:
     """What a result depends on beyond its numbers: machine (CPU, capability, precision used and its measured
@@ -85,12 +87,13 @@ def close_meta(meta: dict[str, Any], start: float) -> None:
 
 
 def write_results(out_dir: str | os.PathLike, stem: str, result: dict[str, Any], markdown: str) -> Path:
-    """``<out>/<stem>.json`` (strict JSON: no NaN) and ``<out>/<stem>.md``; returns the JSON path."""
+    """``<out>/<stem>.json`` (strict JSON: no NaN) and ``<out>/<stem>.md``, each written atomically; returns the
+    JSON path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{stem}.json"
-    path.write_text(json.dumps(result, indent=1, allow_nan=False), encoding="utf-8")
-    (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    atomic_write(path, json.dumps(result, indent=1, allow_nan=False).encode("utf-8"))
+    atomic_write(out / f"{stem}.md", markdown.encode("utf-8"))
     return path
 
 

@@ -80,6 +80,9 @@ def test_compare_reuses_finished_runs_with_the_same_settings(tmp_path: Path, sha
         second = compare.main([*argv, "--seeds", "0", "1"])
     assert second["runs"][0] == first["runs"][0] and [r["seed"] for r in second["runs"]] == [0, 1]
     assert "gpt2 seed 0: reusing" in caplog.text and "gpt2 seed 1: reusing" not in caplog.text
+    again = compare.main([*argv, "--seeds", "0", "1"])  # nothing trained: the report keeps the runs' meta
+    assert again["meta"] == second["meta"] and again["runs"] == second["runs"]
+    assert read_results(tmp_path, "compare")["meta"] == second["meta"]
     caplog.clear()
     with caplog.at_level("INFO"):  # another setting: trained again
         third = compare.main([*argv, "--lr", "1e-3"])
