@@ -210,8 +210,13 @@ def compare_tables(data: dict[str, Any]) -> list[Table]:
              stat(r["bits_per_byte"], 3), stat(r["token_perplexity"], 1), stat(r["train_tokens_per_s"], 0)]
             for r in data["rows"]]
     scored = s.get("eval_tokens_scored")
+    calibration = s.get("calibration")
+    budget = (f"equal wall-clock, {s['equal_time']:.0f} s of training per run: training tokens "
+              + ", ".join(f"{kind} {num(m['max_tokens'])} ({'fp32' if m['precision'] == 'no' else m['precision']})"
+                          for kind, m in calibration["models"].items())
+              if calibration else f"{num(s.get('max_tokens'))} training tokens per model")
     caption = (f"Corpus {s.get('corpus', 'wikitext2')}, tokenizer {Path(str(s['tokenizer'])).name}; "
-               f"{num(s.get('max_tokens'))} training tokens per model; seeds {', '.join(map(str, s['seeds']))}; "
+               f"{budget}; seeds {', '.join(map(str, s['seeds']))}; "
                f"validation: {s.get('selection', {}).get('description', NOT_RECORDED)}; "
                f"test tokens scored: {num(scored) if scored else NOT_RECORDED}"
                f"{' (the start of the split)' if s.get('eval_truncated') else ''}. Mean ± std over seeds.")
