@@ -256,6 +256,9 @@ def remove_checkpoints(run_dir: Path) -> None:
 
 CALIBRATION = "calibration.json"
 CALIBRATION_STEPS = 24  # optimiser steps per measurement (the first is the warm-up, left out of the median)
+# measurements per model and precision, in alternating model order; the budget is from their median, so one
+# measurement disturbed by the machine (seen: one model 34% slower in one round only) does not set it
+CALIBRATION_ROUNDS = 3
 
 
 def model_args(args: argparse.Namespace, kind: str) -> argparse.Namespace:
@@ -279,15 +282,18 @@ def precisions() -> list[str]:
 def calibration_key(args: argparse.Namespace) -> dict[str, Any]:
     keep = ("corpus", "preset", "override", "batch_size", "seq_len", "threads", "tokenizer", "equal_time", "data_dir",
             "shared_data")
-    return json.loads(json.dumps({**{k: getattr(args, k) for k in keep}, **this_cpu()}))
+    return json.loads(json.dumps({**{k: getattr(args, k) for k in keep}, **this_cpu(),
+                                  "rounds": CALIBRATION_ROUNDS, "statistic": "median"}))
 
 
 def calibrate(args: argparse.Namespace, reference: S3CMNConfig, data: dict[str, torch.Tensor],
               out: Path) -> dict[str, Any]:
     """Equal wall-clock (``--equal-time T``): each model's token budget is what it trains in T seconds here, at
     its fastest precision. Its training tokens/s is measured with the real loop (``fit``, CALIBRATION_STEPS steps
-    on the training blocks, no validation), for each native precision, twice in alternating model order; the
-    mean of the two medians, times T, rounded down to whole steps, is its budget. Saved as ``calibration.json``
+    on the training blocks, no validation), for each native precision, CALIBRATION_ROUNDS times in alternating
+    model order; the median of the rounds (each a median over steps), times T, rounded down to whole steps, is its
+    budget (a calibration.json from before the rounds were in its key, two rounds and their mean, is measured
+    again). Saved as ``calibration.json``
     in ``out`` and reused by a rerun with the same settings on the same CPU, so finished runs stay valid."""
     import tempfile
 
@@ -305,8 +311,8 @@ def calibrate(args: argparse.Namespace, reference: S3CMNConfig, data: dict[str, 
                     out / CALIBRATION)
     kinds, rates = list(args.models), {}
     blocks = data["train"][: CALIBRATION_STEPS * args.batch_size]
-    for round_ in range(2):
-        for kind in kinds if round_ == 0 else kinds[::-1]:
+    for round_ in range(CALIBRATION_ROUNDS):
+        for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
             for precision in precisions():
                 with tempfile.TemporaryDirectory(dir=out) as tmp:
                     margs = argparse.Namespace(**{**vars(args), "precision": precision, "evals": 1,
@@ -322,12 +328,13 @@ def calibrate(args: argparse.Namespace, reference: S3CMNConfig, data: dict[str, 
     tokens_per_step = args.batch_size * args.seq_len
     models = {}
     for kind in kinds:
-        mean = {p: statistics.fmean(v) for p, v in rates[kind].items()}
-        fastest = max(mean, key=lambda p: mean[p])
-        steps = max(1, int(mean[fastest] * args.equal_time // tokens_per_step))
-        models[kind] = {"precision": fastest, "tokens_per_s": mean[fastest], "measured": rates[kind],
+        typical = {p: statistics.median(v) for p, v in rates[kind].items()}
+        fastest = max(typical, key=lambda p: typical[p])
+        steps = max(1, int(typical[fastest] * args.equal_time // tokens_per_step))
+        models[kind] = {"precision": fastest, "tokens_per_s": typical[fastest], "measured": rates[kind],
                         "max_tokens": steps * tokens_per_step}
-    record = {"seconds": args.equal_time, "steps_per_measurement": CALIBRATION_STEPS, "models": models,
+    record = {"seconds": args.equal_time, "steps_per_measurement": CALIBRATION_STEPS,
+              "rounds": CALIBRATION_ROUNDS, "statistic": "median", "models": models,
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": list(os.getloadavg())}
     write_json_atomic(out / CALIBRATION, {"key": key, "record": record})
     return record
@@ -497,8 +504,10 @@ def markdown(result: dict[str, Any]) -> str:
               ""]
     if calibration:
         lines += [f"Equal wall-clock calibration: each model's training tokens/s with the training loop "
-                  f"({calibration['steps_per_measurement']} steps, the first left out, twice in alternating model "
-                  f"order, the mean of the medians) at each precision this CPU runs natively; the fastest sets the "
+                  f"({calibration['steps_per_measurement']} steps, the first left out, "
+                  f"{calibration.get('rounds', 2)} times in alternating model order, the "
+                  f"{calibration.get('statistic', 'mean')} of the rounds' medians) at each precision this CPU runs "
+                  f"natively; the fastest sets the "
                   f"budget = tokens/s x {calibration['seconds']:.0f} s, in whole steps.", "",
                   "| model | measured tokens/s | precision used | token budget |", "| --- | --- | --- | ---: |"]
         for kind, c in calibration["models"].items():
