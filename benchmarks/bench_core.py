@@ -14,8 +14,9 @@ num_attention_heads, the same vocabulary and MLP width, tied embeddings, sdpa at
   median ms/token of the round. s3cmn also runs with bf16 weights (only where the CPU has native bf16) and
   with int8 weights (``s3cmn.quantization.quantize_model``), at the
   shorter contexts, interleaved with its fp32 self (int8: ``backend="weight_only"``, int8 codes with float inputs,
-  decoded through the C int8 GEMV of ``s3cmn.ops.int8_gemv``); and its compiled step with fp32, bf16 and fp16
-  weight matrices (``compile_decode(weights=...)``: half the bytes, fp32 arithmetic, on any CPU).
+  decoded through the C int8 GEMV of ``s3cmn.ops.int8_gemv``); and its compiled step with fp32, bf16, fp16 and
+  int8 weight matrices (``compile_decode(weights=...)``: half or a quarter of the bytes, fp32 arithmetic, on
+  any CPU).
 - **training** (forward + backward + fused AdamW step, for both models) at (the preset's batch, ``--short-T``)
   and (1, ``--long-T``)
   in every *native* precision (fp32; bf16 autocast where the CPU has AVX512-BF16 / AMX), one step per model per
@@ -171,14 +172,14 @@ def _record(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, into:
 
 # compile_decode(weights=..., gemv=...): "compiled fp32" through the BLAS GEMV (the default until 2026-12-07, so
 # older result files mean the same), the others through the fused GEMV (the default since)
-COMPILED_WEIGHTS = ("compiled fp32", "compiled fp32 fused", "compiled bf16", "compiled fp16")
+COMPILED_WEIGHTS = ("compiled fp32", "compiled fp32 fused", "compiled bf16", "compiled fp16", "compiled int8")
 WEIGHT_KINDS = ("fp32", "int8", "bf16", *COMPILED_WEIGHTS)
 
 
 def weight_variants(model: torch.nn.Module, bf16_native: bool, compiled: bool) -> dict[str, torch.nn.Module]:
     """The s3cmn model with fp32, int8 and (native bf16 only) bf16 weights, each a separate copy; with
-    ``compiled``, also its compiled step with fp32 (through the BLAS GEMV and the fused one), bf16 and fp16 weight
-    matrices (fp32 arithmetic)."""
+    ``compiled``, also its compiled step with fp32 (through the BLAS GEMV and the fused one), bf16, fp16 and int8
+    (one scale per row) weight matrices (fp32 arithmetic)."""
     import copy
 
     from s3cmn.quantization.backends import quantize_model
@@ -259,9 +260,9 @@ def summarise(preset: str, gen: list[dict], variants: list[dict], train: list[di
                 b = g[path]["ms_per_token"]["median"] / bound_ms
                 target(f"generation ({label}) ms/token at 2048 / weight-read bound", b, "<= 2", b <= 2)
     for v in variants:
-        # half-width matrices against fp32 through the same (fused) GEMV
+        # narrower matrices against fp32 through the same (fused) GEMV
         for kind, base in (("int8", "fp32"), ("bf16", "fp32"), ("compiled bf16", "compiled fp32 fused"),
-                           ("compiled fp16", "compiled fp32 fused")):
+                           ("compiled fp16", "compiled fp32 fused"), ("compiled int8", "compiled fp32 fused")):
             if kind in v:
                 s = v[base]["ms_per_token"]["median"] / v[kind]["ms_per_token"]["median"]
                 target(f"{kind} weights speed-up over {base} at context {v['context']}", s, ">= 1.5", s >= 1.5)

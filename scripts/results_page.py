@@ -155,7 +155,8 @@ def bench_core_tables(data: dict[str, Any]) -> list[Table]:
 
 
 # bench_core's weight variants, in table order
-WEIGHT_KINDS = ("fp32", "int8", "bf16", "compiled fp32", "compiled fp32 fused", "compiled bf16", "compiled fp16")
+WEIGHT_KINDS = ("fp32", "int8", "bf16", "compiled fp32", "compiled fp32 fused", "compiled bf16", "compiled fp16",
+                "compiled int8")
 
 
 def bench_core_v2_tables(data: dict[str, Any]) -> list[Table]:

@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true",
                         help="decode through the torch.compile'd one-token step (~2x faster a token at batch 1 after a "
                         "compile of ~30 s; fp32, with --memory off or a model without memory)")  # fmt: skip
-    parser.add_argument("--compile-weights", choices=("fp32", "bf16", "fp16"), default=None,
+    parser.add_argument("--compile-weights", choices=("fp32", "bf16", "fp16", "int8"), default=None,
                         help="with --compile: store the weight matrices at this width (bf16 / fp16: half the bytes a "
-                        "token reads, fp32 arithmetic, any CPU; the logits of the rounded weights); default fp32")
+                        "token reads; int8: a quarter, one scale per row; fp32 arithmetic, any CPU; the logits of "
+                        "the rounded weights); default fp32")
     parser.add_argument("--verbose", action="store_true", help="log at INFO level to stderr")
     return parser
 

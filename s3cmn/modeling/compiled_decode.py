@@ -28,7 +28,10 @@ opt-in: ``model.compile_decode()`` (``s3cmn-generate --compile``, ``bench_core``
 ``compile_decode(weights="bf16" | "fp16")`` stores the weight matrices at half the bytes (the vectors and all
 arithmetic stay fp32): a token reads every weight once, so where the fp32 weights do not fit the cache this
 is up to twice as fast, on any x86 CPU (the upcast is a shift or F16C, not bf16 arithmetic). Its reference is
-the eager model with those matrices rounded (:func:`rounded_weights`).
+the eager model with those matrices rounded (:func:`rounded_weights`). ``weights="int8"`` stores a quarter of
+the bytes: each row as int8 codes and one fp32 scale (symmetric per row, :func:`int8_rows`), upcast and scaled
+in the same loop, again fp32 arithmetic on any CPU; its reference is the eager model with each matrix replaced
+by codes x scale.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from torch import Tensor, nn
 from s3cmn.modeling.decode import derived, module_tensors
 
 __all__ = ["GEMVS", "INDUCTOR_OPTIONS", "WEIGHT_DTYPES", "CompiledDecoder", "decode_tensors", "decode_step",
-           "matrix_layers", "rounded_weights", "step_linears", "unsupported"]
+           "int8_rows", "matrix_layers", "rounded_weights", "step_linears", "unsupported"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,9 @@ SKIPPED = ("memory",)  # read only when the memory is: the compiled step runs wh
 # "bf16" / "fp16": half the bytes of fp32, read by a fused upcast-multiply-sum (arithmetic in fp32), so the
 # step needs no native bf16 arithmetic: generation reads every weight once per token, and half the bytes is
 # what makes it faster where the weights do not fit the cache.
-WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# "int8": a quarter of the bytes: each row's codes and one fp32 scale (symmetric, the row's largest |w| / 127),
+# upcast and multiplied in the same loop (:func:`int8_rows`).
+WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
 # how the step multiplies by them: "blas", x @ Wᵀ through the BLAS (fp32 only); "fused", Inductor's loop of
 # upcast-multiply-sum over W's rows, fused with the rest of the step. "auto" is "fused": with INDUCTOR_OPTIONS
 # it was faster than the BLAS on the AVX2-only AMD EPYC for fp32 weights too (benchmarks/bench_core.py's
@@ -90,11 +95,28 @@ def unsupported(model: nn.Module) -> str:
 
 
 # --- the decode tensors --------------------------------------------------------------------------------
+def int8_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """weight (R, C) float -> (codes (R, C) int8 in [-127, 127], scale (R,) fp32): weight ≈ codes · scale, each
+    row scaled by its own largest magnitude / 127 (an all-zero row by 1)."""
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8), scale
+
+
+def _rows(out: dict[str, Tensor], name: str, weight: Tensor, dtype: torch.dtype) -> None:
+    """``name.rows``: (out, in), each output sums one contiguous row, in ``dtype``; int8 adds ``name.qscale``."""
+    if dtype == torch.int8:
+        out[name + ".rows"], out[name + ".qscale"] = int8_rows(weight)
+    else:
+        out[name + ".rows"] = weight.detach().to(dtype)
+
+
 def _linear(out: dict[str, Tensor], name: str, layer: nn.Linear, dtype: torch.dtype, blas: bool) -> None:
     if blas:
         out[name + ".wt"] = layer.weight.t().contiguous()  # (in, out): the BLAS GEMV streams it with unit stride
     else:
-        out[name + ".rows"] = layer.weight.detach().to(dtype)  # (out, in): each output sums one contiguous row
+        _rows(out, name, layer.weight, dtype)
     if layer.bias is not None:
         out[name + ".b"] = layer.bias.detach()
 
@@ -127,9 +149,13 @@ def _build(model: nn.Module, dtype: torch.dtype = torch.float32, blas: bool = Tr
     if blas:
         out: dict[str, Tensor] = {"head.wt": head.t().contiguous()}  # (E, V)
     else:
-        out = {"head.rows": head.detach().to(dtype)}  # (V, E)
+        out = {}
+        _rows(out, "head", head, dtype)  # (V, E)
     if head is not model.model.embed_tokens.weight:  # tied: the step reads the head's columns (rows)
-        out["embed" if blas else "embed.rows"] = model.model.embed_tokens.weight.detach().to(dtype)
+        if blas:
+            out["embed"] = model.model.embed_tokens.weight.detach()
+        else:
+            _rows(out, "embed", model.model.embed_tokens.weight, dtype)
     norm = model.model.norm
     out["norm.w"], out["norm.b"] = norm.weight.detach(), norm.bias.detach()
     for name, layer in step_linears(model).items():
@@ -200,7 +226,11 @@ def rounded_weights(model: nn.Module, weights: str) -> None:
     dtype = WEIGHT_DTYPES[weights]
     with torch.no_grad():
         for layer in matrix_layers(model):
-            layer.weight.copy_(layer.weight.to(dtype).float())
+            if dtype == torch.int8:
+                codes, scale = int8_rows(layer.weight)
+                layer.weight.copy_(codes.float() * scale[:, None])
+            else:
+                layer.weight.copy_(layer.weight.to(dtype).float())
 
 
 # --- the functional step -------------------------------------------------------------------------------
@@ -208,7 +238,18 @@ def _gemv(w: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
     """x (B, in) -> (B, out): x @ ``name.wt`` (fp32, the BLAS), or the upcast-multiply-sum of ``name.rows``
     (lower-precision weights: one fused loop that reads each weight once, never an fp32 copy of the matrix)."""
     wt = w.get(name + ".wt")
-    return x @ wt if wt is not None else (x[:, None, :] * w[name + ".rows"].float()).sum(-1)
+    if wt is not None:
+        return x @ wt
+    y = (x[:, None, :] * w[name + ".rows"].float()).sum(-1)
+    scale = w.get(name + ".qscale")  # int8 rows: one scale per output
+    return y if scale is None else y * scale
+
+
+def _row_lookup(w: dict[str, Tensor], name: str, ids: Tensor) -> Tensor:
+    """ids (B,) -> the fp32 rows (B, D) of the fused layout's matrix ``name`` (int8: times their scales)."""
+    x = w[name + ".rows"][ids].float()
+    scale = w.get(name + ".qscale")
+    return x if scale is None else x * scale[ids][:, None]
 
 
 def _has(w: dict[str, Tensor], name: str) -> bool:
@@ -296,11 +337,11 @@ def decode_step(w: dict[str, Tensor], ids: Tensor, states: list[dict[str, dict[s
     if "embed" in w:  # (B, D)
         x = w["embed"][ids]
     elif "embed.rows" in w:
-        x = w["embed.rows"][ids].float()
+        x = _row_lookup(w, "embed", ids)
     elif "head.wt" in w:  # tied: the head's columns (BLAS layout) or rows (fused)
         x = w["head.wt"][:, ids].t()
     else:
-        x = w["head.rows"][ids].float()
+        x = _row_lookup(w, "head", ids)
     if _has(w, "in_proj"):  # embedding_dim != hidden_dim
         x = _lin(w, "in_proj", x)
     new_states, stats = [], []

@@ -330,9 +330,9 @@ class S3CMNForCausalLM(S3CMNPreTrainedModel, GenerationMixin):
         """Decode one token at a time through a ``torch.compile``d step of the whole model
         (:mod:`s3cmn.modeling.compiled_decode`): the same logits and states as the eager step within fp32
         rounding, ~2x faster at batch 1, after a compile of tens of seconds on the first token of each batch
-        size. ``weights`` "bf16" / "fp16": the weight matrices stored at half the bytes (arithmetic in fp32),
-        the logits of the model with those matrices rounded. Raises ValueError for a model it does not cover
-        (the reason says which part). Returns self."""
+        size. ``weights`` "bf16" / "fp16": the weight matrices stored at half the bytes, "int8": at a quarter
+        (one scale per row); arithmetic in fp32, the logits of the model with those matrices rounded. Raises
+        ValueError for a model it does not cover (the reason says which part). Returns self."""
         from s3cmn.modeling.compiled_decode import INDUCTOR_OPTIONS, CompiledDecoder
 
         options = {"options": dict(INDUCTOR_OPTIONS)} if compile_options is None else compile_options

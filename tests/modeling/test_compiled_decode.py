@@ -71,6 +71,7 @@ def test_compiled_steps_equal_the_eager_steps(models, batch: int) -> None:
 # the fp32 cases: embedding_dim < hidden_dim, so the step also runs the model's in_proj and out_proj
 @pytest.mark.parametrize(("weights", "gemv", "batch", "overrides"),
                          [("bf16", "fused", 1, {}), ("bf16", "fused", 2, {}), ("fp16", "fused", 1, {}),
+                          ("int8", "fused", 1, {}), ("int8", "fused", 2, {"embedding_dim": 24}),
                           ("fp32", "fused", 1, {"embedding_dim": 24}), ("fp32", "blas", 1, {"embedding_dim": 24})])
 def test_the_gemv_equals_the_eager_model_with_its_weights_rounded(weights: str, gemv: str, batch: int,
                                                                    overrides: dict) -> None:
@@ -80,7 +81,7 @@ def test_the_gemv_equals_the_eager_model_with_its_weights_rounded(weights: str, 
     compiled.load_state_dict(eager.state_dict())
     compiled.compile_decode(weights=weights, gemv=gemv)
     packed = decode_tensors(compiled, weights, gemv)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[weights]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "int8": torch.int8}[weights]
     if gemv == "fused":  # the matrices, in their own buffer
         assert packed.matrices.dtype == dtype and packed.matrices.numel() > packed.flat.numel()
     ids = torch.randint(0, 61, (batch, 12), generator=torch.Generator().manual_seed(7))
@@ -112,7 +113,7 @@ def test_the_gemv_equals_the_eager_model_with_its_weights_rounded(weights: str, 
 
 def test_weights_that_overflow_fp16_or_an_unknown_width_are_refused() -> None:
     model = S3CMNForCausalLM(small_config()).eval()
-    with pytest.raises(ValueError, match="weights must be one of fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match="weights must be one of fp32, bf16, fp16, int8"):
         model.compile_decode(weights="int4")
     with pytest.raises(ValueError, match="gemv='blas' multiplies fp32 matrices"):
         model.compile_decode(weights="bf16", gemv="blas")
