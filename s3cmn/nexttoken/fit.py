@@ -149,6 +149,13 @@ def restrict(nb: Neighbours, pos: Tensor, window: int | None, k: int) -> Neighbo
                       nb.values.gather(1, cols).masked_fill(~kept, -1))  # fmt: skip
 
 
+def nearest(compacted: Neighbours, k: int) -> Neighbours:
+    """:func:`restrict` with ``k`` from the same rows restricted with every entry kept (k >= K): their kept
+    entries are already first, in distance order, so the ``k`` nearest are the first ``k`` columns. The grid
+    search restricts once per window, not once per (window, k)."""
+    return Neighbours(compacted.distances[:, :k], compacted.values[:, :k])
+
+
 def target_prob(nb: Neighbours, targets: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
     """p_mem(target) (N,) float64 and whether the row retrieved anything (N,)."""
     w = neighbour_weights(nb, temperature)
@@ -182,8 +189,9 @@ def grid_search(data: FitData, neighbours: Neighbours, windows: Sequence[int | N
     best: tuple[float, S] | None = None
     temps = _temperatures(neighbours)
     for window in windows:
+        compacted = restrict(neighbours, data.pos, window, neighbours.distances.shape[1])  # one sort a window
         for k in ks:
-            nb = restrict(neighbours, data.pos, window, k)
+            nb = nearest(compacted, k)
             for t in temps:
                 lam, ll = best_lambda(data.lm, *target_prob(nb, data.targets, t))
                 if best is None or ll > best[0]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from s3cmn.nexttoken.datastore import NextTokenDatastore, choose_index
-from s3cmn.nexttoken.fit import restrict, restrict_ref, target_prob
+from s3cmn.nexttoken.fit import nearest, restrict, restrict_ref, target_prob
 from s3cmn.nexttoken.fitted import CacheSettings, KnnSettings, ReadoutSettings
 from s3cmn.nexttoken.readout import (
     Component,
@@ -102,6 +102,8 @@ def test_restricted_neighbours_fast_equals_reference(window, k):
     targets = torch.randint(0, 11, (200,), generator=torch.Generator().manual_seed(5))
     fast, ref = restrict(nb, pos, window, k), restrict_ref(nb, pos, window, k)
     assert fast.distances.shape == (200, min(k, 48))
+    sliced = nearest(restrict(nb, pos, window, 48), k)  # the grid search's one restriction a window, then k
+    assert torch.equal(sliced.distances, fast.distances) and torch.equal(sliced.values, fast.values)
     assert torch.equal(fast.hit.sum(-1), ref.hit.sum(-1)) and bool((ref.hit.sum(-1) <= k).all())
     for temperature in (0.1, 1.0, 30.0):
         p_fast, hit_fast = target_prob(fast, targets, temperature)
