@@ -112,9 +112,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      100 * row["word_ppl_change"])
         rows.append(row)
     close_meta(meta, start)
-    result = {"meta": meta, "settings": {"checkpoint": str(args.checkpoint), "text": where, "tokens": text.num_tokens,
-                                         "words": text.words, "bytes": text.bytes, "seq_len": args.seq_len,
-                                         "parameters": sum(t.numel() for t in model.parameters())},
+    settings = {"checkpoint": str(args.checkpoint), "text": where, "tokens": text.num_tokens, "words": text.words,
+                "bytes": text.bytes, "seq_len": args.seq_len,
+                "parameters": sum(t.numel() for t in model.parameters())}
+    result = {"format": "s3cmn-weight-rounding", "meta": meta, "settings": settings,
               "goal": f"|change in word ppl| <= {GOAL:.0%}", "rows": rows}
     md = markdown(result)
     path = write_results(args.out, "weight_rounding", result, md)

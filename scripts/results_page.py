@@ -330,6 +330,15 @@ def memory_cost_tables(data: dict[str, Any]) -> list[Table]:
                   "A tiny-preset training step with and without the memory.")]
 
 
+def weight_rounding_tables(data: dict[str, Any]) -> list[Table]:
+    s = data["settings"]
+    rows = [[r["weights"], num(r["word_perplexity"], 2), num(r["bits_per_byte"], 4), pct(r["word_ppl_change"], 2)]
+            for r in data["rows"]]
+    return [Table(["weights", "word ppl", "bits/byte", "change in word ppl"], rows,
+                  f"The compiled decode step's weight widths (`rounded_weights`), scored on {s['text']} "
+                  f"({num(s['tokens'])} tokens, context {s['seq_len']}); goal {data['goal']}.")]
+
+
 def scaling_tables(data: dict[str, Any]) -> list[Table]:
     rows = [[p["model"], num(p["T"]), num(p["train"]["ms_per_token"], 2), num(p["generation"]["ms_per_token"], 2)]
             for p in data["points"]]
@@ -369,6 +378,7 @@ READERS: list[tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]],
     (lambda d: d.get("format") == "s3cmn-nexttoken-readout", readout_tables),
     (lambda d: d.get("format") == "s3cmn-nexttoken-datastore", datastore_tables),
     (lambda d: d.get("format") == "s3cmn-generation-cost", generation_cost_tables),
+    (lambda d: d.get("format") == "s3cmn-weight-rounding", weight_rounding_tables),
     (lambda d: d.get("schema") == 2 and "presets" in d and "targets" in d, bench_core_v2_tables),
     (lambda d: "kernels" in d and "targets" in d, bench_core_tables),
     (lambda d: "descriptions" in d or ("settings" in d and "rows" in d and "word_perplexity" in d["rows"][0]),
