@@ -306,6 +306,15 @@ def calibrate(args: argparse.Namespace, reference: S3CMNConfig, data: dict[str, 
     if saved is not None and saved.get("key") == key:
         logger.info("equal time: reusing the calibration in %s", out / CALIBRATION)
         return saved["record"]
+    def settings(k: dict[str, Any]) -> dict[str, Any]:  # the key without the CPU that measured it
+        return {name: v for name, v in k.items() if name not in this_cpu()}
+
+    if (saved is not None and args.keep_calibration and isinstance(saved.get("key"), dict)
+            and settings(saved["key"]) == settings(key)):
+        logger.warning("equal time: --keep-calibration: reusing %s, measured on %s (%s), not this CPU (%s): the "
+                       "budgets are what each model trains in %g s there", out / CALIBRATION, saved["key"].get("cpu"),
+                       saved["key"].get("cpu_capability"), this_cpu()["cpu_capability"], args.equal_time)
+        return saved["record"]
     if saved is not None:
         logger.info("equal time: %s was measured with other settings or on another CPU: measuring again",
                     out / CALIBRATION)
@@ -359,7 +368,7 @@ def rates_from(path: str, models: list[str]) -> dict[str, Any]:
 
 RECORD = "record.json"  # a run's record and the settings it ran with (a rerun reuses it); "eval" once scored
 # settings that do not change one run (under --equal-time the calibration sets max_tokens and precision, in the key)
-NOT_IN_KEY = ("out", "threads", "seeds", "models", "resume", "lr_grid", "calibration", "lr_from")
+NOT_IN_KEY = ("out", "threads", "seeds", "models", "resume", "lr_grid", "calibration", "lr_from", "keep_calibration")
 
 
 def run_key(args: argparse.Namespace, lr: float) -> dict[str, Any]:
@@ -587,6 +596,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--equal-time", type=float, default=0.0, metavar="SECONDS",
                    help="equal wall-clock: each model trains for what it does in SECONDS on this machine, at its "
                         "fastest native precision (measured first; replaces --max-tokens and --precision)")
+    p.add_argument("--keep-calibration", action="store_true",
+                   help="with --equal-time: reuse the calibration.json in --out even if another CPU measured it "
+                        "(the same settings otherwise), to finish its runs here; the budgets stay that CPU's")
     p.add_argument("--lr-from", default=None, metavar="DIR",
                    help="each model's rate as the tuned comparison in DIR chose it (compare.py --lr-grid)")
     p.add_argument("--data-dir", default=None, help="folder with wiki.{train,valid,test}.raw (real train split)")

@@ -300,6 +300,12 @@ def test_equal_time_gives_each_model_its_calibrated_budget_and_reuses_the_calibr
 
     monkeypatch.setattr(compare, "build_model", no_training)  # the same command again: calibration and runs reused
     assert compare.main(argv)["settings"]["calibration"] == calibration
+    saved = json.loads((tmp_path / "equal" / "calibration.json").read_text())  # as if another CPU had measured it
+    saved["key"]["cpu_capability"] = "ANOTHER"
+    (tmp_path / "equal" / "calibration.json").write_text(json.dumps(saved))
+    with pytest.raises(AssertionError, match="measured or trained again"):
+        compare.main(argv)
+    assert compare.main([*argv, "--keep-calibration"])["settings"]["calibration"] == calibration  # runs reused too
     with pytest.raises(SystemExit, match="holds no tuned rate for every model"):
         compare.main([*argv[:-len(TOY) - 1], "--models", "gpt2"])
     with pytest.raises(SystemExit):
@@ -312,3 +318,5 @@ def test_a_run_key_without_equal_time_is_the_key_runs_had_before_the_option() ->
     timed = compare.run_key(compare.parse_args(["--quick", "--equal-time", "60"]), 3e-3)
     assert "equal_time" not in plain and timed["equal_time"] == 60.0  # runs saved before it existed stay valid
     assert {k: v for k, v in timed.items() if k != "equal_time"} == plain
+    kept = compare.run_key(compare.parse_args(["--quick", "--equal-time", "60", "--keep-calibration"]), 3e-3)
+    assert kept == timed  # finishing runs with a kept calibration does not change their key
