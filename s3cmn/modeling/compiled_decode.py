@@ -389,6 +389,10 @@ class CompiledDecoder:
             raise ValueError(f"gemv must be one of {', '.join(GEMVS)}, got {gemv!r}")
         if gemv == "auto":
             gemv = "fused"
+        if weights == "int8" and not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+            logger.warning("compile_decode(weights='int8') on a %s CPU: Inductor's int8 GEMV ran ~3x slower than fp32 "
+                           "on an AVX2-only CPU (docs/measurements.md); weights='bf16' halves the bytes there",
+                           torch.backends.cpu.get_cpu_capability())
         self.model, self.weights, self.gemv = model, weights, gemv
         self.plan = tuple(tuple((sub.slot, sub.kind) for sub in block.sublayers if sub.kind not in SKIPPED)
                           for block in model.model.layers)
