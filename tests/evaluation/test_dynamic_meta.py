@@ -33,7 +33,12 @@ def test_the_meta_pass_is_the_scored_pass_before_any_meta_update(model_and_ms, r
     scales = {n: 1.0 if n in head else 0.5 for n in subset_parameters(model, "all")}
     expected = dynamic_nll(model, stream, CONTEXT, STRIDE, dataclasses.replace(start, subset="all", lr_scale=scales),
                            starts)  # fmt: skip
-    assert learned.fit["meta"]["curve"][0]["nll_per_token"] == pytest.approx(expected, rel=1e-5)
+    # Without resets the adapted weights carry across the document and the RMS-normalised steps amplify rounding:
+    # on an AVX-512 EPYC the meta pass (autograd through the steps) and evaluation differ by 2.7e-5 relative
+    # (4.582130 against 4.582256), 1.4e-7 with resets. Still tight enough to fail with the wrong scales (all 1.0:
+    # 4.582046, 4.6e-5 away) or the wrong reset rule (4.581051, 2.6e-4 away).
+    rel = 1e-5 if reset else 4e-5
+    assert learned.fit["meta"]["curve"][0]["nll_per_token"] == pytest.approx(expected, rel=rel)
     assert learned.lr_scale == pytest.approx(scales, rel=1e-6) and learned.subset == "all"
 
 
