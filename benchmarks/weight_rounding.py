@@ -35,16 +35,20 @@ GOAL = 0.01  # issue 28: narrower weights within 1% of the fp32 word perplexity
 
 
 def held_out_text(args: argparse.Namespace) -> tuple[str, str]:
-    """(text, where it came from); refuses a test split by name."""
+    """(text, where it came from); refuses a test split by name or content."""
     if args.corpus == "python":
         from s3cmn.data.python_corpus import load_python_corpus
 
         return load_python_corpus().text("validation"), "python-stdlib validation files"
     from s3cmn.data.text import read_text_file
+    from s3cmn.data.validation import why_test_split
 
-    if "test" in Path(args.text).name.lower():
-        raise SystemExit(f"weight_rounding: error: {args.text} looks like a test split: score held-out text instead")
-    return read_text_file(args.text), str(args.text)
+    text = read_text_file(args.text)
+    reason = why_test_split(str(args.text), text)  # by name or content, as training and the read-out fit refuse
+    if reason is not None:
+        raise SystemExit(f"weight_rounding: error: {args.text} looks like a test split ({reason}): score held-out "
+                         "text instead")
+    return text, str(args.text)
 
 
 def scores(model: torch.nn.Module, text: Any, args: argparse.Namespace) -> dict[str, Any]:
